@@ -1,0 +1,106 @@
+# probed: see README.md. `make` builds build/probed; `make test` installs what is
+# missing, builds, and runs unit + integration tests, then again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then a valgrind scenario.
+
+CC ?= gcc
+PREFIX ?= /usr/local
+PKGS := libcurl libmicrohttpd libcjson
+OPT ?= -O2
+SANITIZER ?=
+
+ifeq ($(SANITIZER),)
+BUILD ?= build
+SANFLAGS :=
+else
+BUILD ?= build-san
+SANFLAGS := -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -Iinclude $(PKG_CFLAGS) $(SANFLAGS) -MMD -MP
+LDLIBS += $(PKG_LIBS) -lcrypto -lm
+LDFLAGS += $(SANFLAGS)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c)) $(wildcard probes/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(BUILD)/daemon/main.o
+UNIT_SRC := $(wildcard tests/unit/check_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+
+.PHONY: all run test check integration sanitize valgrind noopt install clean deps lint
+all: $(BUILD)/probed
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libprobed.a: $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/probed: $(MAIN_OBJ) $(BUILD)/libprobed.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/check_%: $(BUILD)/tests/unit/check_%.o $(BUILD)/libprobed.a
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CHECK_LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/tools/%.o
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	@sh deploy/deps.sh
+
+run: deps
+	$(MAKE) all
+	./$(BUILD)/probed
+
+# Unit tests only (Check, fork mode).
+check: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_TIMEOUT_MULTIPLIER=$${CK_TIMEOUT_MULTIPLIER:-1} $$t; done
+
+# Integration tests: the real daemon against real targets, queried with curl.
+integration: $(BUILD)/probed $(TOOL_BIN)
+	@BUILD=$(BUILD) sh tests/integration/run.sh
+
+sanitize:
+	$(MAKE) SANITIZER=address,undefined OPT=-O1 check integration CK_TIMEOUT_MULTIPLIER=4
+
+valgrind: $(BUILD)/probed $(TOOL_BIN)
+	@BUILD=$(BUILD) sh tests/integration/valgrind.sh
+
+test: deps
+	$(MAKE) all
+	$(MAKE) check
+	$(MAKE) integration
+	$(MAKE) sanitize
+	$(MAKE) valgrind
+	@echo "make test: all suites passed"
+
+noopt:
+	$(MAKE) OPT=-O0
+
+lint:
+	clang-format --dry-run --Werror daemon/*.c probes/*.c include/*.h
+
+install: $(BUILD)/probed
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/probed $(DESTDIR)$(PREFIX)/bin/probed
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,101 @@
+/* The config: parsed from JSON (SPEC 3) plus probe flags (SPEC 2), validated,
+ * with every error naming its JSON path. Parsing never logs (STYLE 30): errors come
+ * back as a malloc'd "reterr" string such as
+ *   config: probes[1].timeout: "5x" is not a duration (e.g. "500ms", "2s")
+ * which main prints after "probed: ". */
+#pragma once
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct probe_ops;
+
+enum scope {
+        SCOPE_STARTUP = 1 << 0,
+        SCOPE_LIVENESS = 1 << 1,
+        SCOPE_READINESS = 1 << 2,
+        SCOPE_ALL = SCOPE_STARTUP | SCOPE_LIVENESS | SCOPE_READINESS,
+};
+
+struct timing {
+        uint64_t period_ms;
+        uint64_t timeout_ms;
+        uint64_t initial_delay_ms;
+        uint64_t startup_period_ms;
+        unsigned success_threshold;
+        unsigned failure_threshold;
+};
+
+struct probe_config {
+        char *name;                   /* owned */
+        const struct probe_ops *ops;  /* static */
+        unsigned scopes;              /* enum scope flags */
+        struct timing timing;         /* defaults applied */
+        void *spec;                   /* owned: from ops->parse, freed by ops->free_spec */
+        char *target;                 /* owned: URL or address, for /status */
+        cJSON *json;                  /* owned: the effective probe object (defaults filled in);
+                                       * two probes with equal json are the same config */
+};
+
+struct config {
+        char *listen;                 /* owned: "ADDR:PORT" */
+        enum log_level log_level;     /* LOG_LEVEL_INFO unless set */
+        bool log_level_set;           /* the file said log_level */
+        uint64_t drain_ms;
+        uint64_t stall_threshold_ms;
+        struct timing defaults;
+        uint64_t backoff_initial_ms;
+        uint64_t backoff_max_ms;
+        size_t n_probes;
+        struct probe_config *probes;  /* owned array of n_probes */
+};
+
+/* A probe given on the command line: kind is "http", "tcp", "ws", "grpc" or "exec",
+ * arg is what followed the flag ("NAME=URL", ...). Borrowed. */
+struct probe_flag {
+        const char *kind;
+        const char *arg;
+};
+
+/* Builds a config from the JSON text of a file (NULL: no file) plus probe flags.
+ * With no file and no flags, the embedded default (one tcp probe "app" to
+ * 127.0.0.1:${PROBED_TARGET_PORT:-8080}). ${VAR} and ${VAR:-default} are expanded in
+ * every string value. listen is taken from the file, else "0.0.0.0:8081" (main applies
+ * -l and $PROBED_LISTEN over it). Returns 0 and a config the caller frees with
+ * config_free, or -EINVAL/-ENOMEM with *reterr set (malloc'd, caller frees). */
+int config_load(const char *text, const struct probe_flag *flags, size_t n_flags,
+                struct config **ret_config, char **reterr);
+
+/* Reads a whole file (at most MAX_CONFIG_BYTES) into a malloc'd NUL-terminated string.
+ * Errors: "config: PATH: <strerror>" in *reterr. */
+int config_read_file(const char *path, char **ret_text, char **reterr);
+
+/* The effective config as JSON (defaults filled in), as --check-config prints it.
+ * Caller owns the result (cJSON_Delete). NULL on ENOMEM. */
+cJSON *config_to_json(const struct config *c);
+
+struct config *config_free(struct config *c);   /* NULL-safe, returns NULL */
+
+/* The probe with that name, or NULL. Borrowed from c. */
+const struct probe_config *config_find_probe(const struct config *c, const char *name);
+
+/* True when both probes would probe the same way (reload keeps their state). */
+bool probe_config_equal(const struct probe_config *a, const struct probe_config *b);
+
+/* ---- helpers for probe kinds' parse functions ----------------------------------
+ * obj is the probe's JSON object, path its JSON path ("probes[2]"). Each getter
+ * returns 0 when the key is absent (ret untouched) or valid (ret set), and
+ * -EINVAL with *reterr = "config: <path>.<key>: <why>" otherwise. "required" makes
+ * absence an error ("is required"). Strings are borrowed from obj. */
+int cfg_string(const cJSON *obj, const char *key, const char *path, bool required,
+               const char **ret, char **reterr);
+int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr);
+int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max,
+             uint64_t *ret, char **reterr);
+/* Sets *reterr to "config: <path>[.<key>]: <formatted>" and returns -EINVAL
+ * (-ENOMEM if even that failed). key may be NULL. */
+int cfg_error(char **reterr, const char *path, const char *key, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));

@@ -1,0 +1,83 @@
+/* An immutable, refcounted picture of the daemon's state: what the status server
+ * answers from (SPEC 5), built by the loop thread and read by the server's threads.
+ * Once published a snapshot is never modified; readers hold a reference
+ * (snapshot_ref/snapshot_unref, atomic) for as long as they render from it.
+ * The render_* functions are pure: snapshot in, text out. */
+#pragma once
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "probe.h"
+
+enum probe_state {
+        PROBE_WAITING,
+        PROBE_RUNNING,
+        PROBE_BACKOFF,
+        PROBE_STOPPED,
+        _PROBE_STATE_MAX,
+        _PROBE_STATE_INVALID = -EINVAL,
+};
+const char *probe_state_to_string(enum probe_state s);   /* "waiting", ... */
+
+/* Histogram buckets of probed_probe_duration_seconds, upper bounds in seconds. */
+#define DURATION_BUCKETS {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+#define N_DURATION_BUCKETS 11
+
+/* One probe as seen in a snapshot: plain values, no pointers into live state. */
+struct probe_view {
+        char name[MAX_NAME_LEN + 1];
+        const char *type;              /* static string ("http") */
+        char *target;                  /* owned by the snapshot */
+        unsigned scopes;               /* enum scope flags */
+        enum probe_state state;
+        int healthy;                   /* -1 unknown, 0 unhealthy, 1 healthy */
+        unsigned consecutive_successes;
+        unsigned consecutive_failures;
+        uint64_t attempts, successes, failures, timeouts, cancellations, errors, restarts;
+        enum outcome last_outcome;     /* _OUTCOME_INVALID before the first attempt ends */
+        int last_success;              /* -1 none yet; 1/0 for the last completed attempt */
+        char last_error[ERROR_MAX];    /* "" when none */
+        uint64_t last_duration_ms;
+        uint64_t last_attempt_wall_ns; /* 0: never */
+        uint64_t last_change_wall_ns;  /* 0: never (health never changed) */
+        char *output;                  /* owned; exec output, NULL for other kinds */
+        /* completed attempts (success/failure/timeout) by duration */
+        uint64_t duration_bucket[N_DURATION_BUCKETS];   /* cumulative counts: le bound */
+        uint64_t duration_count;
+        double duration_sum_s;
+        /* attempts by outcome, index enum outcome */
+        uint64_t outcome_total[_OUTCOME_MAX];
+};
+
+struct snapshot {
+        atomic_int refs;
+        bool started, live, ready, draining;
+        uint64_t start_mono_ns;        /* daemon start, CLOCK_MONOTONIC (uptime) */
+        uint64_t stalls;
+        uint64_t reloads_ok, reloads_failed;
+        size_t n_probes;
+        struct probe_view *probes;     /* owned array, config order */
+};
+
+struct snapshot *snapshot_new(size_t n_probes);   /* refs = 1, zeroed views; NULL on ENOMEM */
+struct snapshot *snapshot_ref(struct snapshot *s);
+struct snapshot *snapshot_unref(struct snapshot *s);   /* frees at 0; NULL-safe; returns NULL */
+
+/* "starting" | "ok" | "failing" | "draining" */
+const char *snapshot_status(const struct snapshot *s);
+
+/* The verdict endpoints (/startup, /livez, /readyz), for one scope
+ * (SCOPE_STARTUP, SCOPE_LIVENESS or SCOPE_READINESS). Non-verbose: "ok\n" or one
+ * reason line ("failing: api: connection refused\n", "draining\n", "starting\n").
+ * Verbose: one line per probe of that scope ("[+]api ok", "[-]chat failed: <err>")
+ * then "startup check passed" / "livez check failed" ... *ret_status is 200 or 503.
+ * Returns a malloc'd string, NULL on ENOMEM. */
+char *render_verdict(const struct snapshot *s, unsigned scope, bool verbose, int *ret_status);
+/* /status JSON (SPEC 5). now_mono_ns for uptime. malloc'd, NULL on ENOMEM. */
+char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns);
+/* /metrics, Prometheus text format 0.0.4; passes `promtool check metrics`.
+ * rss_bytes and cpu_seconds are the process figures. malloc'd, NULL on ENOMEM. */
+char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_seconds);

@@ -1,0 +1,30 @@
+/* Small helpers shared by every module: clocks, durations, errno. */
+#pragma once
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NSEC_PER_MSEC 1000000ULL
+#define NSEC_PER_SEC 1000000000ULL
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+/* CLOCK_MONOTONIC in ns: every deadline uses it (STYLE 22). */
+uint64_t now_ns(void);
+/* CLOCK_REALTIME in ns: only for timestamps shown to people. */
+uint64_t wall_ns(void);
+/* "2026-11-28T21:28:12.123Z" into buf (at least 32 bytes). */
+void format_rfc3339(uint64_t wall, char *buf, size_t n);
+
+/* Parses "500ms", "2s", "1m30s", "1h" (integer + unit, combinable) into ms.
+ * Returns 0, or -EINVAL for bare numbers, negatives, unknown units, empty input
+ * and -ERANGE on overflow. Never writes ret_ms on failure. */
+int duration_parse(const char *s, uint64_t *ret_ms);
+/* Formats ms back as the shortest duration string ("1m30s", "500ms", "0s"). */
+void duration_format(uint64_t ms, char *buf, size_t n);
+
+/* -errno, never 0 (for libc calls that return -1 and set errno). */
+static inline int negative_errno(void) { return errno > 0 ? -errno : -EIO; }
+
+/* malloc'd printf; NULL on ENOMEM. */
+char *strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
