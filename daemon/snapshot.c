@@ -1,0 +1,663 @@
+/* The status snapshot and its three renderers (SPEC 5).
+ *
+ * A snapshot is built by the loop thread, published, and from then on only read:
+ * the status server's threads hold a reference while they render from it, so the
+ * refcount is the only thing ever written after publication (atomic, release on the
+ * way down so the last owner sees every write before it frees).
+ *
+ * The renderers are pure functions of the snapshot and write into one growable
+ * buffer (struct buf) instead of building a cJSON tree: with 10,000 probes the
+ * /status document is several MB and a tree would cost one allocation per value.
+ * The buffer latches out-of-memory and the renderer returns NULL at the end, so the
+ * many append calls need no individual checks.
+ *
+ * JSON strings are escaped here, and bytes that are not valid UTF-8 (exec output can
+ * hold anything) become U+FFFD, so /status is always valid JSON; cJSON would pass such
+ * bytes through unchanged. Prometheus label values escape backslash, quote and
+ * newline as the text format 0.0.4 requires.
+ *
+ * Verdict bodies (the non-verbose ones are what the platform's prober logs):
+ *   200: "ok\n"
+ *   503: "draining\n"                               readyz while draining
+ *        "starting: <probe>: <reason>\n"            startup, or readyz before start
+ *        "failing: <probe>: <reason>\n"             livez, readyz
+ *   <reason> is last_error, or "no result yet" while it is empty. A bare "starting\n"
+ *   or "failing\n" is the fallback when no probe explains the verdict.
+ * Verbose (kube-apiserver style), one line per probe of the scope in config order:
+ *   "[+]<probe> ok" | "[-]<probe> failed: <reason>" | "[-]<probe> pending: <reason>"
+ *   then "[-]draining failed: shutting down" (readyz while draining)
+ *   then "<startup|livez|readyz> check passed|failed".
+ * Control characters in a reason become spaces so a reason is always one line. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "snapshot.h"
+#include "util.h"
+
+const char *outcome_to_string(enum outcome o) {
+        static const char *const table[_OUTCOME_MAX] = {
+                [OUTCOME_SUCCESS] = "success",
+                [OUTCOME_FAILURE] = "failure",
+                [OUTCOME_TIMEOUT] = "timeout",
+                [OUTCOME_CANCELLED] = "cancelled",
+                [OUTCOME_ERROR] = "error",
+        };
+
+        if ((int) o < 0 || o >= _OUTCOME_MAX)
+                return NULL;
+        return table[o];
+}
+
+const char *probe_state_to_string(enum probe_state s) {
+        static const char *const table[_PROBE_STATE_MAX] = {
+                [PROBE_WAITING] = "waiting",
+                [PROBE_RUNNING] = "running",
+                [PROBE_BACKOFF] = "backoff",
+                [PROBE_STOPPED] = "stopped",
+        };
+
+        if ((int) s < 0 || s >= _PROBE_STATE_MAX)
+                return NULL;
+        return table[s];
+}
+
+struct snapshot *snapshot_new(size_t n_probes) {
+        struct snapshot *s;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return NULL;
+        atomic_init(&s->refs, 1);
+        if (n_probes > 0) {
+                s->probes = calloc(n_probes, sizeof(*s->probes));
+                if (!s->probes) {
+                        free(s);
+                        return NULL;
+                }
+        }
+        s->n_probes = n_probes;
+        return s;
+}
+
+struct snapshot *snapshot_ref(struct snapshot *s) {
+        if (s)
+                atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+        return s;
+}
+
+static void snapshot_free(struct snapshot *s) {
+        for (size_t i = 0; i < s->n_probes; i++) {
+                free(s->probes[i].target);
+                free(s->probes[i].output);
+        }
+        free(s->probes);
+        free(s);
+}
+
+struct snapshot *snapshot_unref(struct snapshot *s) {
+        if (!s)
+                return NULL;
+        /* acq_rel: the thread that frees sees every other holder's reads as done */
+        if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+                snapshot_free(s);
+        return NULL;
+}
+
+const char *snapshot_status(const struct snapshot *s) {
+        if (s->draining)
+                return "draining";
+        if (!s->started)
+                return "starting";
+        if (s->live && s->ready)
+                return "ok";
+        return "failing";
+}
+
+/* ---- growable output buffer --------------------------------------------------- */
+
+struct buf {
+        char *p;
+        size_t len, cap;
+        bool oom;
+};
+
+static bool buf_reserve(struct buf *b, size_t extra) {
+        size_t want, cap;
+        char *p;
+
+        if (b->oom)
+                return false;
+        if (extra >= SIZE_MAX / 2 - b->len) {
+                b->oom = true;
+                return false;
+        }
+        want = b->len + extra + 1;   /* + NUL */
+        if (want <= b->cap)
+                return true;
+        cap = b->cap ? b->cap : 256;
+        while (cap < want)
+                cap *= 2;
+        p = realloc(b->p, cap);
+        if (!p) {
+                b->oom = true;
+                return false;
+        }
+        b->p = p;
+        b->cap = cap;
+        return true;
+}
+
+static void buf_add(struct buf *b, const char *s, size_t n) {
+        if (!buf_reserve(b, n))
+                return;
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        b->p[b->len] = '\0';
+}
+
+static void buf_puts(struct buf *b, const char *s) {
+        buf_add(b, s, strlen(s));
+}
+
+static void buf_putc(struct buf *b, char c) {
+        buf_add(b, &c, 1);
+}
+
+static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_printf(struct buf *b, const char *fmt, ...) {
+        va_list ap;
+        int n;
+
+        if (!buf_reserve(b, 64))
+                return;
+        va_start(ap, fmt);
+        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+                b->oom = true;
+                return;
+        }
+        if ((size_t) n >= b->cap - b->len) {
+                if (!buf_reserve(b, (size_t) n))
+                        return;
+                va_start(ap, fmt);
+                n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+                va_end(ap);
+                if (n < 0) {
+                        b->oom = true;
+                        return;
+                }
+        }
+        b->len += (size_t) n;
+}
+
+/* Hands the text over to the caller (malloc'd), or NULL after any allocation failure. */
+static char *buf_steal(struct buf *b) {
+        if (!b->oom && !b->p)
+                buf_reserve(b, 0);
+        if (b->oom) {
+                free(b->p);
+                b->p = NULL;
+                return NULL;
+        }
+        b->p[b->len] = '\0';
+        return b->p;
+}
+
+/* ---- verdicts ------------------------------------------------------------------ */
+
+static const char *scope_check_name(unsigned scope) {
+        switch (scope) {
+        case SCOPE_STARTUP:
+                return "startup";
+        case SCOPE_LIVENESS:
+                return "livez";
+        default:
+                return "readyz";
+        }
+}
+
+/* A reason on one line: control characters (a multi-line error) become spaces. */
+static void buf_put_reason(struct buf *b, const char *err) {
+        if (!err || !*err) {
+                buf_puts(b, "no result yet");
+                return;
+        }
+        for (const unsigned char *c = (const unsigned char *) err; *c; c++)
+                buf_putc(b, *c < 0x20 || *c == 0x7f ? ' ' : (char) *c);
+}
+
+/* The first probe of that scope whose health is not good enough: healthy == 0, or with
+ * unknown_counts also healthy == -1. NULL when none. */
+static const struct probe_view *first_bad(const struct snapshot *s, unsigned scope,
+                                          bool unknown_counts) {
+        for (size_t i = 0; i < s->n_probes; i++) {
+                const struct probe_view *v = &s->probes[i];
+
+                if (!(v->scopes & scope))
+                        continue;
+                if (v->healthy == 0 || (unknown_counts && v->healthy != 1))
+                        return v;
+        }
+        return NULL;
+}
+
+static void verdict_reason(struct buf *b, const struct snapshot *s, unsigned scope) {
+        const struct probe_view *v;
+        const char *word;
+
+        if (scope == SCOPE_READINESS && s->draining) {
+                buf_puts(b, "draining\n");
+                return;
+        }
+        if (scope == SCOPE_STARTUP || (scope == SCOPE_READINESS && !s->started)) {
+                word = "starting";
+                v = first_bad(s, SCOPE_STARTUP, true);
+        } else {
+                word = "failing";
+                v = first_bad(s, scope, scope == SCOPE_READINESS);
+        }
+        buf_puts(b, word);
+        if (v) {
+                buf_printf(b, ": %s: ", v->name);
+                buf_put_reason(b, v->last_error);
+        }
+        buf_putc(b, '\n');
+}
+
+static void verdict_verbose(struct buf *b, const struct snapshot *s, unsigned scope,
+                            bool pass) {
+        for (size_t i = 0; i < s->n_probes; i++) {
+                const struct probe_view *v = &s->probes[i];
+
+                if (!(v->scopes & scope))
+                        continue;
+                if (v->healthy == 1) {
+                        buf_printf(b, "[+]%s ok\n", v->name);
+                        continue;
+                }
+                buf_printf(b, "[-]%s %s: ", v->name, v->healthy == 0 ? "failed" : "pending");
+                buf_put_reason(b, v->last_error);
+                buf_putc(b, '\n');
+        }
+        if (scope == SCOPE_READINESS && s->draining)
+                buf_puts(b, "[-]draining failed: shutting down\n");
+        buf_printf(b, "%s check %s\n", scope_check_name(scope), pass ? "passed" : "failed");
+}
+
+char *render_verdict(const struct snapshot *s, unsigned scope, bool verbose, int *ret_status) {
+        struct buf b = {0};
+        bool pass;
+        char *r;
+
+        switch (scope) {
+        case SCOPE_STARTUP:
+                pass = s->started;
+                break;
+        case SCOPE_LIVENESS:
+                pass = s->live;
+                break;
+        default:
+                scope = SCOPE_READINESS;
+                pass = s->ready;
+                break;
+        }
+
+        if (verbose)
+                verdict_verbose(&b, s, scope, pass);
+        else if (pass)
+                buf_puts(&b, "ok\n");
+        else
+                verdict_reason(&b, s, scope);
+
+        r = buf_steal(&b);
+        if (r)
+                *ret_status = pass ? 200 : 503;
+        return r;
+}
+
+/* ---- /status ------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0 when it is not
+ * one (overlong forms, surrogates and code points above U+10FFFF are invalid). */
+static size_t utf8_valid_len(const unsigned char *p) {
+        unsigned char c = p[0];
+
+        if (c >= 0xc2 && c <= 0xdf)
+                return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+        if (c >= 0xe0 && c <= 0xef) {
+                unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+
+                if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
+                        return 0;
+                return 3;
+        }
+        if (c >= 0xf0 && c <= 0xf4) {
+                unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+
+                if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+                        return 0;
+                return 4;
+        }
+        return 0;
+}
+
+/* A JSON string (quotes included); NULL is written as null. The NUL terminator stops
+ * every continuation-byte test above, so reads never pass the end of s. */
+static void json_string(struct buf *b, const char *s) {
+        const unsigned char *p, *run;
+
+        if (!s) {
+                buf_puts(b, "null");
+                return;
+        }
+        buf_putc(b, '"');
+        p = run = (const unsigned char *) s;
+        while (*p) {
+                const char *esc = NULL;
+                char ubuf[8];
+                size_t n;
+
+                if (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') {
+                        p++;
+                        continue;
+                }
+                if (*p >= 0x80) {
+                        n = utf8_valid_len(p);
+                        if (n > 0) {
+                                p += n;
+                                continue;
+                        }
+                        esc = "\xef\xbf\xbd";   /* U+FFFD for one invalid byte */
+                } else if (*p == '"')
+                        esc = "\\\"";
+                else if (*p == '\\')
+                        esc = "\\\\";
+                else if (*p == '\n')
+                        esc = "\\n";
+                else if (*p == '\r')
+                        esc = "\\r";
+                else if (*p == '\t')
+                        esc = "\\t";
+                else {
+                        (void) snprintf(ubuf, sizeof(ubuf), "\\u%04x", *p);
+                        esc = ubuf;
+                }
+                buf_add(b, (const char *) run, (size_t) (p - run));
+                buf_puts(b, esc);
+                p++;
+                run = p;
+        }
+        buf_add(b, (const char *) run, (size_t) (p - run));
+        buf_putc(b, '"');
+}
+
+static void json_key(struct buf *b, const char *key) {
+        buf_printf(b, "\"%s\":", key);   /* keys are ours: plain ASCII */
+}
+
+static void json_bool(struct buf *b, const char *key, bool v) {
+        json_key(b, key);
+        buf_puts(b, v ? "true" : "false");
+}
+
+static void json_u64(struct buf *b, const char *key, uint64_t v) {
+        buf_printf(b, "\"%s\":%" PRIu64, key, v);
+}
+
+static void json_time(struct buf *b, const char *key, uint64_t wall) {
+        char t[64];
+
+        json_key(b, key);
+        if (wall == 0) {
+                buf_puts(b, "null");
+                return;
+        }
+        format_rfc3339(wall, t, sizeof(t));
+        json_string(b, t);
+}
+
+static void json_probe(struct buf *b, const struct probe_view *v) {
+        static const struct {
+                unsigned flag;
+                const char *name;
+        } scopes[] = {
+                {SCOPE_STARTUP, "startup"},
+                {SCOPE_LIVENESS, "liveness"},
+                {SCOPE_READINESS, "readiness"},
+        };
+        bool ended = (int) v->last_outcome >= 0 && v->last_outcome < _OUTCOME_MAX;
+        bool first = true;
+
+        buf_putc(b, '{');
+        json_key(b, "name");
+        json_string(b, v->name);
+        buf_putc(b, ',');
+        json_key(b, "type");
+        json_string(b, v->type);
+        buf_putc(b, ',');
+        json_key(b, "target");
+        json_string(b, v->target);
+        buf_putc(b, ',');
+        json_key(b, "scopes");
+        buf_putc(b, '[');
+        for (size_t i = 0; i < ELEMENTSOF(scopes); i++) {
+                if (!(v->scopes & scopes[i].flag))
+                        continue;
+                buf_printf(b, "%s\"%s\"", first ? "" : ",", scopes[i].name);
+                first = false;
+        }
+        buf_puts(b, "],");
+        json_key(b, "state");
+        json_string(b, probe_state_to_string(v->state));
+        buf_putc(b, ',');
+        json_key(b, "healthy");
+        buf_puts(b, v->healthy == 1 ? "true," : v->healthy == 0 ? "false," : "null,");
+        json_u64(b, "consecutive_successes", v->consecutive_successes);
+        buf_putc(b, ',');
+        json_u64(b, "consecutive_failures", v->consecutive_failures);
+        buf_putc(b, ',');
+        json_u64(b, "attempts", v->attempts);
+        buf_putc(b, ',');
+        json_u64(b, "successes", v->successes);
+        buf_putc(b, ',');
+        json_u64(b, "failures", v->failures);
+        buf_putc(b, ',');
+        json_u64(b, "timeouts", v->timeouts);
+        buf_putc(b, ',');
+        json_u64(b, "cancellations", v->cancellations);
+        buf_putc(b, ',');
+        json_u64(b, "errors", v->errors);
+        buf_putc(b, ',');
+        json_u64(b, "restarts", v->restarts);
+        buf_putc(b, ',');
+        json_key(b, "last_outcome");
+        json_string(b, ended ? outcome_to_string(v->last_outcome) : NULL);
+        buf_putc(b, ',');
+        json_key(b, "last_error");
+        json_string(b, v->last_error[0] ? v->last_error : NULL);
+        buf_putc(b, ',');
+        if (ended)
+                json_u64(b, "last_duration_ms", v->last_duration_ms);
+        else
+                buf_puts(b, "\"last_duration_ms\":null");
+        buf_putc(b, ',');
+        json_time(b, "last_attempt", v->last_attempt_wall_ns);
+        buf_putc(b, ',');
+        json_time(b, "last_change", v->last_change_wall_ns);
+        buf_putc(b, ',');
+        json_key(b, "output");
+        json_string(b, v->output);
+        buf_putc(b, '}');
+}
+
+char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns) {
+        uint64_t uptime = now_mono_ns > s->start_mono_ns ? now_mono_ns - s->start_mono_ns : 0;
+        struct buf b = {0};
+
+        buf_putc(&b, '{');
+        json_key(&b, "version");
+        json_string(&b, PROBED_VERSION);
+        buf_putc(&b, ',');
+        json_key(&b, "status");
+        json_string(&b, snapshot_status(s));
+        buf_putc(&b, ',');
+        json_bool(&b, "started", s->started);
+        buf_putc(&b, ',');
+        json_bool(&b, "live", s->live);
+        buf_putc(&b, ',');
+        json_bool(&b, "ready", s->ready);
+        buf_putc(&b, ',');
+        json_bool(&b, "draining", s->draining);
+        buf_putc(&b, ',');
+        json_u64(&b, "uptime_seconds", uptime / NSEC_PER_SEC);
+        buf_putc(&b, ',');
+        json_u64(&b, "stalls", s->stalls);
+        buf_putc(&b, ',');
+        json_u64(&b, "reloads", s->reloads_ok);
+        buf_puts(&b, ",\"probes\":[");
+        for (size_t i = 0; i < s->n_probes; i++) {
+                if (i > 0)
+                        buf_putc(&b, ',');
+                json_probe(&b, &s->probes[i]);
+        }
+        buf_puts(&b, "]}");
+        return buf_steal(&b);
+}
+
+/* ---- /metrics ------------------------------------------------------------------ */
+
+static void prom_family(struct buf *b, const char *name, const char *type, const char *help) {
+        buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value, quotes included, escaped as text format 0.0.4 requires. */
+static void prom_label_value(struct buf *b, const char *s) {
+        const char *run = s ? s : "";
+        const char *p = run;
+
+        buf_putc(b, '"');
+        for (; *p; p++) {
+                const char *esc = NULL;
+
+                if (*p == '\\')
+                        esc = "\\\\";
+                else if (*p == '"')
+                        esc = "\\\"";
+                else if (*p == '\n')
+                        esc = "\\n";
+                if (!esc)
+                        continue;
+                buf_add(b, run, (size_t) (p - run));
+                buf_puts(b, esc);
+                run = p + 1;
+        }
+        buf_add(b, run, (size_t) (p - run));
+        buf_putc(b, '"');
+}
+
+/* "name{probe="..",type=".."" without the closing brace, so callers can add labels. */
+static void prom_probe_labels(struct buf *b, const char *name, const struct probe_view *v) {
+        buf_printf(b, "%s{probe=", name);
+        prom_label_value(b, v->name);
+        buf_puts(b, ",type=");
+        prom_label_value(b, v->type);
+}
+
+static void prom_gauge01(struct buf *b, const char *name, const char *help, bool v) {
+        prom_family(b, name, "gauge", help);
+        buf_printf(b, "%s %d\n", name, v ? 1 : 0);
+}
+
+char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_seconds) {
+        static const double bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
+        struct buf b = {0};
+
+        prom_gauge01(&b, "probed_started",
+                     "1 once every startup-scope probe has been healthy.", s->started);
+        prom_gauge01(&b, "probed_live", "1 while no liveness-scope probe is unhealthy.",
+                     s->live);
+        prom_gauge01(&b, "probed_ready",
+                     "1 while started, not draining and every readiness probe is healthy.",
+                     s->ready);
+        prom_gauge01(&b, "probed_draining", "1 once shutdown has begun.", s->draining);
+
+        prom_family(&b, "probed_probe_healthy", "gauge",
+                    "Probe health: 1 healthy, 0 unhealthy, absent while unknown.");
+        for (size_t i = 0; i < s->n_probes; i++) {
+                const struct probe_view *v = &s->probes[i];
+
+                if (v->healthy != 0 && v->healthy != 1)
+                        continue;
+                prom_probe_labels(&b, "probed_probe_healthy", v);
+                buf_printf(&b, "} %d\n", v->healthy);
+        }
+
+        prom_family(&b, "probed_probe_success", "gauge",
+                    "1 if the last completed attempt of the probe succeeded, else 0.");
+        for (size_t i = 0; i < s->n_probes; i++) {
+                const struct probe_view *v = &s->probes[i];
+
+                if (v->last_success != 0 && v->last_success != 1)
+                        continue;
+                prom_probe_labels(&b, "probed_probe_success", v);
+                buf_printf(&b, "} %d\n", v->last_success);
+        }
+
+        prom_family(&b, "probed_probe_duration_seconds", "histogram",
+                    "Duration of completed probe attempts (success, failure, timeout).");
+        for (size_t i = 0; i < s->n_probes; i++) {
+                const struct probe_view *v = &s->probes[i];
+
+                for (size_t k = 0; k < N_DURATION_BUCKETS; k++) {
+                        prom_probe_labels(&b, "probed_probe_duration_seconds_bucket", v);
+                        buf_printf(&b, ",le=\"%g\"} %" PRIu64 "\n", bounds[k],
+                                   v->duration_bucket[k]);
+                }
+                prom_probe_labels(&b, "probed_probe_duration_seconds_bucket", v);
+                buf_printf(&b, ",le=\"+Inf\"} %" PRIu64 "\n", v->duration_count);
+                prom_probe_labels(&b, "probed_probe_duration_seconds_sum", v);
+                buf_printf(&b, "} %.15g\n", v->duration_sum_s);
+                prom_probe_labels(&b, "probed_probe_duration_seconds_count", v);
+                buf_printf(&b, "} %" PRIu64 "\n", v->duration_count);
+        }
+
+        prom_family(&b, "probed_probe_attempts_total", "counter", "Probe attempts by outcome.");
+        for (size_t i = 0; i < s->n_probes; i++) {
+                const struct probe_view *v = &s->probes[i];
+
+                for (int o = 0; o < _OUTCOME_MAX; o++) {
+                        prom_probe_labels(&b, "probed_probe_attempts_total", v);
+                        buf_printf(&b, ",outcome=\"%s\"} %" PRIu64 "\n", outcome_to_string(o),
+                                   v->outcome_total[o]);
+                }
+        }
+
+        prom_family(&b, "probed_probe_restarts_total", "counter",
+                    "Times the probe came back from backoff.");
+        for (size_t i = 0; i < s->n_probes; i++) {
+                prom_probe_labels(&b, "probed_probe_restarts_total", &s->probes[i]);
+                buf_printf(&b, "} %" PRIu64 "\n", s->probes[i].restarts);
+        }
+
+        prom_family(&b, "probed_stalls_total", "counter",
+                    "Loop stalls (CPU throttling, a frozen instance) that re-ran attempts.");
+        buf_printf(&b, "probed_stalls_total %" PRIu64 "\n", s->stalls);
+
+        prom_family(&b, "probed_config_reloads_total", "counter", "Config reloads by result.");
+        buf_printf(&b, "probed_config_reloads_total{result=\"success\"} %" PRIu64 "\n",
+                   s->reloads_ok);
+        buf_printf(&b, "probed_config_reloads_total{result=\"failure\"} %" PRIu64 "\n",
+                   s->reloads_failed);
+
+        prom_family(&b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        buf_printf(&b, "process_resident_memory_bytes %" PRIu64 "\n", rss_bytes);
+        prom_family(&b, "process_cpu_seconds_total", "counter",
+                    "Total user and system CPU time spent in seconds.");
+        buf_printf(&b, "process_cpu_seconds_total %.15g\n", cpu_seconds);
+
+        return buf_steal(&b);
+}

@@ -1,0 +1,202 @@
+/* tcp probe: success when a connection to `address` is established within the
+ * timeout (as kubelet's tcpSocket). No byte is sent; the socket is closed abortively.
+ *
+ *   start: socket(O_NONBLOCK) -> connect() --EINPROGRESS--> wait EPOLLOUT
+ *                                  |  0                      |  SO_ERROR == 0 -> success
+ *                                  |  error -> failure       |  otherwise     -> failure
+ *
+ * Host names are resolved when the config loads (a sidecar probes localhost); the
+ * attempt itself never blocks. */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "loop.h"
+#include "probe.h"
+#include "probe_curl.h"
+#include "util.h"
+
+struct tcp_spec {
+        struct sockaddr_storage addr;
+        socklen_t addr_len;
+};
+
+struct tcp_attempt {
+        int fd;
+};
+
+/* Splits "HOST:PORT" / "[V6]:PORT" and resolves it. -EINVAL: not HOST:PORT. */
+static int tcp_resolve(const char *address, struct sockaddr_storage *ret_addr, socklen_t *ret_len)
+{
+        char host[256];
+        const char *colon, *port;
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res = NULL;
+        size_t hl;
+        char *end;
+        long p;
+
+        if (address[0] == '[') {
+                const char *rb = strchr(address, ']');
+                if (!rb || rb[1] != ':')
+                        return -EINVAL;
+                hl = (size_t) (rb - address - 1);
+                if (hl == 0 || hl >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, address + 1, hl);
+                port = rb + 2;
+        } else {
+                colon = strrchr(address, ':');
+                if (!colon || colon == address || strchr(address, ':') != colon)
+                        return -EINVAL;
+                hl = (size_t) (colon - address);
+                if (hl >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, address, hl);
+                port = colon + 1;
+        }
+        host[hl] = '\0';
+        p = strtol(port, &end, 10);
+        if (!*port || *end || p < 1 || p > 65535)
+                return -EINVAL;
+        if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
+                return -ENOENT;
+        memcpy(ret_addr, res->ai_addr, res->ai_addrlen);
+        *ret_len = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+}
+
+static int tcp_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
+{
+        struct tcp_spec *spec;
+        const char *address = NULL;
+        int r;
+
+        r = cfg_string(obj, "address", path, true, &address, reterr);
+        if (r < 0)
+                return r;
+        spec = calloc(1, sizeof(*spec));
+        if (!spec)
+                return -ENOMEM;
+        r = tcp_resolve(address, &spec->addr, &spec->addr_len);
+        if (r == -EINVAL) {
+                free(spec);
+                return cfg_error(reterr, path, "address", "\"%s\" is not HOST:PORT", address);
+        }
+        if (r < 0) {
+                free(spec);
+                return cfg_error(reterr, path, "address", "cannot resolve \"%s\"", address);
+        }
+        *ret_target = strdup(address);
+        if (!*ret_target) {
+                free(spec);
+                return -ENOMEM;
+        }
+        *ret_spec = spec;
+        return 0;
+}
+
+static void tcp_free_spec(void *spec)
+{
+        free(spec);
+}
+
+static void tcp_fail(struct attempt *a, int err)
+{
+        char msg[96];
+
+        probe_strerror(err, msg, sizeof(msg));
+        attempt_end(a, OUTCOME_FAILURE, "connect: %s", msg);
+}
+
+static void tcp_on_io(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct attempt *a = data;
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        (void) l;
+        (void) events;
+        if (a->state != ATTEMPT_RUNNING || !a->data || ((struct tcp_attempt *) a->data)->fd != fd)
+                return;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                err = errno;
+        if (err == 0)
+                attempt_end(a, OUTCOME_SUCCESS, "connected");
+        else
+                tcp_fail(a, err);
+}
+
+static void tcp_cancel(struct attempt *a)
+{
+        struct tcp_attempt *t = a->data;
+        const struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+        if (!t)
+                return;
+        if (t->fd >= 0) {
+                loop_io_del(a->loop, t->fd);
+                (void) setsockopt(t->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+                (void) close(t->fd);
+        }
+        free(t);
+        a->data = NULL;
+}
+
+static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
+{
+        const struct tcp_spec *spec = specp;
+        struct tcp_attempt *t;
+        int r;
+
+        (void) timeout_ms;
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->fd = socket(spec->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (t->fd < 0) {
+                r = negative_errno();
+                free(t);
+                return r;
+        }
+        a->data = t;
+        if (connect(t->fd, (const struct sockaddr *) &spec->addr, spec->addr_len) == 0) {
+                attempt_end(a, OUTCOME_SUCCESS, "connected");
+                return 0;
+        }
+        if (errno != EINPROGRESS) {
+                r = errno;
+                if (r == EMFILE || r == ENFILE || r == ENOBUFS || r == ENOMEM || r == EADDRNOTAVAIL)
+                        goto error;
+                tcp_fail(a, r);
+                return 0;
+        }
+        r = loop_io_add(a->loop, t->fd, EPOLLOUT, tcp_on_io, a);
+        if (r < 0) {
+                r = -r;
+                goto error;
+        }
+        return 0;
+error:
+        (void) close(t->fd);
+        free(t);
+        a->data = NULL;
+        return -r;
+}
+
+static const char *const tcp_keys[] = { "address", NULL };
+
+const struct probe_ops tcp_probe_ops = {
+        .type = "tcp",
+        .keys = tcp_keys,
+        .parse = tcp_parse,
+        .free_spec = tcp_free_spec,
+        .start = tcp_start,
+        .cancel = tcp_cancel,
+};
