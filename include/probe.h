@@ -47,9 +47,9 @@ struct attempt {
         enum attempt_state state;
         uint64_t start_ns;
         void *data;                 /* kind state; set by start, freed by cancel */
-        char output[EXEC_OUTPUT_MAX + 1];  /* exec output, NUL-terminated */
+        char *output;               /* exec output (malloc'd, NUL-terminated) or NULL; set
+                                     * only through attempt_set_output */
         size_t output_len;
-        int has_output;
 };
 
 struct probe_ops {

@@ -3,14 +3,15 @@
  * Design: one thread, one epoll set, non-blocking sockets, no library beyond libc.
  * Each connection reads one request head (bounded by HEAD_MAX), decides what to do
  * from the request path, and then either writes an answer and closes (every answer
- * carries `Connection: close`, so there is no keep-alive state), waits for a timer
+ * honours HTTP/1.1 keep-alive unless the client sent `Connection: close`, so that
+ * tests can see whether a client reuses connections), waits for a timer
  * (/delay), holds the connection open (/hang) or closes it (/close, /reset).
  * Timers are a per-connection deadline; epoll_wait's timeout is the earliest one
  * (a linear scan: tests open few connections). Large bodies (/body/N) are streamed
  * from a constant buffer, never allocated. SIGTERM/SIGINT arrive through a signalfd
  * and end the loop with exit status 0.
  *
- *   accept -> READ --(head complete)--> route --+--> WRITE --(done)--> close
+ *   accept -> READ --(head complete)--> route --+--> WRITE --(done)--> close / READ
  *                                               +--> DELAY --(timer)--> WRITE
  *                                               +--> HANG (until the peer closes)
  *                                               +--> close (FIN) / reset (RST)
@@ -51,6 +52,8 @@ struct conn {
         char in[HEAD_MAX + 1];
         size_t in_len;
         bool head_only;       /* HEAD: headers only */
+        bool keep_alive;      /* HTTP/1.1 without Connection: close: read another request */
+        size_t head_len;      /* bytes of in[] taken by the current request head */
         int64_t deadline_ms;  /* CONN_DELAY: when to answer */
         int delay_code;
         char *out;            /* head (+ small body) to write */
@@ -174,16 +177,18 @@ static void conn_answer(struct conn *c, int code, const char *location, const ch
         int n;
 
         if (no_body)
+                c->keep_alive = false;
+        if (no_body)
                 n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s%s%sConnection: close\r\n\r\n",
                              code, reason_of(code), location ? "Location: " : "",
                              location ? location : "", location ? "\r\n" : "");
         else
                 n = snprintf(head, sizeof(head),
                              "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %llu\r\n"
-                             "%s%s%sConnection: close\r\n\r\n",
+                             "%s%s%sConnection: %s\r\n\r\n",
                              code, reason_of(code), (unsigned long long) clen,
                              location ? "Location: " : "", location ? location : "",
-                             location ? "\r\n" : "");
+                             location ? "\r\n" : "", c->keep_alive ? "keep-alive" : "close");
         if (n < 0 || (size_t) n >= sizeof(head))
                 n = snprintf(head, sizeof(head), "HTTP/1.1 500 Internal Server Error\r\n"
                              "Content-Length: 0\r\nConnection: close\r\n\r\n");
@@ -226,13 +231,22 @@ static int parse_code(const char *s, const char **ret_end)
 static void route(struct conn *c)
 {
         char method[16], target[HEAD_MAX + 1], text[TEXT_MAX + 1];
-        char *path, *query;
+        char *path, *query, *line_end, saved;
 
         n_requests++;
+        c->head_len = (size_t) (strstr(c->in, "\r\n\r\n") - c->in) + 4;
+        line_end = strstr(c->in, "\r\n");
+        /* Look at this request's head only, not at pipelined bytes after it. */
+        saved = c->in[c->head_len];
+        c->in[c->head_len] = 0;
+        c->keep_alive = line_end - c->in >= 8 && strncmp(line_end - 8, "HTTP/1.1", 8) == 0 &&
+                        !strcasestr(c->in, "\r\nConnection: close\r\n");
         if (sscanf(c->in, "%15s %16384s", method, target) != 2) {
+                c->in[c->head_len] = saved;
                 conn_answer_text(c, 400, NULL, "bad request\n");
                 return;
         }
+        c->in[c->head_len] = saved;
         c->head_only = strcmp(method, "HEAD") == 0;
         path = target;
         /* Absolute-form request targets (via a proxy) keep only the path. */
@@ -317,6 +331,11 @@ static void route(struct conn *c)
                 /* The head without its final empty line. */
                 size_t len = strstr(c->in, "\r\n\r\n") - c->in + 2;
                 conn_answer(c, 200, NULL, c->in, len, 0);
+        } else if (strncmp(path, "/only/", 6) == 0) {
+                if (strcmp(path + 6, method) == 0)
+                        conn_answer_text(c, 200, NULL, "method ok\n");
+                else
+                        conn_answer_text(c, 405, NULL, "wrong method\n");
         } else if (strcmp(path, "/count") == 0) {
                 snprintf(text, sizeof(text), "requests=%llu connections=%llu\n", n_requests,
                          n_connections);
@@ -352,6 +371,7 @@ static void conn_on_read(struct conn *c)
                         return;
                 }
                 if (c->in_len >= HEAD_MAX) {
+                        c->keep_alive = false;
                         conn_answer_text(c, 431, NULL, "request head too large\n");
                         return;
                 }
@@ -371,9 +391,22 @@ static void conn_on_write(struct conn *c)
                 } else if (c->stream_left > 0) {
                         buf = stream_buf;
                         len = c->stream_left < STREAM_CHUNK ? (size_t) c->stream_left : STREAM_CHUNK;
+                } else if (c->keep_alive) {
+                        /* Done: wait for the next request on this connection, keeping
+                         * any pipelined bytes already read. */
+                        memmove(c->in, c->in + c->head_len, c->in_len - c->head_len);
+                        c->in_len -= c->head_len;
+                        c->in[c->in_len] = 0;
+                        free(c->out);
+                        c->out = NULL;
+                        c->out_len = c->out_off = 0;
+                        c->state = CONN_READ;
+                        conn_watch(c, EPOLLIN);
+                        if (strstr(c->in, "\r\n\r\n"))
+                                route(c);
+                        return;
                 } else {
-                        /* Done: half-close so the peer reads EOF, then close on its EOF
-                         * or at once; closing right away is fine since nothing is unread. */
+                        /* Done; nothing is left unread, so close() sends a FIN. */
                         conn_close(c, false);
                         return;
                 }

@@ -1,0 +1,1047 @@
+/* The config: JSON text (SPEC 3) plus probe flags (SPEC 2) -> a validated struct config.
+ *
+ * Pipeline, in this order, so that every error names the JSON path the user wrote:
+ *   1. cJSON parse (with length; trailing garbage rejected); a syntax error reports
+ *      line and column.
+ *   2. ${VAR} / ${VAR:-default} expansion of every string value in the tree, before any
+ *      validation, so that durations, addresses, header values and exec argv can all
+ *      come from the environment. Keys are never expanded. Rules, as in sh:
+ *        ${VAR}          the value of VAR; an unset VAR expands to "" (not an error:
+ *                        the field's own validation reports an empty value if it matters)
+ *        ${VAR:-default} default when VAR is unset *or empty*; default is literal up to
+ *                        the first '}' (no nesting)
+ *      VAR is [A-Za-z_][A-Za-z0-9_]*. "${" without "}" or with a bad name is an error.
+ *      A lone '$' or "$VAR" is kept as written; there is no escape for a literal "${".
+ *   3. Validation top-down. Unknown keys and duplicate keys are errors at every level.
+ *      Each probe is rebuilt as an "effective" JSON object (name, type, canonical
+ *      scopes, every timing key with durations normalized by duration_format, then the
+ *      kind's own keys), which ops->parse validates and may complete with its defaults.
+ *      That object is what --check-config prints and what a reload compares.
+ *   4. Probe flags become the same kind of JSON object and go through the same probe
+ *      validation, with the flag ("--tcp app=x") as their path.
+ *
+ * Error strings: "config: <path>: <why>" for the file, "<flag>: <key>: <why>" for flags
+ * (cfg_error tells them apart by the leading "--"). Nothing here logs (STYLE 30).
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bounds.h"
+#include "config.h"
+#include "probe.h"
+#include "util.h"
+
+#define DEFAULT_LISTEN "0.0.0.0:8081"
+#define DEFAULT_CONFIG_TEXT                                                                    \
+        "{\"probes\":[{\"name\":\"app\",\"type\":\"tcp\","                                   \
+        "\"address\":\"127.0.0.1:${PROBED_TARGET_PORT:-8080}\"}]}"
+#define DURATION_HINT "is not a duration (e.g. \"500ms\", \"2s\")"
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+#define REPR_MAX 64        /* bytes of a bad value quoted back in an error */
+#define EXPAND_PATH_MAX 512 /* JSON path buffer while expanding; longer paths are cut */
+
+static const char *const known_types[] = {"http", "tcp", "websocket", "grpc", "exec"};
+
+static const char *const scope_names[] = {"startup", "liveness", "readiness"};
+static const unsigned scope_flags[] = {SCOPE_STARTUP, SCOPE_LIVENESS, SCOPE_READINESS};
+
+static const char *const top_keys[] = {
+        "listen", "log_level", "drain", "stall_threshold", "defaults", "backoff", "probes", NULL,
+};
+static const char *const timing_keys[] = {
+        "period", "timeout", "initial_delay", "startup_period", "success_threshold",
+        "failure_threshold", NULL,
+};
+static const char *const backoff_keys[] = {"initial", "max", NULL};
+static const char *const probe_common_keys[] = {"name", "type", "scopes", NULL};
+
+/* ---- errors --------------------------------------------------------------------- */
+
+static int cfg_verror(char **reterr, const char *path, const char *key, const char *fmt, va_list ap) {
+        char *msg = NULL, *full;
+        const char *p = path ? path : "";
+
+        if (vasprintf(&msg, fmt, ap) < 0)
+                return -ENOMEM;
+        if (strncmp(p, "--", 2) == 0) /* a probe flag: "--tcp app=x: address: ..." */
+                full = key ? strdup_printf("%s: %s: %s", p, key, msg) : strdup_printf("%s: %s", p, msg);
+        else if (*p && key)
+                full = strdup_printf("config: %s.%s: %s", p, key, msg);
+        else if (*p || key)
+                full = strdup_printf("config: %s: %s", *p ? p : key, msg);
+        else
+                full = strdup_printf("config: %s", msg);
+        free(msg);
+        if (!full)
+                return -ENOMEM;
+        if (reterr)
+                *reterr = full;
+        else
+                free(full);
+        return -EINVAL;
+}
+
+int cfg_error(char **reterr, const char *path, const char *key, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = cfg_verror(reterr, path, key, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+/* Makes sure a failure always comes back with a message (kinds may return -ENOMEM
+ * without one). */
+static int cfg_fail(int r, char **reterr) {
+        if (r >= 0)
+                r = -EINVAL;
+        if (reterr && !*reterr)
+                *reterr = strdup(r == -ENOMEM ? "config: out of memory" : "config: invalid configuration");
+        return r;
+}
+
+/* The JSON value as the user wrote it, cut to REPR_MAX bytes: for error messages. */
+static char *json_repr(const cJSON *v) {
+        char *s = cJSON_PrintUnformatted(v);
+
+        if (s && strlen(s) > REPR_MAX)
+                memcpy(s + REPR_MAX - 3, "...", 4);
+        return s;
+}
+
+/* "<repr> <why>" about v, e.g. `"5x" is not a duration`. */
+static int cfg_error_value(char **reterr, const char *path, const char *key, const cJSON *v,
+                           const char *why) {
+        char *repr = json_repr(v);
+        int r;
+
+        if (!repr)
+                return -ENOMEM;
+        r = cfg_error(reterr, path, key, "%s %s", repr, why);
+        free(repr);
+        return r;
+}
+
+/* ---- typed getters -------------------------------------------------------------- */
+
+int cfg_string(const cJSON *obj, const char *key, const char *path, bool required,
+               const char **ret, char **reterr) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+        if (!v)
+                return required ? cfg_error(reterr, path, key, "is required") : 0;
+        if (!cJSON_IsString(v) || !v->valuestring)
+                return cfg_error_value(reterr, path, key, v, "is not a string");
+        *ret = v->valuestring;
+        return 0;
+}
+
+int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+        if (!v)
+                return 0;
+        if (!cJSON_IsBool(v))
+                return cfg_error_value(reterr, path, key, v, "is not true or false");
+        *ret = cJSON_IsTrue(v);
+        return 0;
+}
+
+int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max,
+             uint64_t *ret, char **reterr) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+        double d;
+        char *repr;
+        int r;
+
+        if (!v)
+                return 0;
+        if (!cJSON_IsNumber(v))
+                return cfg_error_value(reterr, path, key, v, "is not an integer");
+        d = v->valuedouble;
+        if (!isfinite(d) || d != floor(d))
+                return cfg_error_value(reterr, path, key, v, "is not an integer");
+        /* 2^64 as a double: UINT64_MAX itself rounds up to it. */
+        if (d < 0 || d >= 18446744073709551616.0 || (uint64_t) d < min || (uint64_t) d > max) {
+                repr = json_repr(v);
+                if (!repr)
+                        return -ENOMEM;
+                r = cfg_error(reterr, path, key, "%s is out of range (%llu..%llu)", repr,
+                              (unsigned long long) min, (unsigned long long) max);
+                free(repr);
+                return r;
+        }
+        *ret = (uint64_t) d;
+        return 0;
+}
+
+/* A duration string; absent leaves *ret_ms alone. positive: 0 is an error. */
+static int cfg_duration(const cJSON *obj, const char *key, const char *path, bool positive,
+                        uint64_t *ret_ms, char **reterr) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+        uint64_t ms;
+        int r;
+
+        if (!v)
+                return 0;
+        if (!cJSON_IsString(v) || !v->valuestring)
+                return cfg_error_value(reterr, path, key, v, DURATION_HINT);
+        r = duration_parse(v->valuestring, &ms);
+        if (r == -ERANGE)
+                return cfg_error_value(reterr, path, key, v, "is too long");
+        if (r < 0)
+                return cfg_error_value(reterr, path, key, v, DURATION_HINT);
+        if (positive && ms == 0)
+                return cfg_error(reterr, path, key, "must be greater than 0");
+        *ret_ms = ms;
+        return 0;
+}
+
+/* An object's keys must be in one of the NULL-terminated lists (any may be NULL),
+ * each at most once (cJSON keeps duplicates; the second would be silently ignored). */
+static int cfg_check_keys(const cJSON *obj, const char *path, const char *const *a,
+                          const char *const *b, const char *const *c, char **reterr) {
+        const char *const *lists[] = {a, b, c};
+
+        for (const cJSON *o = obj->child; o; o = o->next) {
+                bool known = false;
+
+                for (size_t l = 0; l < ELEMENTSOF(lists) && !known; l++)
+                        for (const char *const *k = lists[l]; k && *k && !known; k++)
+                                known = strcmp(*k, o->string) == 0;
+                if (!known)
+                        return cfg_error(reterr, path, o->string, "unknown key");
+                for (const cJSON *d = obj->child; d != o; d = d->next)
+                        if (strcmp(d->string, o->string) == 0)
+                                return cfg_error(reterr, path, o->string, "duplicate key");
+        }
+        return 0;
+}
+
+/* ---- ${VAR} expansion ----------------------------------------------------------- */
+
+struct strbuf {
+        char *s;
+        size_t len, cap;
+};
+
+static int strbuf_add(struct strbuf *b, const char *s, size_t n) {
+        if (b->len + n + 1 > b->cap) {
+                size_t cap = b->cap ? b->cap : 64;
+                char *p;
+
+                while (cap < b->len + n + 1)
+                        cap *= 2;
+                p = realloc(b->s, cap);
+                if (!p)
+                        return -ENOMEM;
+                b->s = p;
+                b->cap = cap;
+        }
+        memcpy(b->s + b->len, s, n);
+        b->len += n;
+        b->s[b->len] = '\0';
+        return 0;
+}
+
+static bool var_start_char(char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static bool var_char(char c) { return var_start_char(c) || (c >= '0' && c <= '9'); }
+
+/* Expands s. *ret is NULL when s has no "${" (nothing to change), else malloc'd.
+ * -EINVAL with *ret_why (static) on a malformed reference. */
+static int expand_string(const char *s, char **ret, const char **ret_why) {
+        struct strbuf b = {0};
+        const char *p = s, *ref;
+        int r = 0;
+
+        *ret = NULL;
+        if (!strstr(s, "${"))
+                return 0;
+
+        while ((ref = strstr(p, "${"))) {
+                const char *name = ref + 2, *n = name, *close, *value, *def = NULL;
+                size_t def_len = 0;
+                char var[256];
+
+                if ((r = strbuf_add(&b, p, (size_t) (ref - p))) < 0)
+                        goto out;
+                close = strchr(name, '}');
+                if (!close) {
+                        *ret_why = "has \"${\" without a closing \"}\" (use ${VAR} or ${VAR:-default})";
+                        r = -EINVAL;
+                        goto out;
+                }
+                if (var_start_char(*n))
+                        for (n++; var_char(*n); n++)
+                                ;
+                if (n == name || (size_t) (n - name) >= sizeof(var) ||
+                    (n != close && strncmp(n, ":-", 2) != 0)) {
+                        *ret_why = "has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})";
+                        r = -EINVAL;
+                        goto out;
+                }
+                if (n != close) {
+                        def = n + 2;
+                        def_len = (size_t) (close - def);
+                }
+                memcpy(var, name, (size_t) (n - name));
+                var[n - name] = '\0';
+                value = getenv(var);
+                if (def && (!value || !*value))
+                        r = strbuf_add(&b, def, def_len);
+                else if (value)
+                        r = strbuf_add(&b, value, strlen(value));
+                if (r < 0)
+                        goto out;
+                p = close + 1;
+        }
+        if ((r = strbuf_add(&b, p, strlen(p))) < 0)
+                goto out;
+        *ret = b.s;
+        b.s = NULL;
+out:
+        free(b.s);
+        return r;
+}
+
+/* Walks the tree; path is a buffer of EXPAND_PATH_MAX bytes holding node's JSON path. */
+static int expand_tree(cJSON *node, char *path, char **reterr) {
+        size_t base = strlen(path);
+        size_t i = 0;
+        int r = 0;
+
+        if (cJSON_IsString(node) && node->valuestring) {
+                const char *why = NULL;
+                char *s;
+
+                r = expand_string(node->valuestring, &s, &why);
+                if (r == -EINVAL)
+                        return cfg_error(reterr, path, NULL, "%s", why);
+                if (r < 0)
+                        return r;
+                if (s && !cJSON_SetValuestring(node, s))
+                        r = -ENOMEM;
+                free(s);
+                return r;
+        }
+        for (cJSON *c = node->child; c; c = c->next, i++) {
+                if (cJSON_IsObject(node))
+                        (void) snprintf(path + base, EXPAND_PATH_MAX - base, "%s%s", base ? "." : "",
+                                        c->string);
+                else
+                        (void) snprintf(path + base, EXPAND_PATH_MAX - base, "[%zu]", i);
+                r = expand_tree(c, path, reterr);
+                path[base] = '\0';
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- small validators ----------------------------------------------------------- */
+
+static bool name_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n < 1 || n > MAX_NAME_LEN)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!var_char(*p) && *p != '.' && *p != '-')
+                        return false;
+        return true;
+}
+
+/* "ADDR:PORT": ADDR is dotted IPv4, "[IPv6]" or "localhost"; PORT 0..65535. */
+static bool listen_valid(const char *s) {
+        const char *colon = strrchr(s, ':'), *port;
+        char host[64];
+        size_t hl;
+        unsigned long p = 0;
+
+        if (!colon)
+                return false;
+        port = colon + 1;
+        if (!*port || strlen(port) > 5)
+                return false;
+        for (const char *q = port; *q; q++) {
+                if (*q < '0' || *q > '9')
+                        return false;
+                p = p * 10 + (unsigned long) (*q - '0');
+        }
+        if (p > 65535)
+                return false;
+        hl = (size_t) (colon - s);
+        if (hl == 0 || hl >= sizeof(host))
+                return false;
+        if (s[0] == '[') {
+                if (hl < 3 || s[hl - 1] != ']')
+                        return false;
+                memcpy(host, s + 1, hl - 2);
+                host[hl - 2] = '\0';
+                struct in6_addr a6;
+                return inet_pton(AF_INET6, host, &a6) == 1;
+        }
+        memcpy(host, s, hl);
+        host[hl] = '\0';
+        if (strcmp(host, "localhost") == 0)
+                return true;
+        struct in_addr a4;
+        return inet_pton(AF_INET, host, &a4) == 1;
+}
+
+/* ---- timing --------------------------------------------------------------------- */
+
+static int cfg_timing(const cJSON *obj, const char *path, struct timing *t, char **reterr) {
+        uint64_t st = t->success_threshold, ft = t->failure_threshold;
+        int r;
+
+        if ((r = cfg_duration(obj, "period", path, true, &t->period_ms, reterr)) < 0 ||
+            (r = cfg_duration(obj, "timeout", path, true, &t->timeout_ms, reterr)) < 0 ||
+            (r = cfg_duration(obj, "initial_delay", path, false, &t->initial_delay_ms, reterr)) < 0 ||
+            (r = cfg_duration(obj, "startup_period", path, true, &t->startup_period_ms, reterr)) < 0 ||
+            (r = cfg_uint(obj, "success_threshold", path, 1, UINT_MAX, &st, reterr)) < 0 ||
+            (r = cfg_uint(obj, "failure_threshold", path, 1, UINT_MAX, &ft, reterr)) < 0)
+                return r;
+        t->success_threshold = (unsigned) st;
+        t->failure_threshold = (unsigned) ft;
+        return 0;
+}
+
+static int json_add_duration(cJSON *obj, const char *key, uint64_t ms) {
+        char buf[64];
+
+        duration_format(ms, buf, sizeof(buf));
+        return cJSON_AddStringToObject(obj, key, buf) ? 0 : -ENOMEM;
+}
+
+static int json_add_timing(cJSON *obj, const struct timing *t) {
+        if (json_add_duration(obj, "period", t->period_ms) < 0 ||
+            json_add_duration(obj, "timeout", t->timeout_ms) < 0 ||
+            json_add_duration(obj, "initial_delay", t->initial_delay_ms) < 0 ||
+            json_add_duration(obj, "startup_period", t->startup_period_ms) < 0 ||
+            !cJSON_AddNumberToObject(obj, "success_threshold", t->success_threshold) ||
+            !cJSON_AddNumberToObject(obj, "failure_threshold", t->failure_threshold))
+                return -ENOMEM;
+        return 0;
+}
+
+/* ---- probes --------------------------------------------------------------------- */
+
+/* Names seen so far -> their probe index: open addressing, so 10,000 probes stay linear. */
+struct name_set {
+        size_t *slots; /* probe index + 1; 0 is empty */
+        size_t mask;
+};
+
+static size_t name_hash(const char *s) {
+        size_t h = 1469598103934665603ULL;
+
+        for (; *s; s++)
+                h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+        return h;
+}
+
+struct load {
+        struct config *cfg;
+        struct name_set names;
+        size_t n_file;                 /* probes from the file come first */
+        const struct probe_flag *flags;
+};
+
+/* The path under which probe i was given: "probes[i]" or its flag. malloc'd. */
+static char *load_probe_path(const struct load *ld, size_t i) {
+        if (i < ld->n_file)
+                return strdup_printf("probes[%zu]", i);
+        return strdup_printf("--%s %s", ld->flags[i - ld->n_file].kind, ld->flags[i - ld->n_file].arg);
+}
+
+/* Adds probe idx's name; -EEXIST with *ret_other set when already present. */
+static int name_set_add(struct load *ld, size_t idx, size_t *ret_other) {
+        const char *name = ld->cfg->probes[idx].name;
+
+        for (size_t h = name_hash(name) & ld->names.mask;; h = (h + 1) & ld->names.mask) {
+                size_t s = ld->names.slots[h];
+
+                if (s == 0) {
+                        ld->names.slots[h] = idx + 1;
+                        return 0;
+                }
+                if (strcmp(ld->cfg->probes[s - 1].name, name) == 0) {
+                        *ret_other = s - 1;
+                        return -EEXIST;
+                }
+        }
+}
+
+static int cfg_type_error(char **reterr, const char *path, const cJSON *type) {
+        char known[128] = "", *repr;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(known_types); i++)
+                if (probe_ops_find(known_types[i])) {
+                        if (known[0])
+                                strcat(known, ", ");
+                        strcat(known, known_types[i]);
+                }
+        repr = json_repr(type);
+        if (!repr)
+                return -ENOMEM;
+        r = cfg_error(reterr, path, "type", "%s is not a known type (%s)", repr, known);
+        free(repr);
+        return r;
+}
+
+static int cfg_scopes(const cJSON *obj, const char *path, unsigned *ret, char **reterr) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "scopes");
+        unsigned scopes = 0;
+        size_t i = 0;
+        const cJSON *s;
+
+        if (!v) {
+                *ret = SCOPE_ALL;
+                return 0;
+        }
+        if (!cJSON_IsArray(v))
+                return cfg_error_value(reterr, path, "scopes", v,
+                                       "is not an array of \"startup\", \"liveness\", \"readiness\"");
+        cJSON_ArrayForEach(s, v) {
+                char key[32];
+                size_t k;
+
+                (void) snprintf(key, sizeof(key), "scopes[%zu]", i++);
+                for (k = 0; k < ELEMENTSOF(scope_names); k++)
+                        if (cJSON_IsString(s) && strcmp(s->valuestring, scope_names[k]) == 0)
+                                break;
+                if (k == ELEMENTSOF(scope_names))
+                        return cfg_error_value(reterr, path, key, s,
+                                               "is not a scope (startup, liveness, readiness)");
+                if (scopes & scope_flags[k])
+                        return cfg_error_value(reterr, path, key, s, "is listed twice");
+                scopes |= scope_flags[k];
+        }
+        if (!scopes)
+                return cfg_error(reterr, path, "scopes", "must not be empty");
+        *ret = scopes;
+        return 0;
+}
+
+/* Validates one probe object (from the file or built from a flag) into probes[idx]. */
+static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char *path, char **reterr) {
+        struct probe_config *pc = &ld->cfg->probes[idx];
+        const struct probe_ops *ops;
+        const char *name = NULL, *type = NULL;
+        cJSON *eff = NULL, *arr;
+        char *other_path;
+        size_t other;
+        int r;
+
+        if (!cJSON_IsObject(obj))
+                return cfg_error_value(reterr, path, NULL, obj, "is not an object");
+
+        if ((r = cfg_string(obj, "name", path, true, &name, reterr)) < 0)
+                return r;
+        if (!name_valid(name))
+                return cfg_error_value(reterr, path, "name", cJSON_GetObjectItemCaseSensitive(obj, "name"),
+                                       "is not a valid name (1 to " STRINGIFY(MAX_NAME_LEN) " of A-Z a-z 0-9 _ . -)");
+        pc->name = strdup(name);
+        if (!pc->name)
+                return -ENOMEM;
+        if (name_set_add(ld, idx, &other) == -EEXIST) {
+                other_path = load_probe_path(ld, other);
+                if (!other_path)
+                        return -ENOMEM;
+                r = cfg_error(reterr, path, "name", "\"%s\" is already used by %s", name, other_path);
+                free(other_path);
+                return r;
+        }
+
+        if ((r = cfg_string(obj, "type", path, true, &type, reterr)) < 0)
+                return r;
+        ops = probe_ops_find(type);
+        if (!ops)
+                return cfg_type_error(reterr, path, cJSON_GetObjectItemCaseSensitive(obj, "type"));
+        pc->ops = ops;
+
+        if ((r = cfg_check_keys(obj, path, probe_common_keys, timing_keys, ops->keys, reterr)) < 0)
+                return r;
+
+        if ((r = cfg_scopes(obj, path, &pc->scopes, reterr)) < 0)
+                return r;
+        pc->timing = ld->cfg->defaults;
+        if ((r = cfg_timing(obj, path, &pc->timing, reterr)) < 0)
+                return r;
+
+        /* The effective object: fixed keys first, then the kind's keys as written. */
+        r = -ENOMEM;
+        eff = cJSON_CreateObject();
+        if (!eff || !cJSON_AddStringToObject(eff, "name", name) ||
+            !cJSON_AddStringToObject(eff, "type", ops->type))
+                goto fail;
+        arr = cJSON_AddArrayToObject(eff, "scopes");
+        if (!arr)
+                goto fail;
+        for (size_t k = 0; k < ELEMENTSOF(scope_names); k++) {
+                cJSON *s;
+
+                if (!(pc->scopes & scope_flags[k]))
+                        continue;
+                s = cJSON_CreateString(scope_names[k]);
+                if (!s || !cJSON_AddItemToArray(arr, s)) {
+                        cJSON_Delete(s);
+                        goto fail;
+                }
+        }
+        if (json_add_timing(eff, &pc->timing) < 0)
+                goto fail;
+        for (const cJSON *c = obj->child; c; c = c->next) {
+                bool kind_key = false;
+                cJSON *dup;
+
+                for (const char *const *k = ops->keys; k && *k && !kind_key; k++)
+                        kind_key = strcmp(*k, c->string) == 0;
+                if (!kind_key)
+                        continue;
+                dup = cJSON_Duplicate(c, true);
+                if (!dup || !cJSON_AddItemToObject(eff, c->string, dup)) {
+                        cJSON_Delete(dup);
+                        goto fail;
+                }
+        }
+
+        r = ops->parse(eff, path, &pc->spec, &pc->target, reterr);
+        if (r < 0)
+                goto fail;
+        pc->json = eff;
+        return 0;
+fail:
+        cJSON_Delete(eff);
+        return r;
+}
+
+/* ---- probe flags ------------------------------------------------------------------ */
+
+static const struct {
+        const char *flag, *type, *key, *usage;
+} flag_kinds[] = {
+        {"http", "http", "url", "NAME=URL"},
+        {"tcp", "tcp", "address", "NAME=HOST:PORT"},
+        {"ws", "websocket", "url", "NAME=URL"},
+        {"grpc", "grpc", "address", "NAME=HOST:PORT[/SERVICE]"},
+        {"exec", "exec", "command", "NAME=CMD"},
+};
+
+/* Builds the JSON object a probe flag stands for. -EINVAL with a message naming it. */
+static int flag_to_json(const struct probe_flag *f, const char *path, cJSON **ret, char **reterr) {
+        const char *eq, *value;
+        cJSON *obj = NULL;
+        char *name = NULL, *addr = NULL;
+        size_t k;
+        int r;
+
+        for (k = 0; k < ELEMENTSOF(flag_kinds); k++)
+                if (f->kind && strcmp(f->kind, flag_kinds[k].flag) == 0)
+                        break;
+        if (k == ELEMENTSOF(flag_kinds))
+                return cfg_error(reterr, path, NULL, "unknown probe flag");
+        eq = f->arg ? strchr(f->arg, '=') : NULL;
+        if (!eq || eq == f->arg || !eq[1])
+                return cfg_error(reterr, path, NULL, "expected %s", flag_kinds[k].usage);
+        value = eq + 1;
+
+        r = -ENOMEM;
+        name = strndup(f->arg, (size_t) (eq - f->arg));
+        obj = cJSON_CreateObject();
+        if (!name || !obj || !cJSON_AddStringToObject(obj, "name", name) ||
+            !cJSON_AddStringToObject(obj, "type", flag_kinds[k].type))
+                goto fail;
+
+        if (strcmp(flag_kinds[k].flag, "grpc") == 0) {
+                const char *slash = strchr(value, '/');
+
+                addr = slash ? strndup(value, (size_t) (slash - value)) : strdup(value);
+                if (!addr || !cJSON_AddStringToObject(obj, "address", addr) ||
+                    !cJSON_AddStringToObject(obj, "service", slash ? slash + 1 : ""))
+                        goto fail;
+        } else if (strcmp(flag_kinds[k].flag, "exec") == 0) {
+                /* argv split on spaces: no shell, no quoting; empty pieces dropped */
+                cJSON *argv = cJSON_AddArrayToObject(obj, "command");
+
+                if (!argv)
+                        goto fail;
+                for (const char *p = value; *p;) {
+                        size_t n = strcspn(p, " ");
+                        cJSON *s;
+                        char *piece;
+
+                        if (n > 0) {
+                                piece = strndup(p, n);
+                                s = piece ? cJSON_CreateString(piece) : NULL;
+                                free(piece);
+                                if (!s || !cJSON_AddItemToArray(argv, s)) {
+                                        cJSON_Delete(s);
+                                        goto fail;
+                                }
+                        }
+                        p += n;
+                        p += strspn(p, " ");
+                }
+        } else if (!cJSON_AddStringToObject(obj, flag_kinds[k].key, value)) {
+                goto fail;
+        }
+        *ret = obj;
+        obj = NULL;
+        r = 0;
+fail:
+        cJSON_Delete(obj);
+        free(name);
+        free(addr);
+        return r;
+}
+
+/* ---- load ----------------------------------------------------------------------- */
+
+static int json_syntax_error(const char *text, size_t len, const char *at, char **reterr) {
+        size_t pos = at && at >= text && at <= text + len ? (size_t) (at - text) : 0;
+        size_t line = 1, col = 1;
+
+        for (size_t i = 0; i < pos; i++) {
+                if (text[i] == '\n') {
+                        line++;
+                        col = 1;
+                } else {
+                        col++;
+                }
+        }
+        return cfg_error(reterr, NULL, NULL, "invalid JSON at line %zu, column %zu", line, col);
+}
+
+static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags, size_t n_flags,
+                    char **reterr) {
+        struct config *c = ld->cfg;
+        const cJSON *v, *probes = NULL;
+        const char *s = NULL;
+        size_t n_file = 0, n_total, i;
+        char path[EXPAND_PATH_MAX] = "";
+        int r;
+
+        if (!cJSON_IsObject(root))
+                return cfg_error(reterr, NULL, NULL, "the top level is not a JSON object");
+        if ((r = expand_tree(root, path, reterr)) < 0)
+                return r;
+        if ((r = cfg_check_keys(root, "", top_keys, NULL, NULL, reterr)) < 0)
+                return r;
+
+        if ((r = cfg_string(root, "listen", "", false, &s, reterr)) < 0)
+                return r;
+        if (s && !listen_valid(s))
+                return cfg_error_value(reterr, "", "listen", cJSON_GetObjectItemCaseSensitive(root, "listen"),
+                                       "is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")");
+        c->listen = strdup(s ? s : DEFAULT_LISTEN);
+        if (!c->listen)
+                return -ENOMEM;
+
+        s = NULL;
+        if ((r = cfg_string(root, "log_level", "", false, &s, reterr)) < 0)
+                return r;
+        if (s) {
+                enum log_level l = log_level_from_string(s);
+
+                if (l < 0)
+                        return cfg_error_value(reterr, "", "log_level",
+                                               cJSON_GetObjectItemCaseSensitive(root, "log_level"),
+                                               "is not a log level (debug, info, warn, error)");
+                c->log_level = l;
+                c->log_level_set = true;
+        }
+
+        if ((r = cfg_duration(root, "drain", "", false, &c->drain_ms, reterr)) < 0 ||
+            (r = cfg_duration(root, "stall_threshold", "", true, &c->stall_threshold_ms, reterr)) < 0)
+                return r;
+
+        v = cJSON_GetObjectItemCaseSensitive(root, "defaults");
+        if (v) {
+                if (!cJSON_IsObject(v))
+                        return cfg_error_value(reterr, "", "defaults", v, "is not an object");
+                if ((r = cfg_check_keys(v, "defaults", timing_keys, NULL, NULL, reterr)) < 0 ||
+                    (r = cfg_timing(v, "defaults", &c->defaults, reterr)) < 0)
+                        return r;
+        }
+
+        v = cJSON_GetObjectItemCaseSensitive(root, "backoff");
+        if (v) {
+                if (!cJSON_IsObject(v))
+                        return cfg_error_value(reterr, "", "backoff", v, "is not an object");
+                if ((r = cfg_check_keys(v, "backoff", backoff_keys, NULL, NULL, reterr)) < 0 ||
+                    (r = cfg_duration(v, "initial", "backoff", true, &c->backoff_initial_ms, reterr)) < 0 ||
+                    (r = cfg_duration(v, "max", "backoff", true, &c->backoff_max_ms, reterr)) < 0)
+                        return r;
+        }
+        if (c->backoff_max_ms < c->backoff_initial_ms) {
+                char mx[64], in[64];
+
+                duration_format(c->backoff_max_ms, mx, sizeof(mx));
+                duration_format(c->backoff_initial_ms, in, sizeof(in));
+                return cfg_error(reterr, "backoff", "max", "\"%s\" is less than backoff.initial \"%s\"", mx, in);
+        }
+
+        probes = cJSON_GetObjectItemCaseSensitive(root, "probes");
+        if (probes && !cJSON_IsArray(probes))
+                return cfg_error_value(reterr, "", "probes", probes, "is not an array");
+        for (v = probes ? probes->child : NULL; v; v = v->next)
+                n_file++;
+        n_total = n_file + n_flags;
+        if (n_total > MAX_PROBES)
+                return cfg_error(reterr, "", "probes", "more than %d probes (file and flags together)",
+                                 MAX_PROBES);
+        ld->n_file = n_file;
+        ld->flags = flags;
+        if (n_total == 0)
+                return 0;
+
+        c->probes = calloc(n_total, sizeof(*c->probes));
+        for (ld->names.mask = 15; ld->names.mask < 2 * n_total; ld->names.mask = ld->names.mask * 2 + 1)
+                ;
+        ld->names.slots = calloc(ld->names.mask + 1, sizeof(*ld->names.slots));
+        if (!c->probes || !ld->names.slots)
+                return -ENOMEM;
+
+        i = 0;
+        for (v = probes ? probes->child : NULL; v; v = v->next, i++) {
+                char ppath[32];
+
+                (void) snprintf(ppath, sizeof(ppath), "probes[%zu]", i);
+                c->n_probes = i + 1; /* config_free frees a half-filled entry */
+                if ((r = load_probe(ld, i, v, ppath, reterr)) < 0)
+                        return r;
+        }
+        for (size_t f = 0; f < n_flags; f++, i++) {
+                char *fpath = load_probe_path(ld, i);
+                cJSON *obj = NULL;
+
+                if (!fpath)
+                        return -ENOMEM;
+                c->n_probes = i + 1;
+                r = flag_to_json(&flags[f], fpath, &obj, reterr);
+                if (r >= 0)
+                        r = load_probe(ld, i, obj, fpath, reterr);
+                cJSON_Delete(obj);
+                free(fpath);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int config_load(const char *text, const struct probe_flag *flags, size_t n_flags,
+                struct config **ret_config, char **reterr) {
+        struct load ld = {0};
+        struct config *c;
+        cJSON *root = NULL;
+        const char *end = NULL;
+        size_t len;
+        int r;
+
+        if (reterr)
+                *reterr = NULL;
+        if (!text && n_flags == 0)
+                text = DEFAULT_CONFIG_TEXT;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return cfg_fail(-ENOMEM, reterr);
+        ld.cfg = c;
+        c->log_level = LOG_LEVEL_INFO;
+        c->drain_ms = 0;
+        c->stall_threshold_ms = 500;
+        c->defaults = (struct timing) {
+                .period_ms = 10000,
+                .timeout_ms = 1000,
+                .initial_delay_ms = 0,
+                .startup_period_ms = 100,
+                .success_threshold = 1,
+                .failure_threshold = 3,
+        };
+        c->backoff_initial_ms = 1000;
+        c->backoff_max_ms = 300000;
+
+        if (text) {
+                len = strlen(text);
+                root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+                if (!root) {
+                        r = json_syntax_error(text, len, end, reterr);
+                        goto fail;
+                }
+                /* cJSON stops after the value: anything but whitespace after it is an error. */
+                end += strspn(end, " \t\r\n");
+                if (*end) {
+                        r = json_syntax_error(text, len, end, reterr);
+                        goto fail;
+                }
+        } else {
+                root = cJSON_CreateObject();
+                if (!root) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
+
+        r = load_top(&ld, root, flags, n_flags, reterr);
+        if (r < 0)
+                goto fail;
+        cJSON_Delete(root);
+        free(ld.names.slots);
+        *ret_config = c;
+        return 0;
+fail:
+        cJSON_Delete(root);
+        free(ld.names.slots);
+        config_free(c);
+        return cfg_fail(r, reterr);
+}
+
+int config_read_file(const char *path, char **ret_text, char **reterr) {
+        char *buf = NULL, *p;
+        size_t len = 0, cap = 0;
+        int fd, r;
+
+        if (reterr)
+                *reterr = NULL;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                r = negative_errno();
+                goto fail_errno;
+        }
+        for (;;) {
+                ssize_t n;
+
+                if (cap - len < 4096) {
+                        /* one byte past the limit tells "too large" from "exactly at it" */
+                        cap = cap ? cap * 2 : 16384;
+                        if (cap > MAX_CONFIG_BYTES + 2)
+                                cap = MAX_CONFIG_BYTES + 2;
+                        p = realloc(buf, cap);
+                        if (!p) {
+                                r = -ENOMEM;
+                                goto fail_errno;
+                        }
+                        buf = p;
+                }
+                n = read(fd, buf + len, cap - 1 - len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = negative_errno();
+                        goto fail_errno;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (len > MAX_CONFIG_BYTES) {
+                        r = -EFBIG;
+                        if (reterr)
+                                *reterr = strdup_printf("config: %s: larger than %u bytes", path,
+                                                        MAX_CONFIG_BYTES);
+                        goto fail;
+                }
+        }
+        buf[len] = '\0';
+        if (memchr(buf, '\0', len)) {
+                r = -EINVAL;
+                if (reterr)
+                        *reterr = strdup_printf("config: %s: contains a NUL byte", path);
+                goto fail;
+        }
+        (void) close(fd);
+        *ret_text = buf;
+        return 0;
+
+fail_errno:
+        if (reterr)
+                *reterr = strdup_printf("config: %s: %s", path, strerror(-r));
+fail:
+        if (fd >= 0)
+                (void) close(fd);
+        free(buf);
+        return r;
+}
+
+cJSON *config_to_json(const struct config *c) {
+        cJSON *root = cJSON_CreateObject(), *o, *arr;
+        const char *level = log_level_to_string(c->log_level);
+
+        if (!root || !cJSON_AddStringToObject(root, "listen", c->listen ? c->listen : DEFAULT_LISTEN) ||
+            !cJSON_AddStringToObject(root, "log_level", level ? level : "info") ||
+            json_add_duration(root, "drain", c->drain_ms) < 0 ||
+            json_add_duration(root, "stall_threshold", c->stall_threshold_ms) < 0)
+                goto fail;
+        o = cJSON_AddObjectToObject(root, "defaults");
+        if (!o || json_add_timing(o, &c->defaults) < 0)
+                goto fail;
+        o = cJSON_AddObjectToObject(root, "backoff");
+        if (!o || json_add_duration(o, "initial", c->backoff_initial_ms) < 0 ||
+            json_add_duration(o, "max", c->backoff_max_ms) < 0)
+                goto fail;
+        arr = cJSON_AddArrayToObject(root, "probes");
+        if (!arr)
+                goto fail;
+        for (size_t i = 0; i < c->n_probes; i++) {
+                cJSON *p = cJSON_Duplicate(c->probes[i].json, true);
+
+                if (!p || !cJSON_AddItemToArray(arr, p)) {
+                        cJSON_Delete(p);
+                        goto fail;
+                }
+        }
+        return root;
+fail:
+        cJSON_Delete(root);
+        return NULL;
+}
+
+struct config *config_free(struct config *c) {
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < c->n_probes; i++) {
+                struct probe_config *pc = &c->probes[i];
+
+                if (pc->ops && pc->spec)
+                        pc->ops->free_spec(pc->spec);
+                free(pc->name);
+                free(pc->target);
+                cJSON_Delete(pc->json);
+        }
+        free(c->probes);
+        free(c->listen);
+        free(c);
+        return NULL;
+}
+
+const struct probe_config *config_find_probe(const struct config *c, const char *name) {
+        if (!c || !name)
+                return NULL;
+        for (size_t i = 0; i < c->n_probes; i++)
+                if (c->probes[i].name && strcmp(c->probes[i].name, name) == 0)
+                        return &c->probes[i];
+        return NULL;
+}
+
+bool probe_config_equal(const struct probe_config *a, const struct probe_config *b) {
+        if (!a || !b)
+                return false;
+        if (!a->name || !b->name || strcmp(a->name, b->name) != 0 || a->ops != b->ops)
+                return false;
+        return cJSON_Compare(a->json, b->json, true);
+}

@@ -1,0 +1,714 @@
+/* The probe lifecycle (SPEC 4).
+ *
+ * Each probe is a small coroutine stepped by the loop:
+ *
+ *     WAITING --timer--> RUNNING --attempt_end(success|failure|timeout)--> WAITING
+ *        ^                  |  \--attempt_end(error)--> BACKOFF --timer--> RUNNING
+ *        |                  |
+ *        +--(stall: re-run at once)    shutdown: any state --> STOPPED
+ *
+ * attempt_end() is the only place an attempt's outcome is recorded: it does nothing
+ * unless the attempt is RUNNING, releases the kind's handles first (ops->cancel), then
+ * updates counters and health (never for a cancellation), logs transitions and
+ * schedules the next run (never once shutdown began). Cancellation (shutdown, reload,
+ * stall) is attempt_end(OUTCOME_CANCELLED): it cannot be mistaken for a failure.
+ *
+ * Aggregates are kept as counts updated on each health transition, so an attempt costs
+ * O(1) even with 10,000 probes; the snapshot for the status server is rebuilt when a
+ * verdict or a probe's health changes, and at most every SNAPSHOT_STATS_INTERVAL_MS for
+ * counters alone. */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "probe.h"
+#include "util.h"
+
+struct probe {
+        struct daemon *d;
+        const struct probe_config *cfg;   /* entry of d->cfg->probes */
+        enum probe_state state;
+        struct attempt attempt;
+        struct timer timer;               /* next attempt, or end of backoff */
+        struct timer deadline;            /* the running attempt's timeout */
+        uint64_t last_start_ns;
+        uint64_t backoff_ms;              /* 0: not backing off */
+        int healthy;                      /* -1 unknown, 0, 1 */
+        bool ever_healthy;
+        unsigned consecutive_successes, consecutive_failures;
+        uint64_t attempts, successes, failures, timeouts, cancellations, errors, restarts;
+        uint64_t outcome_total[_OUTCOME_MAX];
+        enum outcome last_outcome;
+        int last_success;
+        char last_error[ERROR_MAX];
+        uint64_t last_duration_ms;
+        uint64_t last_attempt_wall_ns, last_change_wall_ns;
+        char *output;                     /* last completed exec output */
+        uint64_t duration_bucket[N_DURATION_BUCKETS];
+        uint64_t duration_count;
+        double duration_sum_s;
+};
+
+struct daemon {
+        struct loop *loop;
+        struct config *cfg;
+        struct daemon_options opts;
+        struct probe **probes;            /* cfg order */
+        size_t n_probes;
+        uint64_t start_mono_ns;
+        uint64_t next_attempt_id;
+        bool started, draining;
+        size_t startup_pending;           /* startup-scope probes never healthy */
+        size_t live_bad;                  /* liveness-scope probes unhealthy */
+        size_t ready_bad;                 /* readiness-scope probes not healthy */
+        uint64_t stalls, reloads_ok, reloads_failed;
+        bool dirty_verdict, dirty_stats;
+        uint64_t last_publish_ns;
+        struct timer publish_timer;
+        struct timer drain_timer;
+};
+
+static const double duration_bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
+
+static void probe_run(struct probe *p);
+
+/* ---- aggregates ------------------------------------------------------------------ */
+
+static void aggregates_recount(struct daemon *d)
+{
+        d->startup_pending = d->live_bad = d->ready_bad = 0;
+        for (size_t i = 0; i < d->n_probes; i++) {
+                const struct probe *p = d->probes[i];
+                unsigned s = p->cfg->scopes;
+                if ((s & SCOPE_STARTUP) && !p->ever_healthy)
+                        d->startup_pending++;
+                if ((s & SCOPE_LIVENESS) && p->healthy == 0)
+                        d->live_bad++;
+                if ((s & SCOPE_READINESS) && p->healthy != 1)
+                        d->ready_bad++;
+        }
+}
+
+static void daemon_check_started(struct daemon *d)
+{
+        if (d->started || d->startup_pending > 0)
+                return;
+        d->started = true; /* latched: never goes back */
+        d->dirty_verdict = true;
+        log_kv(LOG_LEVEL_INFO, "Startup complete", "event", "started", NULL);
+}
+
+/* Health transition of one probe: the only place counts change incrementally. */
+static void probe_set_health(struct probe *p, int healthy)
+{
+        struct daemon *d = p->d;
+        unsigned s = p->cfg->scopes;
+
+        if (p->healthy == healthy)
+                return;
+        if (s & SCOPE_LIVENESS)
+                d->live_bad += (healthy == 0) - (p->healthy == 0);
+        if (s & SCOPE_READINESS)
+                d->ready_bad += (healthy != 1) - (p->healthy != 1);
+        p->healthy = healthy;
+        p->last_change_wall_ns = wall_ns();
+        d->dirty_verdict = true;
+        if (healthy == 1) {
+                if (!p->ever_healthy && (s & SCOPE_STARTUP))
+                        d->startup_pending--;
+                p->ever_healthy = true;
+                log_kv(LOG_LEVEL_INFO, "Probe is healthy", "event", "healthy", "probe", p->cfg->name,
+                       "type", p->cfg->ops->type, "outcome", outcome_to_string(p->last_outcome), NULL);
+                daemon_check_started(d);
+        } else {
+                log_kv(LOG_LEVEL_WARNING, "Probe is unhealthy", "event", "unhealthy", "probe", p->cfg->name,
+                       "type", p->cfg->ops->type, "outcome", outcome_to_string(p->last_outcome), "error",
+                       p->last_error, NULL);
+        }
+}
+
+/* ---- scheduling ---------------------------------------------------------------------- */
+
+static uint64_t probe_period_ms(const struct probe *p)
+{
+        if ((p->cfg->scopes & SCOPE_STARTUP) && !p->d->started)
+                return p->cfg->timing.startup_period_ms;
+        return p->cfg->timing.period_ms;
+}
+
+static void probe_on_timer(struct loop *l, void *data)
+{
+        struct probe *p = data;
+
+        (void) l;
+        if (p->d->draining)
+                return;
+        if (p->state == PROBE_BACKOFF)
+                p->restarts++;
+        probe_run(p);
+}
+
+/* After an attempt that ended (not cancelled): when does the next one start? */
+static void probe_schedule(struct probe *p, enum outcome o)
+{
+        struct daemon *d = p->d;
+        uint64_t now = now_ns(), next;
+
+        if (d->draining) {
+                p->state = PROBE_STOPPED;
+                return;
+        }
+        if (o == OUTCOME_ERROR) {
+                uint64_t initial = d->cfg->backoff_initial_ms, max = d->cfg->backoff_max_ms;
+                char buf[32];
+                p->backoff_ms = p->backoff_ms ? (p->backoff_ms * 2 > max ? max : p->backoff_ms * 2) : initial;
+                p->state = PROBE_BACKOFF;
+                duration_format(p->backoff_ms, buf, sizeof(buf));
+                log_kv(LOG_LEVEL_WARNING, "Probe could not run, backing off", "event", "backoff", "probe",
+                       p->cfg->name, "error", p->last_error, "backoff", buf, NULL);
+                loop_timer_arm(d->loop, &p->timer, now + p->backoff_ms * NSEC_PER_MSEC);
+                return;
+        }
+        p->backoff_ms = 0; /* a completed attempt resets the backoff */
+        p->state = PROBE_WAITING;
+        /* attempts never overlap: next at previous start + period, or at once */
+        next = p->last_start_ns + probe_period_ms(p) * NSEC_PER_MSEC;
+        loop_timer_arm(d->loop, &p->timer, next > now ? next : now);
+}
+
+static void attempt_on_deadline(struct loop *l, void *data)
+{
+        struct attempt *a = data;
+        char buf[32];
+
+        (void) l;
+        duration_format(a->probe->cfg->timing.timeout_ms, buf, sizeof(buf));
+        attempt_end(a, OUTCOME_TIMEOUT, "timeout: no answer within %s", buf);
+}
+
+static void probe_run(struct probe *p)
+{
+        struct daemon *d = p->d;
+        struct attempt *a = &p->attempt;
+        int r;
+
+        if (d->draining || a->state != ATTEMPT_IDLE)
+                return;
+        loop_timer_disarm(d->loop, &p->timer);
+        p->state = PROBE_RUNNING;
+        p->last_start_ns = now_ns();
+        a->id = ++d->next_attempt_id;
+        a->state = ATTEMPT_RUNNING;
+        a->start_ns = p->last_start_ns;
+        a->data = NULL;
+        a->loop = d->loop;
+        loop_inflight(d->loop, +1);
+        loop_timer_arm(d->loop, &p->deadline, a->start_ns + p->cfg->timing.timeout_ms * NSEC_PER_MSEC);
+        r = p->cfg->ops->start(a, p->cfg->spec, p->cfg->timing.timeout_ms);
+        if (r < 0 && a->state == ATTEMPT_RUNNING)
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
+}
+
+/* ---- the one place an attempt ends --------------------------------------------------- */
+
+static void probe_record(struct probe *p, enum outcome o, const char *reason, uint64_t dur_ns)
+{
+        double secs = (double) dur_ns / NSEC_PER_SEC;
+
+        p->attempts++;
+        p->outcome_total[o]++;
+        p->last_outcome = o;
+        p->last_attempt_wall_ns = wall_ns();
+        p->last_duration_ms = dur_ns / NSEC_PER_MSEC;
+        p->d->dirty_stats = true;
+        if (log_enabled(LOG_LEVEL_DEBUG)) {
+                char ms[24];
+                snprintf(ms, sizeof(ms), "%llu", (unsigned long long) p->last_duration_ms);
+                log_kv(LOG_LEVEL_DEBUG, "Attempt ended", "event", "attempt", "probe", p->cfg->name, "outcome",
+                       outcome_to_string(o), "duration_ms", ms, "error", o == OUTCOME_SUCCESS ? NULL : reason, NULL);
+        }
+        switch (o) {
+        case OUTCOME_CANCELLED:
+                p->cancellations++; /* no threshold and no health change, ever */
+                return;
+        case OUTCOME_ERROR:
+                p->errors++;        /* the target's health is unchanged */
+                snprintf(p->last_error, sizeof(p->last_error), "%s", reason);
+                return;
+        default:
+                break;
+        }
+        p->duration_count++;
+        p->duration_sum_s += secs;
+        for (size_t i = 0; i < N_DURATION_BUCKETS; i++)
+                if (secs <= duration_bounds[i])
+                        p->duration_bucket[i]++;
+        if (o == OUTCOME_SUCCESS) {
+                p->successes++;
+                p->last_success = 1;
+                p->last_error[0] = '\0';
+                p->consecutive_successes++;
+                p->consecutive_failures = 0;
+                if (p->consecutive_successes >= p->cfg->timing.success_threshold)
+                        probe_set_health(p, 1);
+        } else {
+                if (o == OUTCOME_TIMEOUT)
+                        p->timeouts++;
+                else
+                        p->failures++;
+                p->last_success = 0;
+                snprintf(p->last_error, sizeof(p->last_error), "%s", reason);
+                p->consecutive_failures++;
+                p->consecutive_successes = 0;
+                if (p->consecutive_failures >= p->cfg->timing.failure_threshold)
+                        probe_set_health(p, 0);
+        }
+}
+
+void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
+{
+        struct probe *p = a->probe;
+        char reason[ERROR_MAX];
+        va_list ap;
+
+        if (a->state != ATTEMPT_RUNNING)
+                return; /* already ended: a completion racing a cancel, or the reverse */
+        a->state = ATTEMPT_ENDING;
+        loop_timer_disarm(a->loop, &p->deadline);
+        loop_inflight(a->loop, -1);
+        if (a->data)
+                p->cfg->ops->cancel(a);
+        va_start(ap, fmt);
+        vsnprintf(reason, sizeof(reason), fmt, ap);
+        va_end(ap);
+        if (a->output && o != OUTCOME_CANCELLED) {
+                free(p->output);
+                p->output = a->output;
+                a->output = NULL;
+        }
+        free(a->output);
+        a->output = NULL;
+        a->output_len = 0;
+        probe_record(p, o, reason, now_ns() - a->start_ns);
+        a->state = ATTEMPT_IDLE;
+        if (o != OUTCOME_CANCELLED)
+                probe_schedule(p, o);
+        else
+                p->state = PROBE_WAITING; /* the canceller decides what comes next */
+}
+
+void attempt_set_output(struct attempt *a, const char *buf, size_t len)
+{
+        char *o;
+
+        if (len > EXEC_OUTPUT_MAX)
+                len = EXEC_OUTPUT_MAX;
+        o = malloc(len + 1);
+        if (!o)
+                return; /* output is informative only */
+        memcpy(o, buf, len);
+        o[len] = '\0';
+        free(a->output);
+        a->output = o;
+        a->output_len = len;
+}
+
+/* ---- probes --------------------------------------------------------------------------- */
+
+static struct probe *probe_new(struct daemon *d, const struct probe_config *cfg)
+{
+        struct probe *p = calloc(1, sizeof(*p));
+
+        if (!p)
+                return NULL;
+        p->d = d;
+        p->cfg = cfg;
+        p->state = PROBE_WAITING;
+        p->healthy = -1;
+        p->last_outcome = _OUTCOME_INVALID;
+        p->last_success = -1;
+        p->attempt.probe = p;
+        p->attempt.loop = d->loop;
+        timer_init(&p->timer, probe_on_timer, p);
+        timer_init(&p->deadline, attempt_on_deadline, &p->attempt);
+        return p;
+}
+
+/* Cancels the running attempt, if any, and stops scheduling the probe. */
+static void probe_stop(struct probe *p)
+{
+        attempt_end(&p->attempt, OUTCOME_CANCELLED, "cancelled");
+        loop_timer_disarm(p->d->loop, &p->timer);
+        p->state = PROBE_STOPPED;
+}
+
+static struct probe *probe_free(struct probe *p)
+{
+        if (!p)
+                return NULL;
+        probe_stop(p);
+        loop_timer_disarm(p->d->loop, &p->deadline);
+        free(p->output);
+        free(p);
+        return NULL;
+}
+
+static void probe_begin(struct probe *p)
+{
+        loop_timer_arm(p->d->loop, &p->timer, now_ns() + p->cfg->timing.initial_delay_ms * NSEC_PER_MSEC);
+}
+
+/* ---- snapshots ------------------------------------------------------------------------ */
+
+static void probe_view_fill(struct probe_view *v, const struct probe *p)
+{
+        snprintf(v->name, sizeof(v->name), "%s", p->cfg->name);
+        v->type = p->cfg->ops->type;
+        v->target = strdup(p->cfg->target);
+        v->scopes = p->cfg->scopes;
+        v->state = p->state;
+        v->healthy = p->healthy;
+        v->consecutive_successes = p->consecutive_successes;
+        v->consecutive_failures = p->consecutive_failures;
+        v->attempts = p->attempts;
+        v->successes = p->successes;
+        v->failures = p->failures;
+        v->timeouts = p->timeouts;
+        v->cancellations = p->cancellations;
+        v->errors = p->errors;
+        v->restarts = p->restarts;
+        v->last_outcome = p->last_outcome;
+        v->last_success = p->last_success;
+        memcpy(v->last_error, p->last_error, sizeof(v->last_error));
+        v->last_duration_ms = p->last_duration_ms;
+        v->last_attempt_wall_ns = p->last_attempt_wall_ns;
+        v->last_change_wall_ns = p->last_change_wall_ns;
+        v->output = p->output ? strdup(p->output) : NULL;
+        memcpy(v->duration_bucket, p->duration_bucket, sizeof(v->duration_bucket));
+        v->duration_count = p->duration_count;
+        v->duration_sum_s = p->duration_sum_s;
+        memcpy(v->outcome_total, p->outcome_total, sizeof(v->outcome_total));
+}
+
+static struct snapshot *daemon_snapshot(const struct daemon *d)
+{
+        struct snapshot *s = snapshot_new(d->n_probes);
+
+        if (!s)
+                return NULL;
+        s->started = d->started;
+        s->live = !d->started || d->live_bad == 0;
+        s->ready = d->started && !d->draining && d->ready_bad == 0;
+        s->draining = d->draining;
+        s->start_mono_ns = d->start_mono_ns;
+        s->stalls = d->stalls;
+        s->reloads_ok = d->reloads_ok;
+        s->reloads_failed = d->reloads_failed;
+        for (size_t i = 0; i < d->n_probes; i++)
+                probe_view_fill(&s->probes[i], d->probes[i]);
+        return s;
+}
+
+static void daemon_publish(struct daemon *d)
+{
+        struct snapshot *s = daemon_snapshot(d);
+
+        if (!s)
+                return; /* out of memory: keep serving the previous snapshot, retry later */
+        d->dirty_verdict = d->dirty_stats = false;
+        d->last_publish_ns = now_ns();
+        d->opts.publish(s, d->opts.publish_data);
+}
+
+static void publish_on_timer(struct loop *l, void *data)
+{
+        (void) l;
+        (void) data; /* the iteration hook that follows publishes */
+}
+
+static void daemon_on_iteration(struct loop *l, void *data)
+{
+        struct daemon *d = data;
+        uint64_t due = d->last_publish_ns + SNAPSHOT_STATS_INTERVAL_MS * NSEC_PER_MSEC;
+
+        if (d->dirty_verdict || (d->dirty_stats && now_ns() >= due))
+                daemon_publish(d);
+        else if (d->dirty_stats && !timer_armed(&d->publish_timer))
+                loop_timer_arm(l, &d->publish_timer, due);
+}
+
+/* ---- events: stall, shutdown, reload, status dump --------------------------------------- */
+
+static void daemon_on_stall(struct loop *l, uint64_t late_ns, void *data)
+{
+        struct daemon *d = data;
+        char late[32];
+        size_t n = 0;
+
+        (void) l;
+        d->stalls++;
+        d->dirty_stats = true;
+        for (size_t i = 0; i < d->n_probes; i++) {
+                struct probe *p = d->probes[i];
+                if (p->attempt.state != ATTEMPT_RUNNING)
+                        continue;
+                /* Whatever the target did while we were frozen is unknowable: cancel (not
+                 * fail) and re-run at once with a fresh deadline. */
+                attempt_end(&p->attempt, OUTCOME_CANCELLED, "stall");
+                probe_run(p);
+                n++;
+        }
+        duration_format(late_ns / NSEC_PER_MSEC, late, sizeof(late));
+        char count[24];
+        snprintf(count, sizeof(count), "%zu", n);
+        log_kv(LOG_LEVEL_WARNING, "Loop stalled (CPU throttled or instance frozen), re-running attempts",
+               "event", "stall", "late", late, "rerun", count, NULL);
+}
+
+static void drain_on_timer(struct loop *l, void *data)
+{
+        (void) data;
+        loop_exit(l);
+}
+
+static void daemon_shutdown(struct daemon *d, int signo)
+{
+        if (d->draining) {
+                log_kv(LOG_LEVEL_INFO, "Second signal, exiting now", "event", "shutdown", "signal",
+                       sigabbrev_np(signo), NULL);
+                loop_exit(d->loop);
+                return;
+        }
+        d->draining = true; /* from here on nothing is scheduled or restarted */
+        d->dirty_verdict = true;
+        for (size_t i = 0; i < d->n_probes; i++)
+                probe_stop(d->probes[i]);
+        char drain[32];
+        duration_format(d->cfg->drain_ms, drain, sizeof(drain));
+        log_kv(LOG_LEVEL_INFO, "Draining", "event", "draining", "signal", sigabbrev_np(signo), "drain", drain, NULL);
+        daemon_publish(d);
+        loop_timer_arm(d->loop, &d->drain_timer, now_ns() + d->cfg->drain_ms * NSEC_PER_MSEC);
+}
+
+static int daemon_load(struct daemon *d, struct config **ret, char **reterr)
+{
+        char *text = NULL;
+        int r;
+
+        if (d->opts.config_path) {
+                r = config_read_file(d->opts.config_path, &text, reterr);
+                if (r < 0)
+                        return r;
+        }
+        r = config_load(text, d->opts.flags, d->opts.n_flags, ret, reterr);
+        free(text);
+        return r;
+}
+
+static void daemon_apply_settings(struct daemon *d)
+{
+        loop_set_stall_threshold(d->loop, d->cfg->stall_threshold_ms * NSEC_PER_MSEC);
+        if (!d->opts.log_level_locked && d->cfg->log_level_set)
+                log_setup(d->cfg->log_level, _LOG_FORMAT_INVALID);
+}
+
+static void daemon_reload(struct daemon *d)
+{
+        struct config *nc = NULL, *old = d->cfg;
+        struct probe **np;
+        char *err = NULL;
+        size_t kept = 0, changed = 0, added = 0, removed = 0;
+
+        if (d->draining)
+                return;
+        if (daemon_load(d, &nc, &err) < 0) {
+                d->reloads_failed++;
+                d->dirty_stats = true;
+                log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event",
+                       "reload_failed", "error", err ? err : "out of memory", NULL);
+                free(err);
+                return;
+        }
+        np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
+        if (!np) {
+                d->reloads_failed++;
+                log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event",
+                       "reload_failed", "error", "out of memory", NULL);
+                config_free(nc);
+                return;
+        }
+        /* Match by name: unchanged probes keep their state and counters (their config
+         * entry, spec included, moves into the new config, since an attempt in flight
+         * points at it); changed ones restart fresh; removed ones are cancelled. */
+        for (size_t i = 0; i < nc->n_probes; i++) {
+                struct probe_config *npc = &nc->probes[i];
+                for (size_t j = 0; j < d->n_probes; j++) {
+                        struct probe *p = d->probes[j];
+                        if (!p || strcmp(p->cfg->name, npc->name) != 0)
+                                continue;
+                        if (probe_config_equal(p->cfg, npc)) {
+                                struct probe_config *opc = (struct probe_config *) p->cfg, tmp = *npc;
+                                *npc = *opc;
+                                *opc = tmp;
+                                p->cfg = npc;
+                                np[i] = p;
+                                d->probes[j] = NULL;
+                                kept++;
+                        }
+                        break;
+                }
+        }
+        for (size_t j = 0; j < d->n_probes; j++) {
+                struct probe *p = d->probes[j];
+                if (!p)
+                        continue;
+                if (config_find_probe(nc, p->cfg->name))
+                        changed++;
+                else
+                        removed++;
+                d->probes[j] = probe_free(p);
+        }
+        free(d->probes);
+        d->probes = np;
+        d->n_probes = nc->n_probes;
+        d->cfg = nc;
+        for (size_t i = 0; i < nc->n_probes; i++) {
+                if (np[i])
+                        continue;
+                np[i] = probe_new(d, &nc->probes[i]);
+                if (!np[i]) {
+                        /* Out of memory mid-apply: drop the probe and say so loudly. */
+                        log_kv(LOG_LEVEL_ERROR, "Failed to create probe: out of memory", "probe",
+                               nc->probes[i].name, NULL);
+                        continue;
+                }
+                probe_begin(np[i]);
+                added++;
+        }
+        /* compact out any probe that could not be created */
+        size_t n = 0;
+        for (size_t i = 0; i < d->n_probes; i++)
+                if (np[i])
+                        np[n++] = np[i];
+        d->n_probes = n;
+        added -= changed;
+        if (strcmp(old->listen, nc->listen) != 0)
+                log_kv(LOG_LEVEL_WARNING, "The listen address changed; it takes effect on restart, ignoring",
+                       "event", "reload", "listen", nc->listen, NULL);
+        config_free(old);
+        daemon_apply_settings(d);
+        aggregates_recount(d);
+        daemon_check_started(d);
+        d->reloads_ok++;
+        d->dirty_verdict = true;
+        char k[24], c[24], a[24], r[24];
+        snprintf(k, sizeof(k), "%zu", kept);
+        snprintf(c, sizeof(c), "%zu", changed);
+        snprintf(a, sizeof(a), "%zu", added);
+        snprintf(r, sizeof(r), "%zu", removed);
+        log_kv(LOG_LEVEL_INFO, "Config reloaded", "event", "reload", "kept", k, "changed", c, "added", a,
+               "removed", r, NULL);
+}
+
+static void daemon_log_status(struct daemon *d)
+{
+        struct snapshot *s = daemon_snapshot(d);
+        char *json;
+
+        if (!s)
+                return;
+        json = render_status_json(s, now_ns());
+        log_kv(LOG_LEVEL_INFO, "Status", "event", "status", "status", json, NULL);
+        free(json);
+        snapshot_unref(s);
+}
+
+static void daemon_on_signal(struct loop *l, int signo, void *data)
+{
+        struct daemon *d = data;
+
+        (void) l;
+        switch (signo) {
+        case SIGTERM:
+        case SIGINT:
+                daemon_shutdown(d, signo);
+                break;
+        case SIGHUP:
+                daemon_reload(d);
+                break;
+        case SIGUSR1:
+                daemon_log_status(d);
+                break;
+        default:
+                break;
+        }
+}
+
+/* ---- construction ---------------------------------------------------------------------- */
+
+struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemon_options *opts)
+{
+        struct daemon *d = calloc(1, sizeof(*d));
+        struct loop_hooks hooks = {
+                .signal = daemon_on_signal,
+                .stall = daemon_on_stall,
+                .iteration = daemon_on_iteration,
+        };
+
+        if (!d) {
+                config_free(cfg);
+                return NULL;
+        }
+        d->loop = l;
+        d->cfg = cfg;
+        d->opts = *opts;
+        d->start_mono_ns = now_ns();
+        timer_init(&d->publish_timer, publish_on_timer, d);
+        timer_init(&d->drain_timer, drain_on_timer, d);
+        d->probes = calloc(cfg->n_probes ? cfg->n_probes : 1, sizeof(*d->probes));
+        if (!d->probes)
+                return daemon_free(d);
+        for (size_t i = 0; i < cfg->n_probes; i++) {
+                d->probes[i] = probe_new(d, &cfg->probes[i]);
+                if (!d->probes[i])
+                        return daemon_free(d);
+                d->n_probes++;
+        }
+        hooks.data = d;
+        loop_set_hooks(l, &hooks);
+        daemon_apply_settings(d);
+        return d;
+}
+
+void daemon_start(struct daemon *d)
+{
+        for (size_t i = 0; i < d->n_probes; i++)
+                probe_begin(d->probes[i]);
+        aggregates_recount(d);
+        daemon_check_started(d);
+        daemon_publish(d);
+}
+
+struct daemon *daemon_free(struct daemon *d)
+{
+        if (!d)
+                return NULL;
+        d->draining = true; /* nothing may schedule while we tear down */
+        for (size_t i = 0; i < d->n_probes; i++)
+                d->probes[i] = probe_free(d->probes[i]);
+        free(d->probes);
+        loop_timer_disarm(d->loop, &d->publish_timer);
+        loop_timer_disarm(d->loop, &d->drain_timer);
+        config_free(d->cfg);
+        free(d);
+        return NULL;
+}
+
+const struct config *daemon_config(const struct daemon *d)
+{
+        return d->cfg;
+}

@@ -1,0 +1,287 @@
+/* probed: command line (SPEC 2), then the daemon's life:
+ * block signals -> libcurl init -> loop -> status server -> daemon -> loop_run ->
+ * shutdown in one place (daemon_free cancels and removes every easy handle, then
+ * curl_multi_cleanup inside loop_free while epoll is open, then MHD stop). */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bounds.h"
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "loop.h"
+#include "probe_curl.h"
+#include "server.h"
+#include "util.h"
+
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+        "Usage:\n"
+        "  probed [-c FILE] [-l ADDR:PORT] [--http NAME=URL] [--tcp NAME=HOST:PORT]\n"
+        "         [--ws NAME=URL] [--grpc NAME=HOST:PORT[/SERVICE]] [--exec NAME=CMD]\n"
+        "         [--log-level debug|info|warn|error] [--log-format json|text]\n"
+        "  probed --check-config [-c FILE] [probe flags]\n"
+        "  probed check URL [--timeout DUR]\n"
+        "  probed --help | --version\n"
+        "\n"
+        "Health-probe sidecar for Cloud Run and Knative: probes the main container and serves\n"
+        "/startup, /livez, /readyz, /status and /metrics (default 0.0.0.0:8081).\n"
+        "  -c FILE          config file (default $PROBED_CONFIG)\n"
+        "  -l ADDR:PORT     listen address (default $PROBED_LISTEN, the config's listen, 0.0.0.0:8081)\n"
+        "  --check-config   validate, print the effective config as JSON, exit 0 (2 on error)\n"
+        "Signals: TERM/INT drain and exit, HUP reloads the config, USR1 logs the status.\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+        fprintf(stderr, "probed: ");
+        fprintf(stderr, fmt, arg);
+        fprintf(stderr, " (see probed --help)\n");
+        return EXIT_USAGE;
+}
+
+/* `probed check URL`: one request, exit 0 on 2xx/3xx; no redirects, no proxy. */
+static int cmd_check(int argc, char **argv)
+{
+        const char *url = NULL;
+        uint64_t timeout_ms = CHECK_DEFAULT_TIMEOUT_MS;
+        CURL *e;
+        CURLcode rc;
+        long code = 0;
+
+        for (int i = 2; i < argc; i++) {
+                if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+                        if (duration_parse(argv[++i], &timeout_ms) < 0 || timeout_ms == 0)
+                                return usage_error("check: --timeout: \"%s\" is not a duration (e.g. \"500ms\", \"2s\")",
+                                                   argv[i]);
+                } else if (!url && argv[i][0] != '-') {
+                        url = argv[i];
+                } else {
+                        return usage_error("check: unexpected argument \"%s\"", argv[i]);
+                }
+        }
+        if (!url)
+                return usage_error("check: missing URL%s", "");
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+                return 1;
+        e = probe_curl_new(url, timeout_ms, false);
+        if (!e)
+                return 1;
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
+        curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, NULL);
+        FILE *devnull = fopen("/dev/null", "we");
+        if (devnull)
+                curl_easy_setopt(e, CURLOPT_WRITEDATA, devnull);
+        rc = curl_easy_perform(e);
+        if (rc == CURLE_OK)
+                curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+        else {
+                char err[ERROR_MAX];
+                probe_curl_error(e, rc, err, sizeof(err));
+                fprintf(stderr, "probed: check %s: %s\n", url, err);
+        }
+        curl_easy_cleanup(e);
+        if (devnull)
+                fclose(devnull);
+        curl_global_cleanup();
+        if (rc == CURLE_OK && !(code >= 200 && code < 400))
+                fprintf(stderr, "probed: check %s: status %ld\n", url, code);
+        return rc == CURLE_OK && code >= 200 && code < 400 ? 0 : 1;
+}
+
+static void publish_to_server(struct snapshot *s, void *data)
+{
+        server_publish(data, s);
+}
+
+int main(int argc, char **argv)
+{
+        enum {
+                OPT_HTTP = 256, OPT_TCP, OPT_WS, OPT_GRPC, OPT_EXEC, OPT_LOG_LEVEL, OPT_LOG_FORMAT,
+                OPT_CHECK_CONFIG, OPT_HELP, OPT_VERSION,
+        };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "listen", required_argument, NULL, 'l' },
+                { "http", required_argument, NULL, OPT_HTTP },
+                { "tcp", required_argument, NULL, OPT_TCP },
+                { "ws", required_argument, NULL, OPT_WS },
+                { "grpc", required_argument, NULL, OPT_GRPC },
+                { "exec", required_argument, NULL, OPT_EXEC },
+                { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+                { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+                { "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+                { "help", no_argument, NULL, OPT_HELP },
+                { "version", no_argument, NULL, OPT_VERSION },
+                {},
+        };
+        static const char *const kinds[] = { "http", "tcp", "ws", "grpc", "exec" };
+        static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+        const char *config_path = getenv("PROBED_CONFIG"), *listen = getenv("PROBED_LISTEN");
+        enum log_level level = LOG_LEVEL_INFO;
+        enum log_format format = LOG_FORMAT_JSON;
+        bool check_config = false, level_given = false;
+        struct probe_flag *flags;
+        size_t n_flags = 0;
+        struct config *cfg = NULL;
+        struct loop *loop = NULL;
+        struct server *srv = NULL;
+        struct daemon *d = NULL;
+        char *text = NULL, *err = NULL;
+        uint16_t port = 0;
+        sigset_t mask;
+        int opt, r, ret = 1;
+
+        if (argc >= 2 && strcmp(argv[1], "check") == 0)
+                return cmd_check(argc, argv);
+        flags = calloc((size_t) argc, sizeof(*flags));
+        if (!flags)
+                return 1;
+        if (config_path && !*config_path)
+                config_path = NULL;
+        opterr = 0;
+        while ((opt = getopt_long(argc, argv, ":c:l:", options, NULL)) != -1) {
+                switch (opt) {
+                case 'c':
+                        config_path = optarg;
+                        break;
+                case 'l':
+                        listen = optarg;
+                        break;
+                case OPT_HTTP:
+                case OPT_TCP:
+                case OPT_WS:
+                case OPT_GRPC:
+                case OPT_EXEC:
+                        flags[n_flags++] = (struct probe_flag) { .kind = kinds[opt - OPT_HTTP], .arg = optarg };
+                        break;
+                case OPT_LOG_LEVEL:
+                        level = log_level_from_string(optarg);
+                        if ((int) level < 0) {
+                                ret = usage_error("--log-level: \"%s\" is not debug, info, warn or error", optarg);
+                                goto out;
+                        }
+                        level_given = true;
+                        break;
+                case OPT_LOG_FORMAT:
+                        format = log_format_from_string(optarg);
+                        if ((int) format < 0) {
+                                ret = usage_error("--log-format: \"%s\" is not json or text", optarg);
+                                goto out;
+                        }
+                        break;
+                case OPT_CHECK_CONFIG:
+                        check_config = true;
+                        break;
+                case OPT_HELP:
+                        fputs(usage_text, stdout);
+                        ret = 0;
+                        goto out;
+                case OPT_VERSION:
+                        printf("probed %s\n", PROBED_VERSION);
+                        ret = 0;
+                        goto out;
+                case ':':
+                        ret = usage_error("%s needs a value", argv[optind - 1]);
+                        goto out;
+                default:
+                        ret = usage_error("unknown option \"%s\"", argv[optind - 1]);
+                        goto out;
+                }
+        }
+        if (optind < argc) {
+                ret = usage_error("unexpected argument \"%s\"", argv[optind]);
+                goto out;
+        }
+        log_setup(level, format);
+
+        if (config_path && config_read_file(config_path, &text, &err) < 0)
+                goto config_error;
+        if (config_load(text, flags, n_flags, &cfg, &err) < 0)
+                goto config_error;
+        if (check_config) {
+                cJSON *j = config_to_json(cfg);
+                char *s = j ? cJSON_Print(j) : NULL;
+                if (s)
+                        printf("%s\n", s);
+                free(s);
+                cJSON_Delete(j);
+                ret = s ? 0 : 1;
+                goto out;
+        }
+        if (!listen || !*listen)
+                listen = cfg->listen;
+        if (level_given)
+                log_setup(level, format);
+        else if (cfg->log_level_set)
+                log_setup(cfg->log_level, format);
+
+        /* Before any thread exists (libcurl's resolver, MHD's pool): they inherit this. */
+        sigemptyset(&mask);
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++)
+                sigaddset(&mask, signals[i]);
+        pthread_sigmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN); /* CURLOPT_NOSIGNAL leaves SIGPIPE to us */
+
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+                fprintf(stderr, "probed: cannot initialize libcurl\n");
+                goto out;
+        }
+        if (!(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_ASYNCHDNS)) {
+                /* a blocking resolver would stall the one loop (libcurl-multi BLOCKING) */
+                fprintf(stderr, "probed: libcurl lacks asynchronous DNS; refusing to run\n");
+                goto out_curl;
+        }
+        loop = loop_new(signals, ELEMENTSOF(signals), &r);
+        if (!loop) {
+                fprintf(stderr, "probed: cannot create the event loop: %s\n", strerror(-r));
+                goto out_curl;
+        }
+        srv = server_new(listen, &port, &err);
+        if (!srv) {
+                fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
+                goto out_curl;
+        }
+        char port_s[8];
+        snprintf(port_s, sizeof(port_s), "%u", (unsigned) port);
+        log_kv(LOG_LEVEL_INFO, "Status server listening", "event", "listening", "address", listen, "port", port_s,
+               "version", PROBED_VERSION, NULL);
+        d = daemon_new(loop, cfg, &(struct daemon_options) {
+                                          .config_path = config_path,
+                                          .flags = flags,
+                                          .n_flags = n_flags,
+                                          .log_level_locked = level_given,
+                                          .publish = publish_to_server,
+                                          .publish_data = srv,
+                                  });
+        cfg = NULL; /* the daemon owns it now */
+        if (!d) {
+                fprintf(stderr, "probed: out of memory\n");
+                goto out_curl;
+        }
+        daemon_start(d);
+        r = loop_run(loop);
+        if (r < 0)
+                log_kv(LOG_LEVEL_ERROR, "Failed to run the event loop", "error", strerror(-r), NULL);
+        ret = r < 0 ? 1 : 0;
+        log_kv(LOG_LEVEL_INFO, "Exiting", "event", "shutdown", NULL);
+out_curl:
+        d = daemon_free(d);
+        loop = loop_free(loop);
+        srv = server_free(srv);
+        curl_global_cleanup();
+        goto out;
+config_error:
+        fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
+        ret = EXIT_USAGE;
+out:
+        config_free(cfg);
+        free(text);
+        free(err);
+        free(flags);
+        return ret;
+}

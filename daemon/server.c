@@ -1,0 +1,379 @@
+/* The status server.
+ *
+ * libmicrohttpd runs its own epoll thread pool (SERVER_THREADS), so serving is isolated
+ * from probe load. How state is shared with the loop thread: the loop builds an
+ * immutable `struct snapshot` and hands it to server_publish(), which also builds the
+ * three plain verdict responses for it once (MHD responses are refcounted and may be
+ * queued any number of times). Under `lock` we only swap or copy two pointers and take
+ * references: a handler takes a reference to the current `struct published` and
+ * renders from it with the lock released; the last reference frees it. Nothing a
+ * handler reads is ever written after publication.
+ *
+ * Limits are set explicitly (MHD's defaults are 1020 connections and no timeout):
+ * connection limit, idle timeout and a per-connection memory pool that bounds the
+ * request line and headers (an oversized request gets 414/431 or a closed connection). */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bounds.h"
+#include "log.h"
+#include "server.h"
+#include "util.h"
+
+enum route {
+        ROUTE_STARTUP,
+        ROUTE_LIVEZ,
+        ROUTE_READYZ,
+        ROUTE_STATUS,
+        ROUTE_METRICS,
+        _ROUTE_MAX,
+        _ROUTE_INVALID = -EINVAL,
+};
+
+static const struct {
+        const char *path;
+        enum route route;
+} routes[] = {
+        { "/startup", ROUTE_STARTUP },  { "/health/startup", ROUTE_STARTUP },
+        { "/livez", ROUTE_LIVEZ },      { "/health", ROUTE_LIVEZ },
+        { "/healthz", ROUTE_LIVEZ },    { "/readyz", ROUTE_READYZ },
+        { "/health/ready", ROUTE_READYZ }, { "/status", ROUTE_STATUS },
+        { "/metrics", ROUTE_METRICS },
+};
+
+static const unsigned route_scope[] = {
+        [ROUTE_STARTUP] = SCOPE_STARTUP,
+        [ROUTE_LIVEZ] = SCOPE_LIVENESS,
+        [ROUTE_READYZ] = SCOPE_READINESS,
+};
+
+#define CT_TEXT "text/plain; charset=utf-8"
+#define CT_JSON "application/json"
+#define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+
+struct published {
+        atomic_int refs;
+        struct snapshot *snap;
+        struct MHD_Response *verdict[ROUTE_READYZ + 1];
+        unsigned verdict_status[ROUTE_READYZ + 1];
+};
+
+struct server {
+        struct MHD_Daemon *mhd;
+        int listen_fd;
+        pthread_mutex_t lock;
+        struct published *current;       /* guarded by lock */
+        struct MHD_Response *not_found, *not_allowed, *unavailable;
+};
+
+static struct published *published_unref(struct published *p)
+{
+        if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(p->verdict); i++)
+                if (p->verdict[i])
+                        MHD_destroy_response(p->verdict[i]);
+        snapshot_unref(p->snap);
+        free(p);
+        return NULL;
+}
+
+static struct published *server_current(struct server *srv)
+{
+        struct published *p;
+
+        pthread_mutex_lock(&srv->lock);
+        p = srv->current;
+        if (p)
+                atomic_fetch_add(&p->refs, 1);
+        pthread_mutex_unlock(&srv->lock);
+        return p;
+}
+
+/* A response with our common headers. body is copied (MUST_FREE when owned). */
+static struct MHD_Response *response_new(char *body, size_t len, bool owned, const char *ctype)
+{
+        struct MHD_Response *r = MHD_create_response_from_buffer(
+                len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
+
+        if (!r) {
+                if (owned)
+                        free(body);
+                return NULL;
+        }
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+        return r;
+}
+
+void server_publish(struct server *srv, struct snapshot *s)
+{
+        struct published *p = calloc(1, sizeof(*p)), *old;
+
+        if (!p) {
+                snapshot_unref(s);
+                return;
+        }
+        atomic_init(&p->refs, 1);
+        p->snap = s;
+        for (int i = 0; i <= ROUTE_READYZ; i++) {
+                int status = 503;
+                char *body = render_verdict(s, route_scope[i], false, &status);
+                if (!body || !(p->verdict[i] = response_new(body, strlen(body), true, CT_TEXT))) {
+                        published_unref(p);
+                        return; /* out of memory: keep answering from the previous one */
+                }
+                p->verdict_status[i] = (unsigned) status;
+        }
+        pthread_mutex_lock(&srv->lock);
+        old = srv->current;
+        srv->current = p;
+        pthread_mutex_unlock(&srv->lock);
+        published_unref(old);
+}
+
+static enum MHD_Result find_verbose(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+        bool *found = cls;
+
+        (void) kind;
+        (void) value;
+        if (strcmp(key, "verbose") == 0) {
+                *found = true;
+                return MHD_NO; /* stop iterating */
+        }
+        return MHD_YES;
+}
+
+static void process_figures(uint64_t *ret_rss, double *ret_cpu)
+{
+        struct timespec ts;
+        unsigned long size = 0, resident = 0;
+        FILE *f = fopen("/proc/self/statm", "re");
+
+        if (f) {
+                if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+                        resident = 0;
+                fclose(f);
+        }
+        *ret_rss = (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        *ret_cpu = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static enum MHD_Result queue_owned(struct MHD_Connection *c, unsigned status, char *body, const char *ctype)
+{
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+
+        if (!body)
+                return MHD_NO; /* out of memory: close the connection */
+        r = response_new(body, strlen(body), true, ctype);
+        if (!r)
+                return MHD_NO;
+        ret = MHD_queue_response(c, status, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
+static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                     const char *version, const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls)
+{
+        struct server *srv = cls;
+        enum route route = _ROUTE_INVALID;
+        struct published *p;
+        enum MHD_Result ret;
+        bool verbose = false;
+
+        (void) version;
+        (void) upload_data;
+        (void) con_cls;
+        if (*upload_data_size) {
+                *upload_data_size = 0; /* we take no body: discard it */
+                return MHD_YES;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(routes); i++)
+                if (strcmp(url, routes[i].path) == 0)
+                        route = routes[i].route;
+        if (route == _ROUTE_INVALID)
+                return MHD_queue_response(c, MHD_HTTP_NOT_FOUND, srv->not_found);
+        if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+                return MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, srv->not_allowed);
+        p = server_current(srv);
+        if (!p)
+                return MHD_queue_response(c, MHD_HTTP_SERVICE_UNAVAILABLE, srv->unavailable);
+        switch (route) {
+        case ROUTE_STARTUP:
+        case ROUTE_LIVEZ:
+        case ROUTE_READYZ:
+                MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, find_verbose, &verbose);
+                if (!verbose) {
+                        ret = MHD_queue_response(c, p->verdict_status[route], p->verdict[route]);
+                } else {
+                        int status = 503;
+                        char *body = render_verdict(p->snap, route_scope[route], true, &status);
+                        ret = queue_owned(c, (unsigned) status, body, CT_TEXT);
+                }
+                break;
+        case ROUTE_STATUS:
+                ret = queue_owned(c, MHD_HTTP_OK, render_status_json(p->snap, now_ns()), CT_JSON);
+                break;
+        case ROUTE_METRICS: {
+                uint64_t rss;
+                double cpu;
+                process_figures(&rss, &cpu);
+                ret = queue_owned(c, MHD_HTTP_OK, render_metrics(p->snap, rss, cpu), CT_METRICS);
+                break;
+        }
+        default:
+                ret = MHD_NO;
+        }
+        published_unref(p);
+        return ret;
+}
+
+static void server_log(void *cls, const char *fmt, va_list ap)
+{
+        char msg[512];
+
+        (void) cls;
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        msg[strcspn(msg, "\n")] = '\0';
+        log_kv(LOG_LEVEL_WARNING, "Status server", "event", "http", "error", msg, NULL);
+}
+
+int listen_address_parse(const char *s, struct sockaddr_storage *ret_addr, unsigned *ret_len)
+{
+        char host[128];
+        const char *port;
+        char *end;
+        long pn;
+        size_t hl;
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE }, *res;
+
+        if (s[0] == '[') {
+                const char *rb = strchr(s, ']');
+                if (!rb || rb[1] != ':')
+                        return -EINVAL;
+                hl = (size_t) (rb - s - 1);
+                if (hl >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, s + 1, hl);
+                port = rb + 2;
+                hints.ai_flags |= AI_NUMERICHOST;
+                hints.ai_family = AF_INET6;
+        } else {
+                const char *colon = strrchr(s, ':');
+                if (!colon || strchr(s, ':') != colon)
+                        return -EINVAL;
+                hl = (size_t) (colon - s);
+                if (hl >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, s, hl);
+                port = colon + 1;
+        }
+        host[hl] = '\0';
+        pn = strtol(port, &end, 10);
+        if (!*port || *end || pn < 0 || pn > 65535)
+                return -EINVAL;
+        if (getaddrinfo(hl ? host : NULL, port, &hints, &res) != 0)
+                return -EINVAL;
+        memcpy(ret_addr, res->ai_addr, res->ai_addrlen);
+        *ret_len = (unsigned) res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+}
+
+static int listen_socket(const char *listen_s, uint16_t *ret_port, char **reterr)
+{
+        struct sockaddr_storage addr;
+        unsigned len;
+        socklen_t sl = sizeof(addr);
+        int fd, one = 1;
+
+        if (listen_address_parse(listen_s, &addr, &len) < 0) {
+                *reterr = strdup_printf("listen: \"%s\" is not ADDR:PORT", listen_s);
+                return -EINVAL;
+        }
+        fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                goto fail;
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, (struct sockaddr *) &addr, len) < 0 || listen(fd, 1024) < 0 ||
+            getsockname(fd, (struct sockaddr *) &addr, &sl) < 0)
+                goto fail;
+        *ret_port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &addr)->sin6_port
+                                                    : ((struct sockaddr_in *) &addr)->sin_port);
+        return fd;
+fail:
+        *reterr = strdup_printf("cannot listen on %s: %s", listen_s, strerror(errno));
+        if (fd >= 0)
+                (void) close(fd);
+        return -EIO;
+}
+
+struct server *server_new(const char *listen_s, uint16_t *ret_port, char **reterr)
+{
+        static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n",
+                          unavailable[] = "starting\n";
+        struct server *srv = calloc(1, sizeof(*srv));
+        uint16_t port = 0;
+
+        if (!srv)
+                return NULL;
+        srv->listen_fd = -1;
+        pthread_mutex_init(&srv->lock, NULL);
+        srv->not_found = response_new((char *) not_found, sizeof(not_found) - 1, false, CT_TEXT);
+        srv->not_allowed = response_new((char *) not_allowed, sizeof(not_allowed) - 1, false, CT_TEXT);
+        srv->unavailable = response_new((char *) unavailable, sizeof(unavailable) - 1, false, CT_TEXT);
+        if (!srv->not_found || !srv->not_allowed || !srv->unavailable)
+                return server_free(srv);
+        MHD_add_response_header(srv->not_allowed, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+        srv->listen_fd = listen_socket(listen_s, &port, reterr);
+        if (srv->listen_fd < 0)
+                return server_free(srv);
+        srv->mhd = MHD_start_daemon(
+                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0, NULL, NULL, server_handle, srv,
+                MHD_OPTION_EXTERNAL_LOGGER, server_log, NULL, MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned) SERVER_THREADS,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned) SERVER_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                (unsigned) SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) SERVER_CONNECTION_TIMEOUT_S,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) SERVER_MEMORY_LIMIT, MHD_OPTION_END);
+        if (!srv->mhd) {
+                *reterr = strdup_printf("cannot start the status server on %s", listen_s);
+                return server_free(srv);
+        }
+        *ret_port = port;
+        return srv;
+}
+
+struct server *server_free(struct server *srv)
+{
+        if (!srv)
+                return NULL;
+        if (srv->mhd)
+                MHD_stop_daemon(srv->mhd); /* joins the threads */
+        if (srv->listen_fd >= 0)
+                (void) close(srv->listen_fd); /* MHD does not own a socket passed in */
+        published_unref(srv->current);
+        if (srv->not_found)
+                MHD_destroy_response(srv->not_found);
+        if (srv->not_allowed)
+                MHD_destroy_response(srv->not_allowed);
+        if (srv->unavailable)
+                MHD_destroy_response(srv->unavailable);
+        pthread_mutex_destroy(&srv->lock);
+        free(srv);
+        return NULL;
+}

@@ -1,0 +1,49 @@
+/* grpc.health.v1 on the wire, pure and unit-testable: the length-prefixed
+ * HealthCheckRequest, the HealthCheckResponse decoder (proto3, unknown fields
+ * skipped), and the grpc-status / grpc-message trailer values (PLATFORM 5.1).
+ * Used by probes/grpc.c; tested by tests/unit/check_grpcwire.c. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#define GRPCWIRE_PREFIX_SIZE 5        /* compressed flag + 4-byte big-endian length */
+#define GRPCWIRE_SERVICE_MAX 4096     /* longest service name encoded */
+
+enum grpc_serving_status {
+        GRPC_SERVING_UNKNOWN = 0,
+        GRPC_SERVING_SERVING = 1,
+        GRPC_SERVING_NOT_SERVING = 2,
+        GRPC_SERVING_SERVICE_UNKNOWN = 3,
+};
+
+/* "UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"; NULL for other values. */
+const char *grpc_serving_status_to_string(uint64_t s);
+
+/* gRPC status code names: 0 "OK" ... 16 "UNAUTHENTICATED"; NULL when out of range. */
+const char *grpc_code_to_string(long code);
+
+/* The whole request body for HealthCheckRequest{service} (prefix included) into a
+ * malloc'd buffer (*ret_buf, caller frees) of *ret_len bytes. service "" gives the
+ * 5-byte empty message. -EINVAL when service is longer than GRPCWIRE_SERVICE_MAX,
+ * -ENOMEM. */
+int grpcwire_request_encode(const char *service, uint8_t **ret_buf, size_t *ret_len);
+
+/* Decodes a complete response body: exactly one uncompressed length-prefixed message
+ * holding a HealthCheckResponse. Unknown fields are skipped; a missing status field is
+ * UNKNOWN (proto3 omits zero). Returns 0 and *ret_status, or -EBADMSG with *why (static
+ * text) when the body is empty, truncated, compressed, followed by more bytes, or not a
+ * valid message, or -EMSGSIZE when the length prefix exceeds max_len. */
+int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uint64_t *ret_status,
+                             const char **why);
+
+/* Parses a grpc-status header value (len bytes, surrounding blanks allowed): 0 and
+ * *ret_code (0..99), or -EINVAL. */
+int grpcwire_status_parse(const char *v, size_t len, long *ret_code);
+
+/* Percent-decodes a grpc-message value (len bytes) into out (n bytes, NUL-terminated,
+ * truncated to fit); bytes outside printable ASCII become '?'. */
+void grpcwire_message_decode(const char *v, size_t len, char *out, size_t n);
+
+/* The gRPC code implied by an HTTP status when grpc-status is absent
+ * (doc/http-grpc-status-mapping.md). */
+long grpcwire_code_from_http(long http_status);

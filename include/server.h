@@ -1,0 +1,22 @@
+/* The status server (SPEC 5): libmicrohttpd on its own epoll thread pool, answering
+ * only from the latest published snapshot, never waiting on a probe. */
+#pragma once
+#include <stdint.h>
+
+#include "snapshot.h"
+
+struct server;
+
+/* Binds listen ("ADDR:PORT", "[V6]:PORT"; port 0 picks one) and starts serving.
+ * Signals must already be blocked (the threads inherit the mask). On failure returns
+ * NULL with *reterr (malloc'd) saying what failed. *ret_port: the bound port. */
+struct server *server_new(const char *listen, uint16_t *ret_port, char **reterr);
+/* Replaces the snapshot answers come from; takes over the caller's reference. */
+void server_publish(struct server *srv, struct snapshot *s);
+/* Stops the threads and frees everything. NULL-safe. */
+struct server *server_free(struct server *srv);
+
+/* Parses "ADDR:PORT" / "[V6]:PORT" / "localhost:PORT" into a socket address.
+ * Returns 0 or -EINVAL. */
+struct sockaddr_storage;
+int listen_address_parse(const char *s, struct sockaddr_storage *ret_addr, unsigned *ret_len);

@@ -1,0 +1,556 @@
+"""Deployment artefacts, checked without Docker, Cloud Run or a cluster.
+
+- deploy/Dockerfile: bookworm bases, multi-stage, non-root USER, EXPOSE 8081, a
+  HEALTHCHECK through `probed check`, and -- the part a typo would break silently --
+  every shared library the built binary links (ldd) is provided by a package the
+  runtime stage installs, by one of their dependencies, or by debian:12-slim itself
+  (dpkg -S maps file -> package; apt-cache depends --recurse, which works from the
+  local dpkg/apt state, gives the dependency closure).
+- deploy/cloudrun/service.yaml and deploy/knative/service.yaml: the wiring. Names in
+  run.googleapis.com/container-dependencies exist and every depended-on container
+  has a startupProbe that does not wait on the app; the app's probes ask probed's
+  endpoints on probed's listen port; only the ingress container declares a port.
+  The probe paths are also asked of a real probed: none may be a 404.
+- deploy/examples/*.json (and the Knative ConfigMap's config) pass --check-config.
+- docs/probed.8 renders without warnings and documents what --help lists.
+"""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+import harness
+from harness import eq, run_probed, start_daemon, curl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCKERFILE = os.path.join(ROOT, "deploy", "Dockerfile")
+CLOUDRUN = os.path.join(ROOT, "deploy", "cloudrun", "service.yaml")
+RUNGMP = os.path.join(ROOT, "deploy", "cloudrun", "rungmp-config.yaml")
+KNATIVE = os.path.join(ROOT, "deploy", "knative", "service.yaml")
+EXAMPLES = os.path.join(ROOT, "deploy", "examples")
+MANPAGE = os.path.join(ROOT, "docs", "probed.8")
+
+# SPEC 5: the verdict endpoints and their aliases.
+STARTUP_PATHS = {"/startup", "/health/startup"}
+LIVE_PATHS = {"/livez", "/health", "/healthz"}
+READY_PATHS = {"/readyz", "/health/ready"}
+ENDPOINT_PATHS = STARTUP_PATHS | LIVE_PATHS | READY_PATHS | {"/status", "/metrics"}
+
+# Packages every debian:12-slim image has (priority required/essential) that a
+# binary may link without the Dockerfile installing them.
+SLIM_BASE = {"libc6", "libgcc-s1", "gcc-12-base", "zlib1g", "libzstd1", "liblzma5",
+             "libbz2-1.0", "libselinux1", "libpcre2-8-0", "libacl1", "libattr1",
+             "libcrypt1", "libgmp10", "libmd0", "libtinfo6", "libudev1", "libcap2",
+             "libsystemd0", "libgcrypt20", "libgpg-error0", "liblz4-1", "libdb5.3",
+             "libaudit1", "libcap-ng0", "libpam0g", "libsemanage2", "libsepol2",
+             "libsmartcols1", "libuuid1", "libblkid1", "libmount1", "libxxhash0",
+             "libseccomp2", "libdebconfclient0", "libhogweed6", "libnettle8",
+             "libffi8", "libgnutls30", "libidn2-0", "libp11-kit0", "libtasn1-6",
+             "libunistring2"}
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+def dockerfile_stages():
+    """[(from_line_args, [(INSTRUCTION, args), ...]), ...], continuation lines joined."""
+    with open(DOCKERFILE) as f:
+        text = f.read()
+    text = re.sub(r"\\\n", " ", text)
+    stages = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        rest = rest.strip()
+        if word == "FROM":
+            stages.append((rest, []))
+        elif stages:
+            stages[-1][1].append((word, rest))
+        else:
+            assert word == "ARG", "instruction before the first FROM: %r" % line
+    return stages
+
+
+def apt_installed(instructions):
+    """Package names given to `apt-get install` in a stage's RUN lines."""
+    pkgs = []
+    for word, rest in instructions:
+        if word != "RUN":
+            continue
+        for cmd in re.split(r"&&|;|\|\|", rest):
+            toks = cmd.split()
+            while toks and "=" in toks[0]:
+                toks.pop(0)          # VAR=value prefixes (DEBIAN_FRONTEND=...)
+            if len(toks) >= 2 and toks[0] in ("apt-get", "apt") and toks[1] == "install":
+                pkgs += [t for t in toks[2:] if not t.startswith("-")]
+    return pkgs
+
+
+def stage_named(stages, name):
+    for st in stages:
+        m = re.match(r"(\S+)(?:\s+AS\s+(\S+))?$", st[0], re.I)
+        if m and m.group(2) and m.group(2).lower() == name.lower():
+            return st
+    raise AssertionError("no stage named %r in the Dockerfile" % name)
+
+
+def exec_form(rest):
+    assert rest.startswith("["), "not in exec (JSON array) form: %r" % rest
+    return json.loads(rest)
+
+
+def test_dockerfile_bases_are_bookworm():
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "not multi-stage: %d FROM line(s)" % len(stages)
+    for from_args, _ in stages:
+        image = from_args.split()[0]
+        assert re.match(r"^(docker\.io/)?(library/)?debian:(12|bookworm)([-.@]|$)", image) or \
+            re.match(r"^gcr\.io/distroless/\S+-debian12", image), \
+            "FROM %s is not a Debian 12 (bookworm) image" % image
+    final = stages[-1][0].split()[0]
+    assert "slim" in final or "distroless" in final, "runtime base %s is not slim" % final
+
+
+def test_dockerfile_runtime_stage_contract():
+    stages = dockerfile_stages()
+    final = stages[-1][1]
+    by = {}
+    for word, rest in final:
+        by.setdefault(word, []).append(rest)
+
+    users = by.get("USER", [])
+    assert users, "runtime stage has no USER (would run as root)"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), "USER is %r" % users[-1]
+
+    exposed = " ".join(by.get("EXPOSE", [])).split()
+    assert "8081" in exposed or "8081/tcp" in exposed, "EXPOSE lists %r" % exposed
+
+    entry = exec_form(by["ENTRYPOINT"][-1])
+    binary = entry[0]
+    copied = [r.split()[-1] for r in by.get("COPY", []) if r.startswith("--from=")]
+    assert binary in copied, "ENTRYPOINT %s is not a file COPY --from'ed into the image (%r)" \
+        % (binary, copied)
+
+    hc = by.get("HEALTHCHECK", [])
+    assert hc, "no HEALTHCHECK"
+    cmd = hc[-1][hc[-1].index("CMD") + 3:].strip()
+    argv = exec_form(cmd)
+    eq(argv[:2], [binary, "check"], "HEALTHCHECK command")
+    url = argv[2]
+    m = re.match(r"^http://127\.0\.0\.1:(\d+)(/\S*)$", url)
+    assert m, "HEALTHCHECK URL %r" % url
+    eq(m.group(1), "8081", "HEALTHCHECK port")
+    assert m.group(2) in LIVE_PATHS, "HEALTHCHECK path %s is not a liveness endpoint" % m.group(2)
+
+    # The build stage runs make and the runtime copies make's output.
+    from_copies = [r.split() for w, r in final if w == "COPY" and r.startswith("--from=")]
+    assert from_copies, "runtime stage copies nothing from the build stage"
+    stage, src = from_copies[0][0][len("--from="):], from_copies[0][1]
+    build = stage_named(stages, stage)
+    runs = " ".join(r for w, r in build[1] if w == "RUN")
+    assert re.search(r"\bmake\b", runs), "build stage never runs make"
+    assert src.endswith("build/probed"), "copies %s, but make builds build/probed" % src
+
+    # Every plain COPY source exists in the repository (build context = root).
+    for st in stages:
+        for word, rest in st[1]:
+            if word == "COPY" and not rest.startswith("--from="):
+                for s in rest.split()[:-1]:
+                    assert os.path.exists(os.path.join(ROOT, s)), "COPY source %s missing" % s
+
+
+def dpkg_owner(path):
+    """The package owning a library path; tries the /usr-merged spellings too."""
+    cands = []
+    for p in (path, os.path.realpath(path)):
+        cands.append(p)
+        cands.append(p[4:] if p.startswith("/usr/") else "/usr" + p)
+    for c in cands:
+        r = subprocess.run(["dpkg", "-S", c], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip():
+            line = r.stdout.strip().splitlines()[0]
+            return line.split(":")[0].split(",")[0].strip()
+    return None
+
+
+def dependency_closure(pkgs):
+    r = subprocess.run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
+                        "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances"]
+                       + list(pkgs), capture_output=True, text=True)
+    assert r.returncode == 0, "apt-cache depends failed: %s" % r.stderr
+    out = set()
+    for line in r.stdout.splitlines():
+        name = line.strip()
+        if ":" in name and not line.startswith(" "):
+            name = name.split(":")[0]
+        elif line.startswith(" "):
+            name = name.split(":", 1)[1].strip() if ":" in name else name
+        name = name.strip("<>").split(":")[0]
+        if name:
+            out.add(name)
+    return out
+
+
+def test_dockerfile_build_stage_has_dev_packages():
+    stages = dockerfile_stages()
+    build = stages[0]
+    pkgs = set(apt_installed(build[1]))
+    for need in ("gcc", "make", "pkg-config"):
+        assert need in pkgs, "build stage does not install %s" % need
+    # The .pc files the Makefile's pkg-config call reads, and libcrypto for -lcrypto.
+    for module in ("libcurl", "libmicrohttpd", "libcjson", "libcrypto"):
+        r = subprocess.run(["pkg-config", "--variable=pcfiledir", module],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, "pkg-config does not know %s here" % module
+        pc = os.path.join(r.stdout.strip(), module + ".pc")
+        owner = dpkg_owner(pc)
+        assert owner, "no package owns %s" % pc
+        assert owner in pkgs, "%s comes from %s, which the build stage does not install (%s)" \
+            % (pc, owner, sorted(pkgs))
+
+
+def test_dockerfile_runtime_packages_cover_ldd():
+    stages = dockerfile_stages()
+    runtime = set(apt_installed(stages[-1][1]))
+    assert runtime, "runtime stage installs no packages"
+    for p in runtime:
+        assert not p.endswith("-dev"), "runtime stage installs a -dev package: %s" % p
+    allowed = dependency_closure(sorted(runtime)) | runtime | SLIM_BASE
+    r = subprocess.run(["ldd", harness.PROBED], capture_output=True, text=True)
+    assert r.returncode == 0, "ldd %s failed: %s" % (harness.PROBED, r.stderr)
+    libs = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*(\S+)\s*=>\s*(\S+)\s*\(", line) or re.match(r"\s*(/\S+)\s*\(", line)
+        if not m:
+            continue
+        name = m.group(1)
+        path = m.group(m.lastindex)
+        assert path != "not", "%s: library not found: %s" % (harness.PROBED, line.strip())
+        base = os.path.basename(name)
+        if re.match(r"^(linux-vdso|ld-linux|libc\.so|libm\.so|libpthread|libdl|librt)", base):
+            continue   # glibc itself: in every Debian image
+        if re.match(r"^lib(asan|ubsan|lsan|tsan)\.", base):
+            continue   # sanitizer runtimes: only in SANITIZER builds, never in the image
+        libs.append(path)
+    assert libs, "ldd listed no libraries beyond libc: %s" % r.stdout
+    missing = []
+    for path in libs:
+        owner = dpkg_owner(path)
+        assert owner, "no Debian package owns %s" % path
+        if owner not in allowed:
+            missing.append("%s (%s)" % (path, owner))
+    assert not missing, "runtime stage lacks the package(s) for: %s" % ", ".join(missing)
+    # And the direct libraries must be named, not only reached by luck through others.
+    owners = {dpkg_owner(p) for p in libs}
+    for direct in ("libcurl4", "libmicrohttpd12", "libcjson1"):
+        if direct in owners:
+            assert direct in runtime, "%s is linked but not installed by name" % direct
+
+
+# ---------------------------------------------------------------- manifests
+
+def load_yaml_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def ksvc(docs):
+    svcs = [d for d in docs if d.get("kind") == "Service"
+            and d.get("apiVersion") == "serving.knative.dev/v1"]
+    eq(len(svcs), 1, "serving.knative.dev/v1 Services")
+    return svcs[0]
+
+
+def containers_of(svc):
+    cs = svc["spec"]["template"]["spec"]["containers"]
+    names = [c.get("name") for c in cs]
+    assert all(names), "a container has no name"
+    eq(len(set(names)), len(names), "unique container names")
+    return {c["name"]: c for c in cs}
+
+
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def probed_container(cs):
+    hits = [c for c in cs.values() if "probed" in c.get("image", "") or c["name"] == "probed"]
+    eq(len(hits), 1, "probed sidecars")
+    return hits[0]
+
+
+def listen_of(probed, config_text=None):
+    """(host, port) probed listens on: -l/--listen args, then PROBED_LISTEN, then the
+    config's listen, then the default (SPEC 2)."""
+    args = [str(a) for a in probed.get("args", [])] + [str(a) for a in probed.get("command", [])]
+    val = None
+    for i, a in enumerate(args):
+        if a in ("-l", "--listen") and i + 1 < len(args):
+            val = args[i + 1]
+        elif a.startswith("--listen="):
+            val = a.split("=", 1)[1]
+    if val is None:
+        val = env_of(probed).get("PROBED_LISTEN")
+    if val is None and config_text:
+        val = json.loads(config_text).get("listen")
+    if val is None:
+        val = "0.0.0.0:8081"
+    host, _, port = val.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def probe_target(probe):
+    """(kind, path, port) of a k8s probe."""
+    if "httpGet" in probe:
+        return "http", probe["httpGet"].get("path", "/"), probe["httpGet"].get("port")
+    if "tcpSocket" in probe:
+        return "tcp", None, probe["tcpSocket"].get("port")
+    if "grpc" in probe:
+        return "grpc", None, probe["grpc"].get("port")
+    return "exec", None, None
+
+
+def check_app_probes(app, listen_port, require_readiness):
+    kinds = {"startupProbe": STARTUP_PATHS, "livenessProbe": LIVE_PATHS,
+             "readinessProbe": READY_PATHS}
+    seen = []
+    for key, paths in kinds.items():
+        probe = app.get(key)
+        if probe is None:
+            assert key != "readinessProbe" or not require_readiness, "app has no %s" % key
+            assert key == "readinessProbe", "app has no %s" % key
+            continue
+        kind, path, port = probe_target(probe)
+        eq(kind, "http", "app %s kind" % key)
+        assert path in paths, "app %s asks %s, not one of probed's %s" % (key, path, sorted(paths))
+        eq(port, listen_port, "app %s port (probed's listen port)" % key)
+        if probe.get("periodSeconds") and probe.get("timeoutSeconds"):
+            assert probe["timeoutSeconds"] <= probe["periodSeconds"], \
+                "%s timeoutSeconds > periodSeconds" % key
+        seen.append(path)
+    return seen
+
+
+def probe_paths_answered(paths):
+    """Asks a real probed for every path the manifests use: each must be a probed
+    endpoint (200 or 503), never a 404."""
+    d = start_daemon(args=["--tcp", "app=127.0.0.1:%d" % harness.free_port()])
+    for p in sorted(set(paths)):
+        status, body, _ = curl(d.url(p))
+        assert status in (200, 503), "GET %s -> %d %r (not a probed endpoint?)" % (p, status, body)
+
+
+def test_cloudrun_wiring():
+    docs = load_yaml_docs(CLOUDRUN)
+    svc = ksvc(docs)
+    tmpl = svc["spec"]["template"]
+    ann = tmpl["metadata"]["annotations"]
+    cs = containers_of(svc)
+
+    # Exactly one ingress container (the only one with ports), port 8080.
+    with_ports = [c for c in cs.values() if c.get("ports")]
+    eq(len(with_ports), 1, "containers declaring ports")
+    app = with_ports[0]
+    eq(len(app["ports"]), 1, "ports of the ingress container")
+    eq(app["ports"][0]["containerPort"], 8080, "ingress port")
+
+    probed = probed_container(cs)
+    assert probed is not app, "probed must be a sidecar, not the ingress container"
+    assert not probed.get("ports"), "probed declares ports (only the ingress container may)"
+    host, port = listen_of(probed)
+    assert host in ("0.0.0.0", "", "::"), "probed listens on %s, not all addresses" % host
+
+    paths = check_app_probes(app, port, require_readiness=False)
+
+    # container-dependencies: names exist, no cycle, depended-on ones have a startupProbe.
+    deps = json.loads(ann["run.googleapis.com/container-dependencies"])
+    assert isinstance(deps, dict) and deps, "container-dependencies: %r" % deps
+    for who, needs in deps.items():
+        assert who in cs, "container-dependencies names unknown container %r" % who
+        assert isinstance(needs, list), "container-dependencies[%r] is not a list" % who
+        for n in needs:
+            assert n in cs, "container-dependencies: %r depends on unknown %r" % (who, n)
+            assert "startupProbe" in cs[n], \
+                "%r is depended on but has no startupProbe (Cloud Run rejects that)" % n
+    assert probed["name"] in deps.get(app["name"], []), \
+        "the app does not wait for probed (its startupProbe asks probed)"
+
+    def reaches(a, b, seen=()):
+        return any(n == b or (n not in seen and reaches(n, b, seen + (n,)))
+                   for n in deps.get(a, []))
+    for c in cs:
+        assert not reaches(c, c), "container-dependencies has a cycle through %r" % c
+
+    # probed's own startupProbe must not wait on the app (which starts after it).
+    sp = probed["startupProbe"]
+    kind, path, sport = probe_target(sp)
+    eq(sport, port, "probed startupProbe port")
+    assert kind in ("tcp", "http"), "probed startupProbe kind %s" % kind
+    if kind == "http":
+        assert path not in STARTUP_PATHS | READY_PATHS, \
+            "probed's startupProbe asks %s, which waits on the app: start-order deadlock" % path
+        paths.append(path)
+    assert "livenessProbe" not in probed, \
+        "probed has a livenessProbe: /livez judges the app, restarting probed cures nothing"
+
+    # Cloud Run limits (PLATFORM.md 3.2): startup budget <= 240 s; timeout <= period.
+    for c in cs.values():
+        for key in ("startupProbe", "livenessProbe", "readinessProbe"):
+            p = c.get(key)
+            if not p:
+                continue
+            period = p.get("periodSeconds", 10)
+            assert p.get("timeoutSeconds", 1) <= period, "%s.%s timeout > period" % (c["name"], key)
+            if key == "startupProbe":
+                assert period * p.get("failureThreshold", 3) <= 240, \
+                    "%s.startupProbe budget exceeds 240 s" % c["name"]
+            assert "exec" not in p, "exec probes are not supported by Cloud Run"
+            if key == "livenessProbe":
+                assert "tcpSocket" not in p, "Cloud Run has no TCP liveness probe"
+
+    eq(ann.get("run.googleapis.com/execution-environment"), "gen2", "execution environment")
+    eq(ann.get("run.googleapis.com/cpu-throttling"), "false", "cpu-throttling")
+    eq(ann.get("run.googleapis.com/sessionAffinity"), "true", "session affinity")
+    assert tmpl["spec"].get("timeoutSeconds", 300) >= 3600, "request timeout too short for WebSockets"
+
+    # Config delivery: PROBED_CONFIG lies in a mounted volume that exists.
+    volumes = {v["name"]: v for v in tmpl["spec"].get("volumes", [])}
+    cfg = env_of(probed).get("PROBED_CONFIG")
+    if cfg:
+        mounts = [m for m in probed.get("volumeMounts", [])
+                  if cfg.startswith(m["mountPath"].rstrip("/") + "/")]
+        assert mounts, "PROBED_CONFIG %s is not under a volumeMount" % cfg
+        vol = volumes.get(mounts[0]["name"])
+        assert vol, "volume %r is not defined" % mounts[0]["name"]
+        rel = cfg[len(mounts[0]["mountPath"].rstrip("/")) + 1:]
+        items = (vol.get("secret") or vol.get("configMap") or {}).get("items")
+        if items:
+            assert rel in [i["path"] for i in items], "%s is not an item of volume %r" \
+                % (rel, mounts[0]["name"])
+    for c in cs.values():
+        for m in c.get("volumeMounts", []):
+            assert m["name"] in volumes, "%s mounts undefined volume %r" % (c["name"], m["name"])
+
+    # The metrics collector scrapes probed's listen port.
+    with open(RUNGMP) as f:
+        rm = yaml.safe_load(f)
+    eq(rm.get("kind"), "RunMonitoring", "collector config kind")
+    eps = rm["spec"]["endpoints"]
+    assert any(int(e["port"]) == port and e.get("path", "/metrics") == "/metrics" for e in eps), \
+        "RunMonitoring scrapes %r, not :%d/metrics" % (eps, port)
+    paths.append("/metrics")
+
+    probe_paths_answered(paths)
+
+
+def test_knative_wiring():
+    docs = load_yaml_docs(KNATIVE)
+    svc = ksvc(docs)
+    tmpl = svc["spec"]["template"]
+    cs = containers_of(svc)
+    with_ports = [c for c in cs.values() if c.get("ports")]
+    eq(len(with_ports), 1, "containers declaring ports")
+    app = with_ports[0]
+    probed = probed_container(cs)
+    assert probed is not app, "probed must be a sidecar"
+    assert not probed.get("ports"), "probed declares ports"
+
+    # The config comes from a ConfigMap in the same file: find its text.
+    volumes = {v["name"]: v for v in tmpl["spec"].get("volumes", [])}
+    cfg = env_of(probed).get("PROBED_CONFIG")
+    config_text = None
+    if cfg:
+        mount = [m for m in probed.get("volumeMounts", [])
+                 if cfg.startswith(m["mountPath"].rstrip("/") + "/")]
+        assert mount, "PROBED_CONFIG %s is not under a volumeMount" % cfg
+        vol = volumes[mount[0]["name"]]
+        cm_name = vol["configMap"]["name"]
+        cms = [d for d in docs if d.get("kind") == "ConfigMap"
+               and d["metadata"]["name"] == cm_name]
+        eq(len(cms), 1, "ConfigMap %s in the file" % cm_name)
+        key = os.path.basename(cfg)
+        config_text = cms[0]["data"][key]
+        d = harness.tmpdir()
+        path = os.path.join(d, key)
+        with open(path, "w") as f:
+            f.write(config_text)
+        r = run_probed(["--check-config", "-c", path])
+        eq(r.rc, 0, "--check-config of the Knative ConfigMap's config (%s)" % r.stderr.strip())
+    host, port = listen_of(probed, config_text)
+    # The kubelet runs startup/liveness probes against the pod IP, not 127.0.0.1.
+    assert host in ("0.0.0.0", "", "::"), "probed listens on %s: the kubelet cannot reach it" % host
+    if config_text and "PROBED_LISTEN" in env_of(probed):
+        cfg_listen = json.loads(config_text).get("listen")
+        if cfg_listen:
+            eq(int(cfg_listen.rpartition(":")[2]), port, "config listen vs PROBED_LISTEN port")
+
+    paths = check_app_probes(app, port, require_readiness=True)
+    probe_paths_answered(paths)
+
+
+# ---------------------------------------------------------------- examples
+
+def example_files():
+    files = sorted(glob.glob(os.path.join(EXAMPLES, "*.json")))
+    assert len(files) >= 3, "expected the web API, WebSocket and gRPC examples, got %r" % files
+    return files
+
+
+def test_examples_pass_check_config():
+    kinds = set()
+    for path in example_files():
+        with open(path) as f:
+            src = json.load(f)
+        r = run_probed(["--check-config", "-c", path])
+        eq(r.rc, 0, "--check-config -c %s (stderr: %s)" % (os.path.basename(path), r.stderr.strip()))
+        eff = json.loads(r.stdout)
+        names = [p["name"] for p in eff["probes"]]
+        eq(names, [p["name"] for p in src["probes"]], "%s probe names" % os.path.basename(path))
+        kinds |= {p["type"] for p in src["probes"]}
+        if "listen" in src:
+            eq(src["listen"].rpartition(":")[2], "8081", "%s listen port" % path)
+    for k in ("http", "websocket", "grpc"):
+        assert k in kinds, "no example uses a %s probe" % k
+
+
+# ---------------------------------------------------------------- man page
+
+def test_manpage_renders_without_warnings():
+    assert os.path.exists(MANPAGE), "docs/probed.8 is missing"
+    r = subprocess.run(["groff", "-ww", "-z", "-man", "-Tutf8", MANPAGE],
+                       capture_output=True, text=True)
+    eq(r.returncode, 0, "groff exit status (%s)" % r.stderr)
+    eq(r.stderr.strip(), "", "groff warnings")
+    r = subprocess.run(["man", "--warnings", "-l", MANPAGE], capture_output=True, text=True,
+                       env=dict(os.environ, MANPAGER="cat", PAGER="cat", MANWIDTH="80"))
+    eq(r.returncode, 0, "man exit status (%s)" % r.stderr)
+    eq(r.stderr.strip(), "", "man --warnings output")
+    text = r.stdout
+    for needle in ("--check-config", "PROBED_CONFIG", "PROBED_LISTEN", "PROBED_TARGET_PORT",
+                   "/startup", "/livez", "/readyz", "/status", "/metrics", "SIGHUP", "SIGTERM",
+                   "SIGUSR1", "EXIT STATUS"):
+        assert needle in text, "the man page does not mention %s" % needle
+
+
+def test_manpage_documents_help_options():
+    r = run_probed(["--help"])
+    eq(r.rc, 0, "probed --help exit status")
+    opts = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", r.stdout + r.stderr))
+    assert opts, "--help lists no long options: %r" % r.stdout
+    with open(MANPAGE) as f:
+        page = f.read().replace("\\-", "-").replace("\\fB", "").replace("\\fR", "") \
+            .replace("\\fI", "")
+    missing = sorted(o for o in opts if o not in page)
+    assert not missing, "options in --help but not in docs/probed.8: %s" % ", ".join(missing)
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Runs integration scenarios with every probed process under valgrind (through the
+# harness's PROBED_WRAPPER, so the same Python code runs with deadlines x10) and fails
+# on any memory error or definite/indirect leak. BUILD defaults to build.
+# Extra arguments select the tests (default: the full scenario plus the short-lived
+# command-line paths).
+BUILD=${BUILD:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+if ! command -v valgrind >/dev/null 2>&1; then
+        echo "valgrind.sh: valgrind is not installed" >&2
+        exit 1
+fi
+PROBED_WRAPPER="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --track-fds=no --num-callers=30"
+export PROBED_WRAPPER
+if [ $# -eq 0 ]; then
+        set -- test_scenario_full test_check_config_prints_json test_check_config_errors_name_the_path test_check_command test_drain
+fi
+BUILD=$BUILD sh "$here/run.sh" "$@"
