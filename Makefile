@@ -38,6 +38,9 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
+# keep objects (they are intermediate for the test binaries)
+.SECONDARY:
+
 .PHONY: all run test check integration sanitize valgrind noopt install clean deps lint
 all: $(BUILD)/probed
 

@@ -46,7 +46,7 @@
 #define DURATION_HINT "is not a duration (e.g. \"500ms\", \"2s\")"
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
-#define REPR_MAX 64        /* bytes of a bad value quoted back in an error */
+#define REPR_MAX 80        /* bytes of a bad value quoted back in an error */
 #define EXPAND_PATH_MAX 512 /* JSON path buffer while expanding; longer paths are cut */
 
 static const char *const known_types[] = {"http", "tcp", "websocket", "grpc", "exec"};
@@ -66,7 +66,8 @@ static const char *const probe_common_keys[] = {"name", "type", "scopes", NULL};
 
 /* ---- errors --------------------------------------------------------------------- */
 
-static int cfg_verror(char **reterr, const char *path, const char *key, const char *fmt, va_list ap) {
+static int cfg_verror(char **reterr, const char *path, const char *key, const char *fmt, va_list ap)
+{
         char *msg = NULL, *full;
         const char *p = path ? path : "";
 
@@ -90,7 +91,8 @@ static int cfg_verror(char **reterr, const char *path, const char *key, const ch
         return -EINVAL;
 }
 
-int cfg_error(char **reterr, const char *path, const char *key, const char *fmt, ...) {
+int cfg_error(char **reterr, const char *path, const char *key, const char *fmt, ...)
+{
         va_list ap;
         int r;
 
@@ -102,7 +104,8 @@ int cfg_error(char **reterr, const char *path, const char *key, const char *fmt,
 
 /* Makes sure a failure always comes back with a message (kinds may return -ENOMEM
  * without one). */
-static int cfg_fail(int r, char **reterr) {
+static int cfg_fail(int r, char **reterr)
+{
         if (r >= 0)
                 r = -EINVAL;
         if (reterr && !*reterr)
@@ -111,7 +114,8 @@ static int cfg_fail(int r, char **reterr) {
 }
 
 /* The JSON value as the user wrote it, cut to REPR_MAX bytes: for error messages. */
-static char *json_repr(const cJSON *v) {
+static char *json_repr(const cJSON *v)
+{
         char *s = cJSON_PrintUnformatted(v);
 
         if (s && strlen(s) > REPR_MAX)
@@ -121,7 +125,8 @@ static char *json_repr(const cJSON *v) {
 
 /* "<repr> <why>" about v, e.g. `"5x" is not a duration`. */
 static int cfg_error_value(char **reterr, const char *path, const char *key, const cJSON *v,
-                           const char *why) {
+                           const char *why)
+{
         char *repr = json_repr(v);
         int r;
 
@@ -135,7 +140,8 @@ static int cfg_error_value(char **reterr, const char *path, const char *key, con
 /* ---- typed getters -------------------------------------------------------------- */
 
 int cfg_string(const cJSON *obj, const char *key, const char *path, bool required,
-               const char **ret, char **reterr) {
+               const char **ret, char **reterr)
+{
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
 
         if (!v)
@@ -146,7 +152,8 @@ int cfg_string(const cJSON *obj, const char *key, const char *path, bool require
         return 0;
 }
 
-int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr) {
+int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr)
+{
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
 
         if (!v)
@@ -158,7 +165,8 @@ int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, cha
 }
 
 int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max,
-             uint64_t *ret, char **reterr) {
+             uint64_t *ret, char **reterr)
+{
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
         double d;
         char *repr;
@@ -187,7 +195,8 @@ int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, 
 
 /* A duration string; absent leaves *ret_ms alone. positive: 0 is an error. */
 static int cfg_duration(const cJSON *obj, const char *key, const char *path, bool positive,
-                        uint64_t *ret_ms, char **reterr) {
+                        uint64_t *ret_ms, char **reterr)
+{
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
         uint64_t ms;
         int r;
@@ -210,7 +219,8 @@ static int cfg_duration(const cJSON *obj, const char *key, const char *path, boo
 /* An object's keys must be in one of the NULL-terminated lists (any may be NULL),
  * each at most once (cJSON keeps duplicates; the second would be silently ignored). */
 static int cfg_check_keys(const cJSON *obj, const char *path, const char *const *a,
-                          const char *const *b, const char *const *c, char **reterr) {
+                          const char *const *b, const char *const *c, char **reterr)
+{
         const char *const *lists[] = {a, b, c};
 
         for (const cJSON *o = obj->child; o; o = o->next) {
@@ -235,7 +245,8 @@ struct strbuf {
         size_t len, cap;
 };
 
-static int strbuf_add(struct strbuf *b, const char *s, size_t n) {
+static int strbuf_add(struct strbuf *b, const char *s, size_t n)
+{
         if (b->len + n + 1 > b->cap) {
                 size_t cap = b->cap ? b->cap : 64;
                 char *p;
@@ -254,7 +265,8 @@ static int strbuf_add(struct strbuf *b, const char *s, size_t n) {
         return 0;
 }
 
-static bool var_start_char(char c) {
+static bool var_start_char(char c)
+{
         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
 }
 
@@ -262,7 +274,8 @@ static bool var_char(char c) { return var_start_char(c) || (c >= '0' && c <= '9'
 
 /* Expands s. *ret is NULL when s has no "${" (nothing to change), else malloc'd.
  * -EINVAL with *ret_why (static) on a malformed reference. */
-static int expand_string(const char *s, char **ret, const char **ret_why) {
+static int expand_string(const char *s, char **ret, const char **ret_why)
+{
         struct strbuf b = {0};
         const char *p = s, *ref;
         int r = 0;
@@ -318,7 +331,8 @@ out:
 }
 
 /* Walks the tree; path is a buffer of EXPAND_PATH_MAX bytes holding node's JSON path. */
-static int expand_tree(cJSON *node, char *path, char **reterr) {
+static int expand_tree(cJSON *node, char *path, char **reterr)
+{
         size_t base = strlen(path);
         size_t i = 0;
         int r = 0;
@@ -353,7 +367,8 @@ static int expand_tree(cJSON *node, char *path, char **reterr) {
 
 /* ---- small validators ----------------------------------------------------------- */
 
-static bool name_valid(const char *s) {
+static bool name_valid(const char *s)
+{
         size_t n = strlen(s);
 
         if (n < 1 || n > MAX_NAME_LEN)
@@ -365,7 +380,8 @@ static bool name_valid(const char *s) {
 }
 
 /* "ADDR:PORT": ADDR is dotted IPv4, "[IPv6]" or "localhost"; PORT 0..65535. */
-static bool listen_valid(const char *s) {
+static bool listen_valid(const char *s)
+{
         const char *colon = strrchr(s, ':'), *port;
         char host[64];
         size_t hl;
@@ -404,7 +420,8 @@ static bool listen_valid(const char *s) {
 
 /* ---- timing --------------------------------------------------------------------- */
 
-static int cfg_timing(const cJSON *obj, const char *path, struct timing *t, char **reterr) {
+static int cfg_timing(const cJSON *obj, const char *path, struct timing *t, char **reterr)
+{
         uint64_t st = t->success_threshold, ft = t->failure_threshold;
         int r;
 
@@ -420,14 +437,16 @@ static int cfg_timing(const cJSON *obj, const char *path, struct timing *t, char
         return 0;
 }
 
-static int json_add_duration(cJSON *obj, const char *key, uint64_t ms) {
+static int json_add_duration(cJSON *obj, const char *key, uint64_t ms)
+{
         char buf[64];
 
         duration_format(ms, buf, sizeof(buf));
         return cJSON_AddStringToObject(obj, key, buf) ? 0 : -ENOMEM;
 }
 
-static int json_add_timing(cJSON *obj, const struct timing *t) {
+static int json_add_timing(cJSON *obj, const struct timing *t)
+{
         if (json_add_duration(obj, "period", t->period_ms) < 0 ||
             json_add_duration(obj, "timeout", t->timeout_ms) < 0 ||
             json_add_duration(obj, "initial_delay", t->initial_delay_ms) < 0 ||
@@ -446,7 +465,8 @@ struct name_set {
         size_t mask;
 };
 
-static size_t name_hash(const char *s) {
+static size_t name_hash(const char *s)
+{
         size_t h = 1469598103934665603ULL;
 
         for (; *s; s++)
@@ -462,14 +482,16 @@ struct load {
 };
 
 /* The path under which probe i was given: "probes[i]" or its flag. malloc'd. */
-static char *load_probe_path(const struct load *ld, size_t i) {
+static char *load_probe_path(const struct load *ld, size_t i)
+{
         if (i < ld->n_file)
                 return strdup_printf("probes[%zu]", i);
         return strdup_printf("--%s %s", ld->flags[i - ld->n_file].kind, ld->flags[i - ld->n_file].arg);
 }
 
 /* Adds probe idx's name; -EEXIST with *ret_other set when already present. */
-static int name_set_add(struct load *ld, size_t idx, size_t *ret_other) {
+static int name_set_add(struct load *ld, size_t idx, size_t *ret_other)
+{
         const char *name = ld->cfg->probes[idx].name;
 
         for (size_t h = name_hash(name) & ld->names.mask;; h = (h + 1) & ld->names.mask) {
@@ -486,7 +508,8 @@ static int name_set_add(struct load *ld, size_t idx, size_t *ret_other) {
         }
 }
 
-static int cfg_type_error(char **reterr, const char *path, const cJSON *type) {
+static int cfg_type_error(char **reterr, const char *path, const cJSON *type)
+{
         char known[128] = "", *repr;
         int r;
 
@@ -504,7 +527,8 @@ static int cfg_type_error(char **reterr, const char *path, const cJSON *type) {
         return r;
 }
 
-static int cfg_scopes(const cJSON *obj, const char *path, unsigned *ret, char **reterr) {
+static int cfg_scopes(const cJSON *obj, const char *path, unsigned *ret, char **reterr)
+{
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "scopes");
         unsigned scopes = 0;
         size_t i = 0;
@@ -539,7 +563,8 @@ static int cfg_scopes(const cJSON *obj, const char *path, unsigned *ret, char **
 }
 
 /* Validates one probe object (from the file or built from a flag) into probes[idx]. */
-static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char *path, char **reterr) {
+static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char *path, char **reterr)
+{
         struct probe_config *pc = &ld->cfg->probes[idx];
         const struct probe_ops *ops;
         const char *name = NULL, *type = NULL;
@@ -644,7 +669,8 @@ static const struct {
 };
 
 /* Builds the JSON object a probe flag stands for. -EINVAL with a message naming it. */
-static int flag_to_json(const struct probe_flag *f, const char *path, cJSON **ret, char **reterr) {
+static int flag_to_json(const struct probe_flag *f, const char *path, cJSON **ret, char **reterr)
+{
         const char *eq, *value;
         cJSON *obj = NULL;
         char *name = NULL, *addr = NULL;
@@ -713,7 +739,8 @@ fail:
 
 /* ---- load ----------------------------------------------------------------------- */
 
-static int json_syntax_error(const char *text, size_t len, const char *at, char **reterr) {
+static int json_syntax_error(const char *text, size_t len, const char *at, char **reterr)
+{
         size_t pos = at && at >= text && at <= text + len ? (size_t) (at - text) : 0;
         size_t line = 1, col = 1;
 
@@ -729,7 +756,8 @@ static int json_syntax_error(const char *text, size_t len, const char *at, char 
 }
 
 static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags, size_t n_flags,
-                    char **reterr) {
+                    char **reterr)
+{
         struct config *c = ld->cfg;
         const cJSON *v, *probes = NULL;
         const char *s = NULL;
@@ -846,7 +874,8 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
 }
 
 int config_load(const char *text, const struct probe_flag *flags, size_t n_flags,
-                struct config **ret_config, char **reterr) {
+                struct config **ret_config, char **reterr)
+{
         struct load ld = {0};
         struct config *c;
         cJSON *root = NULL;
@@ -912,7 +941,8 @@ fail:
         return cfg_fail(r, reterr);
 }
 
-int config_read_file(const char *path, char **ret_text, char **reterr) {
+int config_read_file(const char *path, char **ret_text, char **reterr)
+{
         char *buf = NULL, *p;
         size_t len = 0, cap = 0;
         int fd, r;
@@ -978,7 +1008,8 @@ fail:
         return r;
 }
 
-cJSON *config_to_json(const struct config *c) {
+cJSON *config_to_json(const struct config *c)
+{
         cJSON *root = cJSON_CreateObject(), *o, *arr;
         const char *level = log_level_to_string(c->log_level);
 
@@ -1011,7 +1042,8 @@ fail:
         return NULL;
 }
 
-struct config *config_free(struct config *c) {
+struct config *config_free(struct config *c)
+{
         if (!c)
                 return NULL;
         for (size_t i = 0; i < c->n_probes; i++) {
@@ -1029,7 +1061,8 @@ struct config *config_free(struct config *c) {
         return NULL;
 }
 
-const struct probe_config *config_find_probe(const struct config *c, const char *name) {
+const struct probe_config *config_find_probe(const struct config *c, const char *name)
+{
         if (!c || !name)
                 return NULL;
         for (size_t i = 0; i < c->n_probes; i++)
@@ -1038,7 +1071,8 @@ const struct probe_config *config_find_probe(const struct config *c, const char 
         return NULL;
 }
 
-bool probe_config_equal(const struct probe_config *a, const struct probe_config *b) {
+bool probe_config_equal(const struct probe_config *a, const struct probe_config *b)
+{
         if (!a || !b)
                 return false;
         if (!a->name || !b->name || strcmp(a->name, b->name) != 0 || a->ops != b->ops)

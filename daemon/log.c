@@ -42,13 +42,15 @@ static const char *const severity_names[_LOG_LEVEL_MAX] = {
         [LOG_LEVEL_ERROR] = "ERROR",
 };
 
-const char *log_level_to_string(enum log_level l) {
+const char *log_level_to_string(enum log_level l)
+{
         if ((int) l < 0 || l >= _LOG_LEVEL_MAX)
                 return NULL;
         return level_names[l];
 }
 
-enum log_level log_level_from_string(const char *s) {
+enum log_level log_level_from_string(const char *s)
+{
         if (!s)
                 return _LOG_LEVEL_INVALID;
         if (strcmp(s, "debug") == 0)
@@ -62,7 +64,8 @@ enum log_level log_level_from_string(const char *s) {
         return _LOG_LEVEL_INVALID;
 }
 
-enum log_format log_format_from_string(const char *s) {
+enum log_format log_format_from_string(const char *s)
+{
         if (!s)
                 return _LOG_FORMAT_INVALID;
         if (strcmp(s, "json") == 0)
@@ -72,14 +75,16 @@ enum log_format log_format_from_string(const char *s) {
         return _LOG_FORMAT_INVALID;
 }
 
-void log_setup(enum log_level level, enum log_format format) {
+void log_setup(enum log_level level, enum log_format format)
+{
         if ((int) level >= 0 && level < _LOG_LEVEL_MAX)
                 atomic_store_explicit(&log_max_level, level, memory_order_relaxed);
         if ((int) format >= 0 && format < _LOG_FORMAT_MAX)
                 atomic_store_explicit(&log_format, format, memory_order_relaxed);
 }
 
-bool log_enabled(enum log_level level) {
+bool log_enabled(enum log_level level)
+{
         if ((int) level < 0 || level >= _LOG_LEVEL_MAX)
                 return false;
         return (int) level >= atomic_load_explicit(&log_max_level, memory_order_relaxed);
@@ -98,7 +103,8 @@ struct line {
 };
 
 /* Appends raw bytes if all of them fit below max; otherwise marks truncation. */
-static bool line_put(struct line *l, const char *s, size_t n, size_t max) {
+static bool line_put(struct line *l, const char *s, size_t n, size_t max)
+{
         if (l->truncated || l->len + n > max) {
                 l->truncated = true;
                 return false;
@@ -108,12 +114,14 @@ static bool line_put(struct line *l, const char *s, size_t n, size_t max) {
         return true;
 }
 
-static bool line_puts(struct line *l, const char *s, size_t max) {
+static bool line_puts(struct line *l, const char *s, size_t max)
+{
         return line_put(l, s, strlen(s), max);
 }
 
 /* Bytes in the UTF-8 sequence a lead byte starts (1 for ASCII and stray bytes). */
-static size_t utf8_seq_len(unsigned char c) {
+static size_t utf8_seq_len(unsigned char c)
+{
         if (c >= 0xF0 && c <= 0xF7)
                 return 4;
         if (c >= 0xE0)
@@ -126,7 +134,8 @@ static size_t utf8_seq_len(unsigned char c) {
 /* Escapes s as the inside of a JSON string (without quotes), stopping cleanly at max:
  * never half an escape, never half of a UTF-8 sequence. Bytes >= 0x80 go out as-is.
  * The text format uses the same escaping, so a value never spans lines. */
-static bool line_put_escaped(struct line *l, const char *s, size_t max) {
+static bool line_put_escaped(struct line *l, const char *s, size_t max)
+{
         static const char hex[] = "0123456789abcdef";
 
         for (const unsigned char *p = (const unsigned char *) s; *p;) {
@@ -169,7 +178,8 @@ static bool line_put_escaped(struct line *l, const char *s, size_t max) {
 
 /* A JSON string: the closing quote is always written, even after truncation, because
  * max leaves room for it (max is at most limit - 1 here). */
-static void line_put_json_string(struct line *l, const char *s, size_t max) {
+static void line_put_json_string(struct line *l, const char *s, size_t max)
+{
         (void) line_puts(l, "\"", max);
         if (l->truncated)
                 return;
@@ -179,7 +189,8 @@ static void line_put_json_string(struct line *l, const char *s, size_t max) {
 }
 
 /* One `,"key":value` field, or nothing at all when even the start does not fit. */
-static void line_put_json_field(struct line *l, const char *key, const char *value) {
+static void line_put_json_field(struct line *l, const char *key, const char *value)
+{
         size_t mark = l->len;
 
         if (l->truncated)
@@ -209,7 +220,8 @@ static void line_put_json_field(struct line *l, const char *key, const char *val
         line_put_json_string(l, value, l->limit - 1);
 }
 
-static bool text_needs_quotes(const char *s) {
+static bool text_needs_quotes(const char *s)
+{
         if (!*s)
                 return true;
         for (const unsigned char *p = (const unsigned char *) s; *p; p++)
@@ -218,7 +230,8 @@ static bool text_needs_quotes(const char *s) {
         return false;
 }
 
-static void line_put_text_value(struct line *l, const char *s) {
+static void line_put_text_value(struct line *l, const char *s)
+{
         if (!text_needs_quotes(s)) {
                 (void) line_put_escaped(l, s, l->limit);
                 return;
@@ -233,7 +246,8 @@ static void line_put_text_value(struct line *l, const char *s) {
 }
 
 static void log_build_json(struct line *l, enum log_level level, const char *message,
-                           const char *time, va_list ap) {
+                           const char *time, va_list ap)
+{
         /* `,"time":"` + time + `"` is reserved while the message is written. */
         size_t time_field = strlen(",\"time\":\"\"") + strlen(time);
         bool msg_cut;
@@ -264,7 +278,8 @@ static void log_build_json(struct line *l, enum log_level level, const char *mes
 }
 
 static void log_build_text(struct line *l, enum log_level level, const char *message,
-                           const char *time, va_list ap) {
+                           const char *time, va_list ap)
+{
         l->limit = sizeof(l->buf) - 1; /* the '\n' */
         (void) line_puts(l, time, l->limit);
         (void) line_puts(l, " ", l->limit);
@@ -288,7 +303,8 @@ static void log_build_text(struct line *l, enum log_level level, const char *mes
         }
 }
 
-static void log_write(const char *buf, size_t len) {
+static void log_write(const char *buf, size_t len)
+{
         while (len > 0) {
                 ssize_t n = write(STDERR_FILENO, buf, len);
 
@@ -302,7 +318,8 @@ static void log_write(const char *buf, size_t len) {
         }
 }
 
-void log_kv(enum log_level level, const char *message, ...) {
+void log_kv(enum log_level level, const char *message, ...)
+{
         struct line l = {.len = 0};
         char time[40];
         int saved_errno = errno; /* callers log right before reading errno again */

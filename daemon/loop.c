@@ -459,5 +459,6 @@ int loop_run(struct loop *l)
                 if (l->hooks.iteration)
                         l->hooks.iteration(l, l->hooks.data);
         }
+        l->exiting = false; /* loop_run may be called again (tests step the loop) */
         return 0;
 }

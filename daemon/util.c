@@ -20,7 +20,8 @@
 
 #define DURATION_MAX_MS (UINT64_MAX / NSEC_PER_MSEC)
 
-static uint64_t clock_ns(clockid_t id) {
+static uint64_t clock_ns(clockid_t id)
+{
         struct timespec ts;
 
         /* Cannot fail for these clocks on Linux; a zero timespec is the fallback. */
@@ -33,7 +34,8 @@ uint64_t now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 
 uint64_t wall_ns(void) { return clock_ns(CLOCK_REALTIME); }
 
-void format_rfc3339(uint64_t wall, char *buf, size_t n) {
+void format_rfc3339(uint64_t wall, char *buf, size_t n)
+{
         time_t secs = (time_t) (wall / NSEC_PER_SEC);
         unsigned ms = (unsigned) ((wall % NSEC_PER_SEC) / NSEC_PER_MSEC);
         struct tm tm;
@@ -60,7 +62,8 @@ static const struct {
 };
 
 /* The unit at *p: "ms" must be tried before "m". Returns its index, or -1. */
-static int duration_unit_at(const char *p, size_t *ret_len) {
+static int duration_unit_at(const char *p, size_t *ret_len)
+{
         if (p[0] == 'm' && p[1] == 's') {
                 *ret_len = 2;
                 return 3;
@@ -73,7 +76,8 @@ static int duration_unit_at(const char *p, size_t *ret_len) {
         return -1;
 }
 
-int duration_parse(const char *s, uint64_t *ret_ms) {
+int duration_parse(const char *s, uint64_t *ret_ms)
+{
         uint64_t total = 0;
         int last_unit = -1;
         bool overflow = false;
@@ -120,7 +124,8 @@ int duration_parse(const char *s, uint64_t *ret_ms) {
         return 0;
 }
 
-void duration_format(uint64_t ms, char *buf, size_t n) {
+void duration_format(uint64_t ms, char *buf, size_t n)
+{
         size_t off = 0;
 
         if (n == 0)
@@ -145,7 +150,8 @@ void duration_format(uint64_t ms, char *buf, size_t n) {
         }
 }
 
-char *strdup_printf(const char *fmt, ...) {
+char *strdup_printf(const char *fmt, ...)
+{
         va_list ap;
         char *s;
         int r;

@@ -36,7 +36,10 @@ API (all deadlines in seconds, already multiplied by SCALE inside the harness)
         Target paths: /status/<code>[?body=T], /health, /control/health?status=C&body=T,
         /delay/<ms>[/<code>], /hang, /close, /reset, /redirect/<n>[?to=URL], /loop,
         /body/<bytes>, /echo (the request head as the body), /only/<METHOD> (200 for
-        that method, else 405), /count ("requests=N connections=M\\n"). The target keeps
+        that method, else 405), /absent/<Header-Name> (200 when the request lacks that
+        header, else 417), /count ("requests=N connections=M\\n"), /stats[?reset]
+        ("open=N max_open=M\\n": connections open now, including this one, and the most
+        open at once since start or the last ?reset). The target keeps
         HTTP/1.1 connections alive unless the client sends `Connection: close`.
     start_https(status=200, body="secure\\n") -> HttpsServer
         A python3 ssl server with a fresh self-signed certificate (.cert is its path), in a
@@ -192,7 +195,7 @@ def _clean_env(env):
 
 class Target:
     def __init__(self, args=()):
-        self.proc = subprocess.Popen([os.path.join(TOOLS, "target"), "--port", "0"] + list(args),
+        self.proc = subprocess.Popen([os.path.join(TOOLS, "target"), "--port", "0"] + [str(a) for a in args],
                                      stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         _targets.append(self)
         r, _, _ = select.select([self.proc.stdout], [], [], 5 * SCALE)

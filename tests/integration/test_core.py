@@ -92,6 +92,26 @@ def count(target):
     return int(m.group(1)), int(m.group(2))
 
 
+def stats(target, reset=False):
+    code, body, _ = curl(target.url("/stats?reset" if reset else "/stats"))
+    eq(code, 200, "/stats")
+    m = re.match(r"open=(\d+) max_open=(\d+)", body)
+    return int(m.group(1)), int(m.group(2))
+
+
+def time_wait_to(port):
+    """Sockets in TIME_WAIT whose peer is 127.0.0.1:port, i.e. client-side sockets that
+    closed first (read from /proc/net/tcp: state 06)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            remote, st = fields[2], fields[3]
+            if st == "06" and int(remote.split(":")[1], 16) == port:
+                n += 1
+    return n
+
+
 # ------------------------------------------------------------ startup and verdicts
 
 def test_default_config_startup_waits_for_target():
@@ -104,7 +124,8 @@ def test_default_config_startup_waits_for_target():
     eq(curl(d.url("/startup"))[0], 503, "/startup before the target listens")
     eq(status(d)["status"], "starting", "/status status before startup")
     start_target(["--port", port])
-    code, body, _ = wait_code(d.url("/startup"), 200)
+    # startup_period (100ms by default), not period (10s), paces a startup probe
+    code, body, _ = wait_code(d.url("/startup"), 200, timeout=3)
     eq(body, "ok\n", "/startup body")
 
 
@@ -294,6 +315,7 @@ def test_metrics_promtool():
     code, text, h = curl(d.url("/metrics"))
     eq(code, 200, "/metrics")
     assert (h.get("Content-Type") or "").startswith("text/plain"), h
+    assert "version=0.0.4" in h.get("Content-Type"), h
     rc, out = harness.promtool_check(text)
     eq(rc, 0, "promtool check metrics (%s)" % out.strip())
     m = parse_metrics(text)
@@ -464,7 +486,8 @@ def test_close_and_reset_are_failures():
         assert p["failures"] >= 2 and p["last_error"], p
     code, body, _ = curl(d.url("/readyz"))
     eq(code, 503, "readyz")
-    assert body.startswith("failing: "), body
+    # not started yet: the reason may say "starting" or "failing", but names a probe
+    assert re.match(r"^(starting|failing): (close|reset|refused): .+\n$", body), body
 
 
 def test_tcp_up_and_down():
@@ -510,6 +533,105 @@ def test_https_tls_verify_off_by_default():
     wait_healthy(d, "tls")
     p = wait_healthy(d, "tls_verify", False)
     eq(p["last_outcome"], "failure", "self-signed with tls_verify")
+
+
+def test_success_threshold():
+    t = start_target()
+    d = start_daemon(config(http("api", t.url("/status/200"), success_threshold=3,
+                                 period="200ms", startup_period="200ms")))
+    p = wait_probe(d, "api", lambda p: p["attempts"] >= 1)
+    if p["successes"] < 3:
+        eq(p["healthy"], None, "healthy before success_threshold (%r)" % p)
+    p = wait_healthy(d, "api")
+    assert p["consecutive_successes"] >= 3, p
+
+
+def test_listen_from_env_and_config():
+    t = start_target()
+    path = os.path.join(harness.tmpdir(), "c.json")
+    with open(path, "w") as f:
+        json.dump(config(http("api", t.url("/status/200"))), f)
+    d = start_daemon(listen=None, env={"PROBED_LISTEN": "127.0.0.1:0", "PROBED_CONFIG": path})
+    eq([p["name"] for p in status(d)["probes"]], ["api"], "probes from $PROBED_CONFIG")
+    d2 = start_daemon(config(http("api", t.url("/status/200")), listen="127.0.0.1:0"),
+                      listen=None)
+    wait_code(d2.url("/readyz"), 200)
+
+
+def test_probe_ignores_proxy_env():
+    t = start_target()
+    dead = "http://127.0.0.1:%d" % harness.free_port()
+    d = start_daemon(config(http("api", t.url("/status/200"))),
+                     env={"http_proxy": dead, "HTTP_PROXY": dead, "all_proxy": dead,
+                          "ALL_PROXY": dead})
+    wait_healthy(d, "api")
+
+
+def test_empty_header_value_removes_default():
+    t = start_target()
+    d = start_daemon(config(
+        http("no_ua", t.url("/absent/User-Agent"), headers={"User-Agent": ""}),
+        http("no_accept", t.url("/absent/Accept"), headers={"Accept": ""}),
+        http("has_ua", t.url("/absent/User-Agent")),
+    ))
+    wait_healthy(d, "no_ua")
+    wait_healthy(d, "no_accept")
+    wait_healthy(d, "has_ua", False)
+
+
+def test_attempts_never_overlap():
+    t = start_target()
+    d = start_daemon(config(http("slow", t.url("/delay/300"), period="50ms",
+                                 startup_period="50ms", timeout="2s")))
+    p0 = wait_probe(d, "slow", lambda p: p["successes"] >= 1)
+    t0 = time.monotonic()
+    stats(t, reset=True)
+    p1 = wait_probe(d, "slow", lambda p: p["attempts"] >= p0["attempts"] + 4, timeout=10)
+    elapsed = time.monotonic() - t0
+    _, max_open = stats(t)
+    # one probe connection at a time, plus the /stats connection itself
+    assert max_open <= 2, "%d connections open at once: attempts overlap" % max_open
+    done = p1["attempts"] - p0["attempts"]
+    assert done <= elapsed / 0.3 + 2, "%d attempts of a 300ms target in %.2fs" % (done, elapsed)
+    assert p1["last_duration_ms"] >= 290, p1
+
+
+def test_no_time_wait_on_probe_side():
+    t = start_target()
+    d = start_daemon(config(tcp("port", "127.0.0.1:%d" % t.port),
+                            http("big", t.url("/body/1048576")),
+                            http("hang", t.url("/hang"), timeout="100ms")))
+    for name in ("port", "big"):
+        wait_probe(d, name, lambda p: p["successes"] >= 5, what=name + " 5 successes")
+    wait_probe(d, "hang", lambda p: p["timeouts"] >= 3, what="3 timeouts")
+    eq(time_wait_to(t.port), 0, "TIME_WAIT sockets left by probes towards the target")
+
+
+def test_oversized_request_refused():
+    t = start_target()
+    d = start_daemon(config(http("api", t.url("/status/200"))))
+    code, _, _ = curl(d.url("/livez"), "-H", "X-Big: " + "a" * 100000)
+    assert code == 0 or 400 <= code < 500, "oversized header answered %d" % code
+    code, _, _ = curl(d.url("/livez?" + "a" * 100000))
+    assert code == 0 or 400 <= code < 500, "oversized request line answered %d" % code
+    eq(curl(d.url("/livez"))[0] in (200, 503), True, "still answering")
+
+
+def test_sigterm_with_many_hung_attempts():
+    t = start_target()
+    n = 300
+    d = start_daemon(config(*[http("h%d" % i, t.url("/hang"), timeout="30s",
+                                   scopes=["readiness"]) for i in range(n)]))
+    wait_until(lambda: stats(t)[0] >= n + 1, timeout=20, msg="%d hung connections" % n)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    eq(d.wait_exit(10), 0, "exit code")
+    took = time.monotonic() - t0
+    if not harness.WRAPPER:
+        assert took < 1.0, "exit took %.2fs with %d hung attempts" % (took, n)
+    wait_until(lambda: stats(t)[0] == 1, timeout=5, msg="hung connections closed")
+    bad = [l for l in d.logs() if l.get("event") == "unhealthy"]
+    eq(bad, [], "cancelled attempts logged as unhealthy")
 
 
 # ------------------------------------------------------------ command line
@@ -691,6 +813,32 @@ def test_logs_are_json_with_transitions():
     # transitions only: far fewer lines than attempts at info level
     healthy_lines = [l for l in logs if l.get("probe") == "api" and l.get("event") == "healthy"]
     eq(len(healthy_lines), 1, "healthy transition logged once")
+
+
+def test_log_levels_and_text_format():
+    t = start_target()
+    d = start_daemon(config(http("api", t.url("/status/200"))), args=["--log-level", "debug"])
+    d.wait_log({"event": "attempt", "probe": "api"})
+    d2 = start_daemon(config(http("api", t.url("/status/200"))))
+    wait_probe(d2, "api", lambda p: p["attempts"] >= 5)
+    eq([l for l in d2.logs() if l.get("event") == "attempt"], [], "attempt lines at info level")
+    port = harness.free_port()
+    d3 = start_daemon(config(http("api", t.url("/status/200"))),
+                      args=["--log-format", "text"], listen="127.0.0.1:%d" % port,
+                      wait_listening=False, json_logs=False)
+    d3.port = port
+    wait_code(d3.url("/readyz"), 200)
+    text = d3.stderr_text()
+    assert text.strip(), "no text logs"
+    assert not any(l.startswith("{") for l in text.splitlines()), text
+
+
+def test_unhealthy_log_has_error():
+    t = start_target()
+    d = start_daemon(config(http("api", t.url("/status/503"))))
+    line = d.wait_log({"probe": "api", "event": "unhealthy"})
+    eq(line.get("severity"), "WARNING", "unhealthy severity")
+    assert isinstance(line.get("error"), str) and "503" in line["error"], line
 
 
 # ------------------------------------------------------------ the valgrind scenario

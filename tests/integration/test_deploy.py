@@ -167,6 +167,47 @@ def test_dockerfile_runtime_stage_contract():
                     assert os.path.exists(os.path.join(ROOT, s)), "COPY source %s missing" % s
 
 
+def test_dockerfile_healthcheck_runs():
+    """The image's HEALTHCHECK argv, pointed at a real probed: healthy -> 0; a port
+    where nothing listens -> 1 (the binary has the `check` command it relies on)."""
+    final = dockerfile_stages()[-1][1]
+    hc = [r for w, r in final if w == "HEALTHCHECK"][-1]
+    argv = exec_form(hc[hc.index("CMD") + 3:].strip())
+    path = re.match(r"^http://[^/]+(/\S*)$", argv[2]).group(1)
+    d = start_daemon(args=["--tcp", "app=127.0.0.1:%d" % harness.free_port()])
+    r = run_probed(argv[1:2] + [d.url(path)] + argv[3:])
+    eq(r.rc, 0, "HEALTHCHECK against a live probed (%s)" % r.stderr.strip())
+    r = run_probed(argv[1:2] + ["http://127.0.0.1:%d%s" % (harness.free_port(), path)] + argv[3:])
+    eq(r.rc, 1, "HEALTHCHECK with nothing listening")
+
+
+def test_make_install_layout():
+    """`make install` puts the binary, the man page and the example configs in place
+    (run into a DESTDIR; -o keeps make from rebuilding the binary under test)."""
+    build = os.path.dirname(harness.PROBED)
+    rel = os.path.relpath(build, ROOT)
+    if not rel.startswith(".."):
+        build = rel
+    dest = harness.tmpdir()
+    r = subprocess.run(["make", "-s", "-C", ROOT, "-o", os.path.join(build, "probed"),
+                        "install", "BUILD=" + build, "DESTDIR=" + dest, "PREFIX=/usr/local"],
+                       capture_output=True, text=True, timeout=120 * harness.SCALE)
+    eq(r.returncode, 0, "make install (%s)" % (r.stderr.strip() or r.stdout.strip()))
+    pre = os.path.join(dest, "usr", "local")
+    binary = os.path.join(pre, "bin", "probed")
+    assert os.access(binary, os.X_OK), "%s not installed/executable" % binary
+    man = os.path.join(pre, "share", "man", "man8", "probed.8")
+    assert os.path.exists(man), "man page not installed at share/man/man8/probed.8"
+    with open(man) as f, open(MANPAGE) as g:
+        eq(f.read(), g.read(), "installed man page content")
+    ex = glob.glob(os.path.join(pre, "share", "doc", "probed", "examples", "*.json"))
+    assert ex, "no example config installed in share/doc/probed/examples/"
+    for path in ex:
+        r = run_probed(["--check-config", "-c", path])
+        eq(r.rc, 0, "--check-config of installed %s (%s)" % (os.path.basename(path),
+                                                            r.stderr.strip()))
+
+
 def dpkg_owner(path):
     """The package owning a library path; tries the /usr-merged spellings too."""
     cands = []

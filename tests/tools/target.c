@@ -17,7 +17,7 @@
  *                                               +--> close (FIN) / reset (RST)
  *
  * CLI: target [--port N] [--addr A]; prints "PORT <n>\n" on stdout once bound.
- * Paths: see tests/integration/harness.py or the case list in route(). */
+ * Paths: see the docstring of tests/integration/harness.py, or route(). */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -63,7 +63,7 @@ struct conn {
 
 static struct conn *conns;
 static int epfd = -1;
-static unsigned long long n_requests, n_connections;
+static unsigned long long n_requests, n_connections, n_open, max_open;
 static int health_code = 200;
 static char health_body[TEXT_MAX + 1] = "ok\n";
 static char stream_buf[STREAM_CHUNK];
@@ -107,6 +107,7 @@ static void conn_close(struct conn *c, bool reset)
         }
         (void) epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
         (void) close(c->fd);
+        n_open--;
         for (pp = &conns; *pp; pp = &(*pp)->next)
                 if (*pp == c) {
                         *pp = c->next;
@@ -336,6 +337,21 @@ static void route(struct conn *c)
                         conn_answer_text(c, 200, NULL, "method ok\n");
                 else
                         conn_answer_text(c, 405, NULL, "wrong method\n");
+        } else if (strncmp(path, "/absent/", 8) == 0) {
+                /* 200 when the request has no header of that name, else 417. */
+                char needle[128];
+                snprintf(needle, sizeof(needle), "\r\n%.100s:", path + 8);
+                saved = c->in[c->head_len];
+                c->in[c->head_len] = 0;
+                bool present = strcasestr(c->in, needle) != NULL;
+                c->in[c->head_len] = saved;
+                conn_answer_text(c, present ? 417 : 200, NULL, present ? "present\n" : "absent\n");
+        } else if (strcmp(path, "/stats") == 0) {
+                /* open includes this connection; max_open is since start or ?reset */
+                if (strcmp(query, "reset") == 0)
+                        max_open = n_open;
+                snprintf(text, sizeof(text), "open=%llu max_open=%llu\n", n_open, max_open);
+                conn_answer_text(c, 200, NULL, text);
         } else if (strcmp(path, "/count") == 0) {
                 snprintf(text, sizeof(text), "requests=%llu connections=%llu\n", n_requests,
                          n_connections);
@@ -440,6 +456,8 @@ static void on_accept(int lfd)
                         continue;
                 }
                 n_connections++;
+                if (++n_open > max_open)
+                        max_open = n_open;
                 c->fd = fd;
                 c->state = CONN_READ;
                 ev.events = EPOLLIN;

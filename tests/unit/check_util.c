@@ -38,7 +38,8 @@ static const struct {
         {"18446744073709ms", 18446744073709ULL}, /* UINT64_MAX ns, in ms */
 };
 
-START_TEST(test_duration_valid) {
+START_TEST(test_duration_valid)
+{
         uint64_t ms = 12345;
 
         ck_assert_msg(duration_parse(valid_durations[_i].s, &ms) == 0, "rejected \"%s\"",
@@ -79,7 +80,8 @@ static const struct {
         {"5124095h60m", -ERANGE},
 };
 
-START_TEST(test_duration_invalid) {
+START_TEST(test_duration_invalid)
+{
         uint64_t ms = 4242;
 
         ck_assert_msg(duration_parse(invalid_durations[_i].s, &ms) == invalid_durations[_i].r,
@@ -89,7 +91,8 @@ START_TEST(test_duration_invalid) {
 }
 END_TEST
 
-START_TEST(test_duration_null) {
+START_TEST(test_duration_null)
+{
         uint64_t ms = 1;
 
         ck_assert_int_eq(duration_parse(NULL, &ms), -EINVAL);
@@ -115,7 +118,8 @@ static const struct {
         {3600001, "1h1ms"},
 };
 
-START_TEST(test_duration_format) {
+START_TEST(test_duration_format)
+{
         char buf[64];
         uint64_t back = 0;
 
@@ -126,7 +130,8 @@ START_TEST(test_duration_format) {
 }
 END_TEST
 
-START_TEST(test_duration_round_trip) {
+START_TEST(test_duration_round_trip)
+{
         /* parse(format(x)) == x over a spread of values, up to the largest accepted */
         const uint64_t max = UINT64_MAX / NSEC_PER_MSEC;
         uint64_t x = 0;
@@ -161,7 +166,8 @@ START_TEST(test_duration_round_trip) {
 }
 END_TEST
 
-START_TEST(test_duration_format_small_buffer) {
+START_TEST(test_duration_format_small_buffer)
+{
         char buf[4] = "xxx";
 
         duration_format(3723500, buf, sizeof(buf));
@@ -173,7 +179,8 @@ END_TEST
 
 /* ---- clocks and timestamps ------------------------------------------------------ */
 
-START_TEST(test_rfc3339_known) {
+START_TEST(test_rfc3339_known)
+{
         char buf[32];
 
         format_rfc3339(1795901292123456789ULL, buf, sizeof(buf));
@@ -185,7 +192,8 @@ START_TEST(test_rfc3339_known) {
 }
 END_TEST
 
-START_TEST(test_rfc3339_shape) {
+START_TEST(test_rfc3339_shape)
+{
         const char *shape = "dddd-dd-ddTdd:dd:dd.dddZ";
         char buf[32];
 
@@ -201,7 +209,8 @@ START_TEST(test_rfc3339_shape) {
 }
 END_TEST
 
-START_TEST(test_clocks) {
+START_TEST(test_clocks)
+{
         uint64_t a = now_ns(), b = now_ns();
 
         ck_assert_uint_gt(a, 0);
@@ -210,7 +219,8 @@ START_TEST(test_clocks) {
 }
 END_TEST
 
-START_TEST(test_strdup_printf) {
+START_TEST(test_strdup_printf)
+{
         char *s = strdup_printf("%s-%d-%05.1f", "x", 42, 3.14159);
 
         ck_assert_ptr_nonnull(s);
@@ -224,14 +234,16 @@ END_TEST
 /* stderr goes to a temp file for the rest of the (forked) test. */
 static FILE *capture;
 
-static void capture_start(void) {
+static void capture_start(void)
+{
         capture = tmpfile();
         ck_assert_ptr_nonnull(capture);
         ck_assert_int_ge(dup2(fileno(capture), STDERR_FILENO), 0);
 }
 
 /* Everything written since capture_start (or the last capture_read). malloc'd. */
-static char *capture_read(void) {
+static char *capture_read(void)
+{
         long n;
         char *s;
 
@@ -247,7 +259,8 @@ static char *capture_read(void) {
 }
 
 /* Exactly one line, newline-terminated, parsed as JSON. */
-static cJSON *one_json_line(char *text) {
+static cJSON *one_json_line(char *text)
+{
         size_t len = strlen(text);
         cJSON *j;
 
@@ -258,14 +271,16 @@ static cJSON *one_json_line(char *text) {
         return j;
 }
 
-static const char *jstr(const cJSON *j, const char *key) {
+static const char *jstr(const cJSON *j, const char *key)
+{
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
 
         ck_assert_msg(cJSON_IsString(v), "%s is not a string", key);
         return v->valuestring;
 }
 
-START_TEST(test_log_levels_strings) {
+START_TEST(test_log_levels_strings)
+{
         ck_assert_int_eq(log_level_from_string("debug"), LOG_LEVEL_DEBUG);
         ck_assert_int_eq(log_level_from_string("info"), LOG_LEVEL_INFO);
         ck_assert_int_eq(log_level_from_string("warn"), LOG_LEVEL_WARNING);
@@ -283,7 +298,8 @@ START_TEST(test_log_levels_strings) {
 }
 END_TEST
 
-START_TEST(test_log_json_fields) {
+START_TEST(test_log_json_fields)
+{
         cJSON *j, *c;
         char *out;
         const char *order[] = {"severity", "message", "time", "probe", "event", "error"};
@@ -310,7 +326,8 @@ START_TEST(test_log_json_fields) {
 }
 END_TEST
 
-START_TEST(test_log_json_escaping) {
+START_TEST(test_log_json_escaping)
+{
         const char *nasty = "q\"b\\s/n\nt\tr\rc\x01\x1f del\x7f utf8:\xc3\xa9\xe2\x82\xac";
         cJSON *j;
         char *out;
@@ -330,7 +347,8 @@ START_TEST(test_log_json_escaping) {
 }
 END_TEST
 
-START_TEST(test_log_level_filter) {
+START_TEST(test_log_level_filter)
+{
         char *out;
         cJSON *j;
 
@@ -363,7 +381,8 @@ START_TEST(test_log_level_filter) {
 }
 END_TEST
 
-START_TEST(test_log_text) {
+START_TEST(test_log_text)
+{
         char *out;
         const char *rest;
 
@@ -388,7 +407,8 @@ START_TEST(test_log_text) {
 END_TEST
 
 /* A cut string must not end inside a UTF-8 sequence. */
-static bool utf8_complete(const char *s) {
+static bool utf8_complete(const char *s)
+{
         for (const unsigned char *p = (const unsigned char *) s; *p;) {
                 size_t n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 1;
 
@@ -400,7 +420,8 @@ static bool utf8_complete(const char *s) {
         return true;
 }
 
-START_TEST(test_log_truncation) {
+START_TEST(test_log_truncation)
+{
         /* _i: 0 huge message, 1 huge field value (UTF-8), 2 many fields, 3 escapes */
         size_t big = 3 * LOG_LINE_MAX;
         char *s = malloc(big + 1), *out;
@@ -460,7 +481,8 @@ START_TEST(test_log_truncation) {
 }
 END_TEST
 
-START_TEST(test_log_text_truncation) {
+START_TEST(test_log_text_truncation)
+{
         size_t big = 2 * LOG_LINE_MAX;
         char *s = malloc(big + 1), *out;
 
@@ -479,7 +501,8 @@ START_TEST(test_log_text_truncation) {
 }
 END_TEST
 
-static Suite *util_suite(void) {
+static Suite *util_suite(void)
+{
         Suite *s = suite_create("util");
         TCase *tc;
 
@@ -503,7 +526,8 @@ static Suite *util_suite(void) {
         return s;
 }
 
-static Suite *log_suite(void) {
+static Suite *log_suite(void)
+{
         Suite *s = suite_create("log");
         TCase *tc = tcase_create("lines");
 
@@ -519,7 +543,8 @@ static Suite *log_suite(void) {
         return s;
 }
 
-int main(void) {
+int main(void)
+{
         SRunner *sr = srunner_create(util_suite());
         int failed;
 

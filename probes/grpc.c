@@ -1,0 +1,326 @@
+/* grpc probe (SPEC 3, PLATFORM 1.4 and 5): one grpc.health.v1.Health/Check call over
+ * HTTP/2 through libcurl, on a fresh connection (h2c with prior knowledge by default,
+ * HTTP/2 over TLS with `tls`, never verified, like kubelet). Success only for
+ * grpc-status 0 with exactly one HealthCheckResponse saying SERVING.
+ *
+ *   start --> POST /grpc.health.v1.Health/Check (5-byte prefix + HealthCheckRequest)
+ *               |   headers/trailers --> grpc-status, grpc-message (HEADERFUNCTION)
+ *               |   DATA --> body (WRITEFUNCTION, at most GRPC_MAX_REPLY_BYTES)
+ *               v
+ *             done(result) --> transport error?        --> failure "connect: ..." / "..."
+ *                              grpc-status absent?     --> failure from the HTTP status
+ *                              grpc-status != 0?       --> failure "grpc-status 5 (NOT_FOUND): msg"
+ *                              body not one response?  --> failure "malformed reply: ..."
+ *                              status != SERVING?      --> failure "status NOT_SERVING"
+ *                              otherwise               --> success
+ *
+ * Trailers: libcurl 7.88 hands HTTP/2 trailers to CURLOPT_HEADERFUNCTION after the body
+ * (checked against python3-grpcio in tests/integration/test_kinds.py), and a
+ * Trailers-Only answer (an immediate error) comes as ordinary headers, so one header
+ * callback sees grpc-status in both places. The connection is never reused (kubelet dials
+ * per probe), so a server that went away is seen as "connection refused". */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "grpcwire.h"
+#include "loop.h"
+#include "probe.h"
+#include "probe_curl.h"
+#include "util.h"
+
+#define GRPC_PATH "/grpc.health.v1.Health/Check"
+#define GRPC_MESSAGE_MAX 80 /* grpc-message bytes kept for last_error */
+
+struct grpc_spec {
+        char *url;              /* http(s)://ADDRESS/grpc.health.v1.Health/Check */
+        uint8_t *body;          /* length-prefixed HealthCheckRequest */
+        size_t body_len;
+        bool tls;
+};
+
+struct grpc_attempt {
+        struct loop_curl lc;
+        struct attempt *a;
+        CURL *easy;
+        struct curl_slist *headers;
+        size_t header_bytes;
+        bool have_status;
+        long grpc_status;
+        char grpc_message[GRPC_MESSAGE_MAX];
+        bool too_large;
+        size_t body_len;
+        uint8_t body[GRPC_MAX_REPLY_BYTES];
+};
+
+/* ---- config ------------------------------------------------------------------------ */
+
+static void grpc_free_spec(void *p)
+{
+        struct grpc_spec *spec = p;
+
+        if (!spec)
+                return;
+        free(spec->url);
+        free(spec->body);
+        free(spec);
+}
+
+/* HOST:PORT or [V6]:PORT, the host free of URL syntax, the port 1..65535. */
+static bool address_valid(const char *address)
+{
+        const char *host_end, *port;
+        char *end;
+        long p;
+
+        if (address[0] == '[') {
+                host_end = strchr(address, ']');
+                if (!host_end || host_end == address + 1 || host_end[1] != ':')
+                        return false;
+                for (const char *c = address + 1; c < host_end; c++)
+                        if (!isxdigit((unsigned char) *c) && *c != ':' && *c != '.')
+                                return false;
+                port = host_end + 2;
+        } else {
+                host_end = strrchr(address, ':');
+                if (!host_end || host_end == address)
+                        return false;
+                for (const char *c = address; c < host_end; c++)
+                        if (!isalnum((unsigned char) *c) && *c != '.' && *c != '-' && *c != '_')
+                                return false;
+                port = host_end + 1;
+        }
+        if (!isdigit((unsigned char) *port))
+                return false;
+        p = strtol(port, &end, 10);
+        return *end == '\0' && p >= 1 && p <= 65535;
+}
+
+static int grpc_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
+{
+        struct grpc_spec *spec;
+        const char *address = NULL, *service = "";
+        bool tls = false;
+        int r;
+
+        if ((r = cfg_string(obj, "address", path, true, &address, reterr)) < 0 ||
+            (r = cfg_string(obj, "service", path, false, &service, reterr)) < 0 ||
+            (r = cfg_bool(obj, "tls", path, &tls, reterr)) < 0)
+                return r;
+        if (!address_valid(address))
+                return cfg_error(reterr, path, "address", "\"%s\" is not HOST:PORT", address);
+        if (strlen(service) > GRPCWIRE_SERVICE_MAX)
+                return cfg_error(reterr, path, "service", "is longer than %d bytes", GRPCWIRE_SERVICE_MAX);
+        spec = calloc(1, sizeof(*spec));
+        if (!spec)
+                return -ENOMEM;
+        spec->tls = tls;
+        spec->url = strdup_printf("%s://%s" GRPC_PATH, tls ? "https" : "http", address);
+        if (!spec->url || (r = grpcwire_request_encode(service, &spec->body, &spec->body_len)) < 0 ||
+            !(*ret_target = strdup(address)) ||
+            (!cJSON_HasObjectItem(obj, "service") && !cJSON_AddStringToObject(obj, "service", service)) ||
+            (!cJSON_HasObjectItem(obj, "tls") && !cJSON_AddBoolToObject(obj, "tls", tls))) {
+                grpc_free_spec(spec);
+                return -ENOMEM;
+        }
+        *ret_spec = spec;
+        return 0;
+}
+
+/* ---- attempt ----------------------------------------------------------------------- */
+
+/* Headers, Trailers-Only headers and trailers all pass here, one line at a time. */
+static size_t grpc_on_header(char *buf, size_t size, size_t n, void *data)
+{
+        struct grpc_attempt *g = data;
+        size_t len = size * n;
+
+        g->header_bytes += len;
+        if (g->header_bytes > HTTP_MAX_HEADER_BYTES)
+                return 0; /* CURLE_WRITE_ERROR */
+        if (len > 12 && strncasecmp(buf, "grpc-status:", 12) == 0) {
+                long code;
+
+                if (grpcwire_status_parse(buf + 12, len - 12, &code) == 0) {
+                        g->grpc_status = code;
+                        g->have_status = true;
+                } else {
+                        g->grpc_status = -1; /* present but unreadable: malformed */
+                        g->have_status = true;
+                }
+        } else if (len > 13 && strncasecmp(buf, "grpc-message:", 13) == 0) {
+                const char *v = buf + 13;
+                size_t vlen = len - 13;
+
+                while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+                        v++;
+                        vlen--;
+                }
+                grpcwire_message_decode(v, vlen, g->grpc_message, sizeof(g->grpc_message));
+        }
+        return len;
+}
+
+static size_t grpc_on_body(char *buf, size_t size, size_t n, void *data)
+{
+        struct grpc_attempt *g = data;
+        size_t len = size * n;
+
+        if (len > sizeof(g->body) - g->body_len) {
+                g->too_large = true;
+                return 0; /* CURLE_WRITE_ERROR: a health reply is a few bytes */
+        }
+        memcpy(g->body + g->body_len, buf, len);
+        g->body_len += len;
+        return len;
+}
+
+/* Judges a completed call (PLATFORM 5.1 "Success iff"). */
+static void grpc_judge(struct grpc_attempt *g, long http_status)
+{
+        struct attempt *a = g->a;
+        const char *name, *why = "";
+        uint64_t status;
+        long code;
+
+        if (!g->have_status) {
+                code = grpcwire_code_from_http(http_status);
+                attempt_end(a, OUTCOME_FAILURE, "no grpc-status, HTTP status %ld (%s)", http_status,
+                            grpc_code_to_string(code));
+                return;
+        }
+        if (g->grpc_status < 0) {
+                attempt_end(a, OUTCOME_FAILURE, "malformed reply: bad grpc-status");
+                return;
+        }
+        if (g->grpc_status != 0) {
+                name = grpc_code_to_string(g->grpc_status);
+                attempt_end(a, OUTCOME_FAILURE, "grpc-status %ld (%s)%s%s", g->grpc_status, name ? name : "?",
+                            g->grpc_message[0] ? ": " : "", g->grpc_message);
+                return;
+        }
+        if (grpcwire_response_decode(g->body, g->body_len, GRPC_MAX_REPLY_BYTES, &status, &why) < 0) {
+                attempt_end(a, OUTCOME_FAILURE, "malformed reply: %s", why);
+                return;
+        }
+        name = grpc_serving_status_to_string(status);
+        if (status != GRPC_SERVING_SERVING) {
+                if (name)
+                        attempt_end(a, OUTCOME_FAILURE, "status %s", name);
+                else
+                        attempt_end(a, OUTCOME_FAILURE, "status %llu", (unsigned long long) status);
+                return;
+        }
+        attempt_end(a, OUTCOME_SUCCESS, "status SERVING");
+}
+
+static void grpc_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
+{
+        struct attempt *a = data;
+        struct grpc_attempt *g = a->data;
+        char err[ERROR_MAX - 16];
+        long http_status = 0;
+
+        (void) l;
+        if (a->state != ATTEMPT_RUNNING || !g || g->easy != easy)
+                return;
+        if (rc == CURLE_WRITE_ERROR && g->too_large) {
+                attempt_end(a, OUTCOME_FAILURE, "malformed reply: more than %d bytes", GRPC_MAX_REPLY_BYTES);
+                return;
+        }
+        if (rc == CURLE_WRITE_ERROR && g->header_bytes > HTTP_MAX_HEADER_BYTES) {
+                attempt_end(a, OUTCOME_FAILURE, "malformed reply: headers exceed %d bytes", HTTP_MAX_HEADER_BYTES);
+                return;
+        }
+        (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
+        if (rc != CURLE_OK) {
+                probe_curl_error(easy, rc, err, sizeof(err));
+                if (http_status == 0 && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+                                         rc == CURLE_SSL_CONNECT_ERROR))
+                        attempt_end(a, OUTCOME_FAILURE, "connect: %s", err);
+                else
+                        attempt_end(a, OUTCOME_FAILURE, "%s", err);
+                return;
+        }
+        grpc_judge(g, http_status);
+}
+
+static void grpc_cancel(struct attempt *a)
+{
+        struct grpc_attempt *g = a->data;
+
+        if (!g)
+                return;
+        if (g->easy) {
+                loop_curl_remove(a->loop, g->easy);
+                curl_easy_cleanup(g->easy);
+        }
+        curl_slist_free_all(g->headers);
+        free(g);
+        a->data = NULL;
+}
+
+static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
+{
+        const struct grpc_spec *spec = specp;
+        const char *fixed[] = { "Content-Type: application/grpc", "TE: trailers", "Expect:", "Accept:" };
+        struct grpc_attempt *g;
+        char deadline[40];
+        int r = -ENOMEM;
+
+        g = calloc(1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        g->a = a;
+        g->lc = (struct loop_curl) { .fn = grpc_on_done, .data = a };
+        a->data = g;
+        /* grpc-timeout: at most 8 digits (PLATFORM 5.1); past 99999999 ms, in seconds */
+        if (timeout_ms <= 99999999)
+                snprintf(deadline, sizeof(deadline), "grpc-timeout: %llum", (unsigned long long) timeout_ms);
+        else
+                snprintf(deadline, sizeof(deadline), "grpc-timeout: %lluS",
+                         (unsigned long long) (timeout_ms / 1000 > 99999999 ? 99999999 : timeout_ms / 1000));
+        for (size_t i = 0; i <= ELEMENTSOF(fixed); i++) {
+                struct curl_slist *n = curl_slist_append(g->headers, i < ELEMENTSOF(fixed) ? fixed[i] : deadline);
+
+                if (!n)
+                        goto fail;
+                g->headers = n;
+        }
+        g->easy = probe_curl_new(spec->url, timeout_ms, false);
+        if (!g->easy)
+                goto fail;
+        curl_easy_setopt(g->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
+        curl_easy_setopt(g->easy, CURLOPT_POSTFIELDS, spec->body); /* the spec outlives the attempt */
+        curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE, (long) spec->body_len);
+        curl_easy_setopt(g->easy, CURLOPT_HTTPHEADER, g->headers);
+        curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, grpc_on_header);
+        curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
+        curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, grpc_on_body);
+        curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
+        r = loop_curl_add(a->loop, g->easy, &g->lc);
+        if (r < 0)
+                goto fail;
+        return 0;
+fail:
+        if (g->easy) {
+                curl_easy_cleanup(g->easy);
+                g->easy = NULL;
+        }
+        grpc_cancel(a);
+        return r;
+}
+
+static const char *const grpc_keys[] = { "address", "service", "tls", NULL };
+
+const struct probe_ops grpc_probe_ops = {
+        .type = "grpc",
+        .keys = grpc_keys,
+        .parse = grpc_parse,
+        .free_spec = grpc_free_spec,
+        .start = grpc_start,
+        .cancel = grpc_cancel,
+};

@@ -1,0 +1,643 @@
+/* websocket probe (SPEC 3): the RFC 6455 opening handshake with a fresh key, a verified
+ * 101, then (with `ping`, the default) a masked ping whose pong must echo its random
+ * payload, then a masked close 1000 and an abortive close. The verdict never waits for
+ * the server's close echo.
+ *
+ *   start --> libcurl connects (CONNECT_ONLY; TLS too for wss) --> done(result)
+ *                                                                    |
+ *     +--------------------------------------------------------------+
+ *     v
+ *   SEND_HANDSHAKE --> READ_HANDSHAKE --101 ok--> SEND_PING --> READ_PONG --echo--> close 1000,
+ *        (EPOLLOUT)       (EPOLLIN, head       |   (EPOLLOUT)    (EPOLLIN, data    success
+ *                          <= 16 KiB)          |                  frames skipped)
+ *                                              +--ping false--> close 1000, success
+ *   any error, a close frame or EOF --> failure with the reason as last_error
+ *
+ * Transport: libcurl with CURLOPT_CONNECT_ONLY through the multi interface, so ws and
+ * wss share one path and DNS, connect and the TLS handshake are libcurl's (asynchronous).
+ * Checked against Debian's libcurl 7.88: the transfer completes (CURLMSG_DONE) once
+ * connected, and libcurl has by then dropped the socket from its watch list
+ * (CURL_POLL_REMOVE), so the probe registers CURLINFO_ACTIVESOCKET with the loop itself
+ * and drives curl_easy_send/curl_easy_recv from its own callbacks. The easy handle must
+ * stay in the multi handle meanwhile: curl_multi_remove_handle closes a CONNECT_ONLY
+ * connection (after which curl_easy_send fails), which is exactly what cancel wants. The
+ * socket gets SO_LINGER 0 when it is created (probe_curl_new), so that close is abortive.
+ * curl_easy_recv is called until CURLE_AGAIN before waiting for EPOLLIN again: TLS may
+ * hold decrypted bytes that epoll cannot see.
+ *
+ * Limits: the response head may use HTTP_MAX_HEADER_BYTES; control frames are at most
+ * 125 bytes; data frames the server sends are skipped as they stream, never buffered, so
+ * they cost only time, which the lifecycle's timeout bounds. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+
+#include "config.h"
+#include "loop.h"
+#include "probe.h"
+#include "probe_curl.h"
+#include "util.h"
+#include "wsframe.h"
+
+#define WS_CLOSE_NORMAL 1000
+
+struct ws_spec {
+        char *url;              /* as configured, for /status */
+        char *curl_url;         /* the same with http(s)://, for libcurl */
+        char *host;             /* Host header value: host[:port] as written */
+        char *target;           /* request target: path[?query] */
+        char *subprotocol;      /* NULL: none asked */
+        char *extra;            /* user headers as "Name: value\r\n" lines, or NULL */
+        bool ping;
+};
+
+enum ws_step {
+        WS_CONNECTING,
+        WS_SEND_HANDSHAKE,
+        WS_READ_HANDSHAKE,
+        WS_SEND_PING,
+        WS_READ_PONG,
+};
+
+struct ws_attempt {
+        struct loop_curl lc;
+        struct attempt *a;
+        const struct ws_spec *spec;
+        CURL *easy;
+        int fd;                         /* registered with the loop, or -1 */
+        uint32_t events;                /* what fd is registered for */
+        enum ws_step step;
+        char key[WSFRAME_KEY_SIZE];
+        uint8_t nonce[16];
+        size_t nonce_len;
+        uint8_t *out;                   /* bytes still to send (malloc'd) */
+        size_t out_len, out_off;
+        uint64_t skip;                  /* data frame payload bytes still to discard */
+        size_t in_len;
+        uint8_t in[HTTP_MAX_HEADER_BYTES];
+};
+
+/* ---- config ------------------------------------------------------------------------ */
+
+static void *ws_free_spec_impl(struct ws_spec *spec)
+{
+        if (!spec)
+                return NULL;
+        free(spec->url);
+        free(spec->curl_url);
+        free(spec->host);
+        free(spec->target);
+        free(spec->subprotocol);
+        free(spec->extra);
+        free(spec);
+        return NULL;
+}
+
+static void ws_free_spec(void *spec)
+{
+        ws_free_spec_impl(spec);
+}
+
+static bool is_token(const char *s)
+{
+        if (!*s)
+                return false;
+        for (; *s; s++)
+                if (!isalnum((unsigned char) *s) && !strchr("!#$%&'*+-.^_`|~", *s))
+                        return false;
+        return true;
+}
+
+/* Header values must not split the request: no CR, LF or other control bytes. */
+static bool is_field_value(const char *s)
+{
+        for (; *s; s++)
+                if (((unsigned char) *s < 0x20 && *s != '\t') || *s == 0x7F)
+                        return false;
+        return true;
+}
+
+/* Headers the handshake itself sets: a user value would break or fake it. */
+static bool is_reserved_header(const char *name)
+{
+        static const char *const reserved[] = {
+                "Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol",
+                "Sec-WebSocket-Extensions", "Content-Length", "Transfer-Encoding",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(reserved); i++)
+                if (strcasecmp(name, reserved[i]) == 0)
+                        return true;
+        return false;
+}
+
+static int parse_headers(const cJSON *obj, const char *path, struct ws_spec *spec, char **reterr)
+{
+        const cJSON *headers = cJSON_GetObjectItemCaseSensitive(obj, "headers"), *h;
+        char *hp = NULL, *extra = NULL;
+        size_t len = 0;
+        int r = 0;
+
+        if (!headers)
+                return 0;
+        if (!cJSON_IsObject(headers))
+                return cfg_error(reterr, path, "headers", "is not an object of \"Name\": \"value\"");
+        hp = strdup_printf("%s.headers", path);
+        if (!hp)
+                return -ENOMEM;
+        cJSON_ArrayForEach(h, headers) {
+                const char *why = NULL;
+                size_t add;
+                char *n;
+
+                if (!is_token(h->string))
+                        why = "is not a valid header name";
+                else if (!cJSON_IsString(h) || !is_field_value(h->valuestring))
+                        why = "must be a string without control characters";
+                else if (is_reserved_header(h->string))
+                        why = "is set by the websocket handshake (use subprotocol for Sec-WebSocket-Protocol)";
+                else if (strcasecmp(h->string, "Host") == 0 && !*h->valuestring)
+                        why = "must not be empty";
+                if (why) {
+                        r = cfg_error(reterr, hp, h->string, "%s", why);
+                        goto out;
+                }
+                add = strlen(h->string) + 2 + strlen(h->valuestring) + 2;
+                n = realloc(extra, len + add + 1);
+                if (!n) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                extra = n;
+                snprintf(extra + len, add + 1, "%s: %s\r\n", h->string, h->valuestring);
+                len += add;
+        }
+        spec->extra = extra;
+        extra = NULL;
+out:
+        free(extra);
+        free(hp);
+        return r;
+}
+
+/* Splits url (ws:// or wss://) into what libcurl and the handshake need. */
+static int parse_url(const char *url, const char *path, struct ws_spec *spec, char **reterr)
+{
+        CURLU *u = NULL;
+        char *host = NULL, *port = NULL, *upath = NULL, *query = NULL, *frag = NULL;
+        const char *rest;
+        bool tls;
+        int r;
+
+        if (strncasecmp(url, "ws://", 5) == 0) {
+                tls = false;
+                rest = url + 5;
+        } else if (strncasecmp(url, "wss://", 6) == 0) {
+                tls = true;
+                rest = url + 6;
+        } else
+                return cfg_error(reterr, path, "url", "\"%s\" must be ws:// or wss://", url);
+        spec->curl_url = strdup_printf("%s://%s", tls ? "https" : "http", rest);
+        u = curl_url();
+        if (!spec->curl_url || !u) {
+                r = -ENOMEM;
+                goto out;
+        }
+        if (curl_url_set(u, CURLUPART_URL, spec->curl_url, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
+                r = cfg_error(reterr, path, "url", "\"%s\" is not a valid URL", url);
+                goto out;
+        }
+        if (curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK) {
+                r = cfg_error(reterr, path, "url", "\"%s\" must not have a #fragment (RFC 6455 3)", url);
+                goto out;
+        }
+        (void) curl_url_get(u, CURLUPART_PORT, &port, 0);   /* absent: the scheme's */
+        (void) curl_url_get(u, CURLUPART_QUERY, &query, 0); /* absent: none */
+        if (curl_url_get(u, CURLUPART_PATH, &upath, 0) != CURLUE_OK) {
+                r = -ENOMEM;
+                goto out;
+        }
+        spec->host = port ? strdup_printf("%s:%s", host, port) : strdup(host);
+        spec->target = strdup_printf("%s%s%s", *upath ? upath : "/", query ? "?" : "", query ? query : "");
+        r = spec->host && spec->target ? 0 : -ENOMEM;
+out:
+        curl_free(host);
+        curl_free(port);
+        curl_free(upath);
+        curl_free(query);
+        curl_free(frag);
+        curl_url_cleanup(u);
+        return r;
+}
+
+static int ws_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
+{
+        struct ws_spec *spec;
+        const char *url = NULL, *subprotocol = NULL;
+        bool ping = true;
+        int r;
+
+        spec = calloc(1, sizeof(*spec));
+        if (!spec)
+                return -ENOMEM;
+        if ((r = cfg_string(obj, "url", path, true, &url, reterr)) < 0 ||
+            (r = cfg_string(obj, "subprotocol", path, false, &subprotocol, reterr)) < 0 ||
+            (r = cfg_bool(obj, "ping", path, &ping, reterr)) < 0)
+                goto fail;
+        if (subprotocol && !is_token(subprotocol)) {
+                r = cfg_error(reterr, path, "subprotocol", "\"%s\" must be one token (e.g. \"chat\")", subprotocol);
+                goto fail;
+        }
+        if ((r = parse_url(url, path, spec, reterr)) < 0 || (r = parse_headers(obj, path, spec, reterr)) < 0)
+                goto fail;
+        spec->ping = ping;
+        spec->url = strdup(url);
+        spec->subprotocol = subprotocol ? strdup(subprotocol) : NULL;
+        *ret_target = strdup(url);
+        if (!spec->url || (subprotocol && !spec->subprotocol) || !*ret_target ||
+            (!cJSON_HasObjectItem(obj, "ping") && !cJSON_AddBoolToObject(obj, "ping", ping))) {
+                free(*ret_target);
+                *ret_target = NULL;
+                r = -ENOMEM;
+                goto fail;
+        }
+        *ret_spec = spec;
+        return 0;
+fail:
+        ws_free_spec_impl(spec);
+        return r;
+}
+
+/* ---- attempt ----------------------------------------------------------------------- */
+
+static void ws_release(struct ws_attempt *w)
+{
+        if (w->fd >= 0)
+                loop_io_del(w->a->loop, w->fd);
+        w->fd = -1;
+        if (w->easy) {
+                /* closes the CONNECT_ONLY connection (SO_LINGER 0: abortive) */
+                loop_curl_remove(w->a->loop, w->easy);
+                curl_easy_cleanup(w->easy);
+                w->easy = NULL;
+        }
+        free(w->out);
+        w->out = NULL;
+}
+
+static void ws_cancel(struct attempt *a)
+{
+        struct ws_attempt *w = a->data;
+
+        if (!w)
+                return;
+        ws_release(w);
+        free(w);
+        a->data = NULL;
+}
+
+static void ws_watch(struct ws_attempt *w, uint32_t events)
+{
+        if (w->events != events && loop_io_mod(w->a->loop, w->fd, events) == 0)
+                w->events = events;
+}
+
+/* Queues one masked frame for sending. 0 or negative errno. */
+static int ws_queue_frame(struct ws_attempt *w, uint8_t opcode, const void *payload, size_t len)
+{
+        uint8_t mask[4];
+        size_t n = 0;
+        int r;
+
+        r = wsframe_random(mask, sizeof(mask));
+        if (r < 0)
+                return r;
+        free(w->out);
+        w->out = malloc(len + WSFRAME_HEADER_MAX);
+        if (!w->out)
+                return -ENOMEM;
+        r = wsframe_encode(opcode, payload, len, mask, w->out, len + WSFRAME_HEADER_MAX, &n);
+        if (r < 0)
+                return r;
+        w->out_len = n;
+        w->out_off = 0;
+        return 0;
+}
+
+/* A reason for a failed curl_easy_send/recv, from errno when the OS gave one. */
+static void ws_io_error(CURLcode rc, int err, char *buf, size_t n)
+{
+        if ((rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) && err > 0)
+                probe_strerror(err, buf, n);
+        else {
+                snprintf(buf, n, "%s", curl_easy_strerror(rc));
+                if (n > 0)
+                        buf[0] = (char) tolower((unsigned char) buf[0]);
+        }
+}
+
+/* Sends what is queued. 1: all sent; 0: the socket is full (EPOLLOUT armed); or ends
+ * the attempt and returns -1. */
+static int ws_flush(struct ws_attempt *w)
+{
+        char err[ERROR_MAX - 16];
+
+        while (w->out_off < w->out_len) {
+                size_t n = 0;
+                CURLcode rc;
+
+                errno = 0;
+                rc = curl_easy_send(w->easy, w->out + w->out_off, w->out_len - w->out_off, &n);
+                if (rc == CURLE_AGAIN) {
+                        ws_watch(w, EPOLLOUT);
+                        return 0;
+                }
+                if (rc != CURLE_OK) {
+                        ws_io_error(rc, errno, err, sizeof(err));
+                        attempt_end(w->a, OUTCOME_FAILURE, "send: %s", err);
+                        return -1;
+                }
+                w->out_off += n;
+        }
+        free(w->out);
+        w->out = NULL;
+        w->out_len = w->out_off = 0;
+        return 1;
+}
+
+/* Reads what is available into w->in. 1: got bytes; 0: nothing now (EPOLLIN armed);
+ * or ends the attempt (EOF or error, reported as closed_msg / "recv: ...") and returns -1. */
+static int ws_fill(struct ws_attempt *w, const char *closed_msg)
+{
+        char err[ERROR_MAX - 16];
+        size_t n = 0;
+        CURLcode rc;
+
+        errno = 0;
+        rc = curl_easy_recv(w->easy, w->in + w->in_len, sizeof(w->in) - w->in_len, &n);
+        if (rc == CURLE_AGAIN) {
+                ws_watch(w, EPOLLIN);
+                return 0;
+        }
+        if (rc == CURLE_OK && n == 0) {
+                attempt_end(w->a, OUTCOME_FAILURE, "%s", closed_msg);
+                return -1;
+        }
+        if (rc != CURLE_OK) {
+                ws_io_error(rc, errno, err, sizeof(err));
+                attempt_end(w->a, OUTCOME_FAILURE, "recv: %s", err);
+                return -1;
+        }
+        w->in_len += n;
+        return 1;
+}
+
+static void ws_consume(struct ws_attempt *w, size_t n)
+{
+        memmove(w->in, w->in + n, w->in_len - n);
+        w->in_len -= n;
+}
+
+/* Sends close 1000 once, without waiting for room or for the echo (SPEC 3: the verdict
+ * does not depend on it), then ends the attempt as a success. */
+static void ws_finish(struct ws_attempt *w, const char *what)
+{
+        const uint8_t code[2] = { WS_CLOSE_NORMAL >> 8, WS_CLOSE_NORMAL & 0xFF };
+        size_t n;
+
+        if (ws_queue_frame(w, WSFRAME_CLOSE, code, sizeof(code)) == 0)
+                (void) curl_easy_send(w->easy, w->out, w->out_len, &n);
+        attempt_end(w->a, OUTCOME_SUCCESS, "%s", what);
+}
+
+/* Looks through the frames buffered so far. 1: the pong came (attempt ended); 0: need
+ * more bytes; -1: the attempt ended with a failure. */
+static int ws_scan_frames(struct ws_attempt *w)
+{
+        for (;;) {
+                struct wsframe f;
+                const char *why = "";
+                int r;
+
+                if (w->skip > 0) {
+                        size_t n = w->skip < w->in_len ? (size_t) w->skip : w->in_len;
+
+                        ws_consume(w, n);
+                        w->skip -= n;
+                        if (w->skip > 0)
+                                return 0;
+                }
+                r = wsframe_decode(w->in, w->in_len, false, INT64_MAX, &f, &why);
+                if (r == 0)
+                        return 0;
+                if (r < 0) {
+                        attempt_end(w->a, OUTCOME_FAILURE, "bad frame from server: %s", why);
+                        return -1;
+                }
+                if (!(f.opcode & 0x8)) { /* data: skip it, whatever its size */
+                        ws_consume(w, f.header_len);
+                        w->skip = f.payload_len;
+                        continue;
+                }
+                if (w->in_len < f.header_len + f.payload_len)
+                        return 0; /* control frames are <= 125 bytes: they fit */
+                if (f.opcode == WSFRAME_CLOSE) {
+                        const uint8_t *p = w->in + f.header_len;
+
+                        if (f.payload_len >= 2)
+                                attempt_end(w->a, OUTCOME_FAILURE, "closed by server (code %u)",
+                                            (unsigned) (p[0] << 8 | p[1]));
+                        else
+                                attempt_end(w->a, OUTCOME_FAILURE, "closed by server");
+                        return -1;
+                }
+                if (f.opcode == WSFRAME_PONG && f.payload_len == w->nonce_len &&
+                    memcmp(w->in + f.header_len, w->nonce, w->nonce_len) == 0) {
+                        ws_finish(w, "pong received");
+                        return 1;
+                }
+                /* a ping from the server or an unsolicited pong: ignored (we close soon) */
+                ws_consume(w, f.header_len + (size_t) f.payload_len);
+        }
+}
+
+/* Checks the response head once it is complete. 1: accepted (head consumed); 0: need
+ * more bytes; -1: the attempt ended with a failure. */
+static int ws_check_head(struct ws_attempt *w)
+{
+        char reason[ERROR_MAX];
+        size_t end;
+        int status;
+
+        end = wsframe_response_end((const char *) w->in, w->in_len);
+        if (end == 0) {
+                if (w->in_len == sizeof(w->in)) {
+                        attempt_end(w->a, OUTCOME_FAILURE, "handshake: response head exceeds %d bytes",
+                                    HTTP_MAX_HEADER_BYTES);
+                        return -1;
+                }
+                return 0;
+        }
+        if (wsframe_response_check((const char *) w->in, end, w->key, w->spec->subprotocol, &status, reason,
+                                   sizeof(reason)) < 0) {
+                attempt_end(w->a, OUTCOME_FAILURE, "%s", reason);
+                return -1;
+        }
+        ws_consume(w, end); /* what follows are frames */
+        return 1;
+}
+
+/* The step function: runs the attempt as far as the socket allows. Every path either
+ * waits for an event (returns with fd armed) or ends the attempt. */
+static void ws_step(struct ws_attempt *w)
+{
+        int r;
+
+        for (;;) {
+                switch (w->step) {
+                case WS_CONNECTING:
+                        return;
+                case WS_SEND_HANDSHAKE:
+                case WS_SEND_PING:
+                        r = ws_flush(w);
+                        if (r <= 0)
+                                return;
+                        w->step = w->step == WS_SEND_HANDSHAKE ? WS_READ_HANDSHAKE : WS_READ_PONG;
+                        break;
+                case WS_READ_HANDSHAKE:
+                        r = ws_check_head(w);
+                        if (r < 0)
+                                return;
+                        if (r == 0) {
+                                if (ws_fill(w, "connection closed during handshake") <= 0)
+                                        return;
+                                break;
+                        }
+                        if (!w->spec->ping) {
+                                ws_finish(w, "handshake ok");
+                                return;
+                        }
+                        w->nonce_len = 8 + w->nonce[0] % 9; /* 8..16 bytes (nonce[0] is random) */
+                        r = wsframe_random(w->nonce, w->nonce_len);
+                        if (r == 0)
+                                r = ws_queue_frame(w, WSFRAME_PING, w->nonce, w->nonce_len);
+                        if (r < 0) {
+                                attempt_end(w->a, OUTCOME_ERROR, "ping: %s", strerror(-r));
+                                return;
+                        }
+                        w->step = WS_SEND_PING;
+                        break;
+                case WS_READ_PONG:
+                        r = ws_scan_frames(w);
+                        if (r != 0)
+                                return;
+                        if (ws_fill(w, "connection closed before pong") <= 0)
+                                return;
+                        break;
+                }
+        }
+}
+
+static void ws_on_io(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct ws_attempt *w = data;
+
+        (void) l;
+        (void) events; /* errors and hangups surface through curl_easy_send/recv */
+        if (w->a->state != ATTEMPT_RUNNING || w->a->data != w || w->fd != fd)
+                return;
+        ws_step(w);
+}
+
+static void ws_on_connected(struct loop *l, CURL *easy, CURLcode rc, void *data)
+{
+        struct attempt *a = data;
+        struct ws_attempt *w = a->data;
+        char err[ERROR_MAX - 16];
+        curl_socket_t fd = CURL_SOCKET_BAD;
+        char *req = NULL;
+        int r;
+
+        if (a->state != ATTEMPT_RUNNING || !w || w->easy != easy || w->step != WS_CONNECTING)
+                return;
+        if (rc != CURLE_OK) {
+                probe_curl_error(easy, rc, err, sizeof(err));
+                attempt_end(a, OUTCOME_FAILURE, "connect: %s", err);
+                return;
+        }
+        if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK || fd == CURL_SOCKET_BAD) {
+                attempt_end(a, OUTCOME_FAILURE, "connect: no socket");
+                return;
+        }
+        r = wsframe_request(w->spec->target, w->spec->host, w->key, w->spec->subprotocol, w->spec->extra, &req);
+        if (r < 0) {
+                attempt_end(a, OUTCOME_ERROR, "handshake: %s", strerror(-r));
+                return;
+        }
+        w->out = (uint8_t *) req;
+        w->out_len = strlen(req);
+        w->out_off = 0;
+        r = loop_io_add(l, fd, EPOLLOUT, ws_on_io, w);
+        if (r < 0) {
+                attempt_end(a, OUTCOME_ERROR, "watch socket: %s", strerror(-r));
+                return;
+        }
+        w->fd = fd;
+        w->events = EPOLLOUT;
+        w->step = WS_SEND_HANDSHAKE;
+        ws_step(w);
+}
+
+static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
+{
+        const struct ws_spec *spec = specp;
+        struct ws_attempt *w;
+        int r;
+
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->a = a;
+        w->spec = spec;
+        w->fd = -1;
+        w->step = WS_CONNECTING;
+        w->lc = (struct loop_curl) { .fn = ws_on_connected, .data = a };
+        a->data = w;
+        r = wsframe_key_new(w->key);
+        if (r == 0)
+                r = wsframe_random(w->nonce, 1); /* picks the ping payload length */
+        if (r < 0)
+                goto fail;
+        w->easy = probe_curl_new(spec->curl_url, timeout_ms, false);
+        if (!w->easy) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        /* libcurl's own limit stays the backstop past timeout_ms that probe_curl_new set:
+         * the lifecycle's deadline decides, so a slow connect is a timeout, not a failure */
+        curl_easy_setopt(w->easy, CURLOPT_CONNECT_ONLY, 1L);
+        r = loop_curl_add(a->loop, w->easy, &w->lc);
+        if (r < 0) {
+                curl_easy_cleanup(w->easy);
+                w->easy = NULL;
+                goto fail;
+        }
+        return 0;
+fail:
+        ws_cancel(a);
+        return r;
+}
+
+static const char *const ws_keys[] = { "url", "headers", "subprotocol", "ping", NULL };
+
+const struct probe_ops websocket_probe_ops = {
+        .type = "websocket",
+        .keys = ws_keys,
+        .parse = ws_parse,
+        .free_spec = ws_free_spec,
+        .start = ws_start,
+        .cancel = ws_cancel,
+};
