@@ -270,7 +270,10 @@ static bool var_start_char(char c)
         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
 }
 
-static bool var_char(char c) { return var_start_char(c) || (c >= '0' && c <= '9'); }
+static bool var_char(char c)
+{
+        return var_start_char(c) || (c >= '0' && c <= '9');
+}
 
 /* Expands s. *ret is NULL when s has no "${" (nothing to change), else malloc'd.
  * -EINVAL with *ret_why (static) on a malformed reference. */

@@ -30,9 +30,15 @@ static uint64_t clock_ns(clockid_t id)
         return (uint64_t) ts.tv_sec * NSEC_PER_SEC + (uint64_t) ts.tv_nsec;
 }
 
-uint64_t now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+uint64_t now_ns(void)
+{
+        return clock_ns(CLOCK_MONOTONIC);
+}
 
-uint64_t wall_ns(void) { return clock_ns(CLOCK_REALTIME); }
+uint64_t wall_ns(void)
+{
+        return clock_ns(CLOCK_REALTIME);
+}
 
 void format_rfc3339(uint64_t wall, char *buf, size_t n)
 {

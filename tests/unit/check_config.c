@@ -31,7 +31,10 @@ static struct config *load_flags_ok(const char *text, const struct probe_flag *f
         return c;
 }
 
-static struct config *load_ok(const char *text) { return load_flags_ok(text, NULL, 0); }
+static struct config *load_ok(const char *text)
+{
+        return load_flags_ok(text, NULL, 0);
+}
 
 static void expect_flags_error(const char *text, const struct probe_flag *flags, size_t n,
                                const char *want)
@@ -48,7 +51,10 @@ static void expect_flags_error(const char *text, const struct probe_flag *flags,
         free(err);
 }
 
-static void expect_error(const char *text, const char *want) { expect_flags_error(text, NULL, 0, want); }
+static void expect_error(const char *text, const char *want)
+{
+        expect_flags_error(text, NULL, 0, want);
+}
 
 static bool kind_or_skip(const char *type, const char *test)
 {
@@ -386,7 +392,10 @@ static const struct {
          "config: defaults.period: has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})"},
 };
 
-START_TEST(test_errors) { expect_error(errors[_i].text, errors[_i].err); }
+START_TEST(test_errors)
+{
+        expect_error(errors[_i].text, errors[_i].err);
+}
 END_TEST
 
 START_TEST(test_unknown_type)

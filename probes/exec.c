@@ -1,0 +1,440 @@
+/* exec probe (SPEC 3, PLATFORM 1.5): runs `command` (an argv, no shell) and succeeds
+ * iff it exits with status 0. stdout and stderr share one pipe; the first
+ * EXEC_OUTPUT_MAX bytes are kept for /status, the rest is read and dropped so that a
+ * chatty child never blocks on a full pipe.
+ *
+ *   start: pipe + posix_spawnp (own process group, stdin /dev/null, stdout+stderr -> pipe,
+ *          signal mask and dispositions reset) + pidfd_open
+ *            |-- spawn fails: ENOENT, EACCES, ... --> failure "exec: No such file or directory"
+ *            v
+ *   [loop] pipe readable  --> keep / drop output
+ *          pidfd readable --> drain pipe, SIGKILL what is left of the group, reap
+ *                             --> success (exit 0) | failure "exit status 3" / "killed by signal 9"
+ *   cancel (timeout, shutdown, reload, stall) --> SIGKILL the group, reap now or hand the
+ *                                                 pidfd to the reaper
+ *
+ * No zombie, no orphan, no blocking: the whole group is killed with kill(-pgid, SIGKILL)
+ * while the leader is not reaped yet, so its pid (= the pgid) cannot have been reused.
+ * After SIGKILL the leader usually is not dead yet, and waiting for it could block the
+ * loop without bound (a child in uninterruptible sleep on a hung filesystem is a classic
+ * exec-probe failure), so cancel tries one waitpid(WNOHANG) and otherwise leaves the
+ * pidfd registered in the loop on a small module-owned reaper list; its callback reaps
+ * the child as soon as it is gone. A child that leaves the group (setsid, setpgid)
+ * escapes the kill, as with kubelet.
+ *
+ * Background processes a command leaves behind (`sh -c "x &"`) are killed too when the
+ * leader exits: a probe running every few seconds must not pile up processes. */
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "loop.h"
+#include "probe.h"
+#include "util.h"
+
+#define EXEC_READ_PER_WAKE (64 * 1024) /* output bytes read per callback, so one child cannot hog the loop */
+
+extern char **environ;
+
+struct exec_spec {
+        char **argv;            /* NULL-terminated, owned */
+        size_t argc;
+};
+
+struct exec_attempt {
+        struct attempt *a;
+        pid_t pid;              /* the leader (= pgid), or -1 once reaped */
+        int pidfd;              /* registered with the loop, or -1 */
+        int out_fd;             /* pipe read end, registered with the loop, or -1 */
+        size_t out_len;
+        char out[EXEC_OUTPUT_MAX];
+};
+
+/* A killed child not reaped yet: owned by the list below, freed when reaped. */
+struct reaper {
+        struct reaper *prev, *next;
+        struct loop *loop;
+        pid_t pid;
+        int pidfd;
+};
+
+static struct reaper *reapers; /* keeps them reachable (LeakSanitizer) until reaped */
+
+/* ---- config ------------------------------------------------------------------------ */
+
+static void exec_free_spec(void *p)
+{
+        struct exec_spec *spec = p;
+
+        if (!spec)
+                return;
+        for (size_t i = 0; i < spec->argc; i++)
+                free(spec->argv[i]);
+        free(spec->argv);
+        free(spec);
+}
+
+static int exec_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
+{
+        const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(obj, "command"), *arg;
+        struct exec_spec *spec;
+        size_t n, tlen = 0, i = 0;
+        char *target;
+
+        if (!cmd)
+                return cfg_error(reterr, path, "command", "is required");
+        n = (size_t) cJSON_GetArraySize(cmd);
+        if (!cJSON_IsArray(cmd) || n == 0)
+                return cfg_error(reterr, path, "command",
+                                 "must be a non-empty array of strings (argv, no shell), e.g. [\"/bin/true\"]");
+        cJSON_ArrayForEach(arg, cmd) {
+                if (!cJSON_IsString(arg) || !arg->valuestring)
+                        return cfg_error(reterr, path, "command", "[%zu] is not a string", i);
+                if (i == 0 && !*arg->valuestring)
+                        return cfg_error(reterr, path, "command", "[0] must not be empty");
+                tlen += strlen(arg->valuestring) + 1;
+                i++;
+        }
+        spec = calloc(1, sizeof(*spec));
+        if (!spec)
+                return -ENOMEM;
+        spec->argv = calloc(n + 1, sizeof(char *));
+        target = malloc(tlen);
+        if (!spec->argv || !target)
+                goto oom;
+        target[0] = '\0';
+        cJSON_ArrayForEach(arg, cmd) {
+                spec->argv[spec->argc] = strdup(arg->valuestring);
+                if (!spec->argv[spec->argc])
+                        goto oom;
+                spec->argc++;
+                if (spec->argc > 1)
+                        strcat(target, " ");
+                strcat(target, arg->valuestring);
+        }
+        *ret_spec = spec;
+        *ret_target = target;
+        return 0;
+oom:
+        free(target);
+        exec_free_spec(spec);
+        return -ENOMEM;
+}
+
+/* ---- reaper ------------------------------------------------------------------------ */
+
+static void reaper_free(struct reaper *r)
+{
+        loop_io_del(r->loop, r->pidfd);
+        (void) close(r->pidfd);
+        if (r->prev)
+                r->prev->next = r->next;
+        else
+                reapers = r->next;
+        if (r->next)
+                r->next->prev = r->prev;
+        free(r);
+}
+
+static void reaper_on_exit(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct reaper *r = data;
+        pid_t p;
+
+        (void) l;
+        (void) fd;
+        (void) events;
+        p = waitpid(r->pid, NULL, WNOHANG);
+        if (p == 0)
+                return; /* not gone yet (a spurious wake): the pidfd stays armed */
+        reaper_free(r); /* reaped, or ECHILD: someone else did */
+}
+
+/* Takes over pid/pidfd of a killed child the loop will reap. 0 or negative errno (then
+ * the caller still owns both). */
+static int reaper_add(struct loop *l, pid_t pid, int pidfd)
+{
+        struct reaper *r = calloc(1, sizeof(*r));
+        int ret;
+
+        if (!r)
+                return -ENOMEM;
+        *r = (struct reaper) { .loop = l, .pid = pid, .pidfd = pidfd, .next = reapers };
+        ret = loop_io_add(l, pidfd, EPOLLIN, reaper_on_exit, r);
+        if (ret < 0) {
+                free(r);
+                return ret;
+        }
+        if (reapers)
+                reapers->prev = r;
+        reapers = r;
+        return 0;
+}
+
+/* ---- attempt ----------------------------------------------------------------------- */
+
+/* Reads what the pipe holds now (at most EXEC_READ_PER_WAKE bytes), keeping the first
+ * EXEC_OUTPUT_MAX. Closes the pipe at EOF. */
+static void exec_read_output(struct exec_attempt *x)
+{
+        char drop[4096];
+        size_t total = 0;
+
+        while (x->out_fd >= 0 && total < EXEC_READ_PER_WAKE) {
+                size_t room = sizeof(x->out) - x->out_len;
+                char *dst = room > 0 ? x->out + x->out_len : drop;
+                ssize_t n = read(x->out_fd, dst, room > 0 ? room : sizeof(drop));
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        return;
+                if (n <= 0) { /* EOF, or an error: nothing more will come */
+                        loop_io_del(x->a->loop, x->out_fd);
+                        (void) close(x->out_fd);
+                        x->out_fd = -1;
+                        return;
+                }
+                if (room > 0)
+                        x->out_len += (size_t) n;
+                total += (size_t) n;
+        }
+}
+
+static void exec_on_output(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct exec_attempt *x = data;
+
+        (void) l;
+        (void) events;
+        if (x->a->state != ATTEMPT_RUNNING || x->a->data != x || x->out_fd != fd)
+                return;
+        exec_read_output(x);
+}
+
+/* Kills the group and reaps the leader if it is already gone; otherwise hands it to the
+ * reaper. Leaves x->pid == -1 and x->pidfd == -1. */
+static void exec_kill(struct exec_attempt *x)
+{
+        if (x->pid <= 0)
+                return;
+        /* the leader is not reaped yet, so pgid x->pid still names our group */
+        (void) kill(-x->pid, SIGKILL);
+        if (x->pidfd >= 0)
+                loop_io_del(x->a->loop, x->pidfd);
+        if (waitpid(x->pid, NULL, WNOHANG) == 0) {
+                if (x->pidfd >= 0 && reaper_add(x->a->loop, x->pid, x->pidfd) == 0) {
+                        x->pidfd = -1;
+                        x->pid = -1;
+                        return;
+                }
+                /* no pidfd or no memory for the reaper: SIGKILL is pending, so this wait
+                 * is short unless the child sleeps uninterruptibly */
+                while (waitpid(x->pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+        }
+        if (x->pidfd >= 0)
+                (void) close(x->pidfd);
+        x->pidfd = -1;
+        x->pid = -1;
+}
+
+static void exec_release(struct exec_attempt *x)
+{
+        exec_kill(x);
+        if (x->out_fd >= 0) {
+                loop_io_del(x->a->loop, x->out_fd);
+                (void) close(x->out_fd);
+                x->out_fd = -1;
+        }
+}
+
+static void exec_cancel(struct attempt *a)
+{
+        struct exec_attempt *x = a->data;
+
+        if (!x)
+                return;
+        if (x->out_fd >= 0)
+                exec_read_output(x); /* what a timed-out command printed is worth showing */
+        exec_release(x);
+        attempt_set_output(a, x->out, x->out_len);
+        free(x);
+        a->data = NULL;
+}
+
+static void exec_on_exit(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct exec_attempt *x = data;
+        struct attempt *a = x->a;
+        int status = 0;
+        pid_t p;
+
+        (void) l;
+        (void) events;
+        if (a->state != ATTEMPT_RUNNING || a->data != x || x->pidfd != fd)
+                return;
+        if (x->out_fd >= 0)
+                exec_read_output(x); /* everything the leader wrote is in the pipe by now */
+        (void) kill(-x->pid, SIGKILL); /* leftovers of the group; the zombie leader pins the pgid */
+        p = waitpid(x->pid, &status, WNOHANG);
+        if (p == 0)
+                return; /* not exited after all: keep waiting */
+        x->pid = -1;
+        loop_io_del(l, x->pidfd);
+        (void) close(x->pidfd);
+        x->pidfd = -1;
+        if (p < 0)
+                attempt_end(a, OUTCOME_FAILURE, "exit status unavailable: %s", strerror(errno));
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                attempt_end(a, OUTCOME_SUCCESS, "exit status 0");
+        else if (WIFEXITED(status))
+                attempt_end(a, OUTCOME_FAILURE, "exit status %d", WEXITSTATUS(status));
+        else if (WIFSIGNALED(status))
+                attempt_end(a, OUTCOME_FAILURE, "killed by signal %d", WTERMSIG(status));
+        else
+                attempt_end(a, OUTCOME_FAILURE, "exit status unavailable");
+}
+
+/* Errors of posix_spawnp that are about the command, not about probed: the probe fails. */
+static bool spawn_error_is_command(int err)
+{
+        switch (err) {
+        case ENOENT:
+        case EACCES:
+        case ENOEXEC:
+        case ENOTDIR:
+        case ELOOP:
+        case ENAMETOOLONG:
+        case EISDIR:
+        case ETXTBSY:
+        case EPERM:
+                return true;
+        default:
+                return false;
+        }
+}
+
+static int exec_spawn(const struct exec_spec *spec, int out_w, pid_t *ret_pid)
+{
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t none, all;
+        int r;
+
+        r = posix_spawn_file_actions_init(&fa);
+        if (r != 0)
+                return -r;
+        r = posix_spawnattr_init(&attr);
+        if (r != 0) {
+                posix_spawn_file_actions_destroy(&fa);
+                return -r;
+        }
+        /* probed blocks the signals it reads through signalfd and ignores SIGPIPE: the
+         * command must start with a clean mask and default dispositions */
+        sigemptyset(&none);
+        sigfillset(&all);
+        sigdelset(&all, SIGKILL);
+        sigdelset(&all, SIGSTOP);
+        if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) != 0 ||
+            (r = posix_spawn_file_actions_adddup2(&fa, out_w, STDOUT_FILENO)) != 0 ||
+            (r = posix_spawn_file_actions_adddup2(&fa, out_w, STDERR_FILENO)) != 0 ||
+            (r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                                         POSIX_SPAWN_SETSIGDEF)) != 0 ||
+            (r = posix_spawnattr_setpgroup(&attr, 0)) != 0 || (r = posix_spawnattr_setsigmask(&attr, &none)) != 0 ||
+            (r = posix_spawnattr_setsigdefault(&attr, &all)) != 0)
+                goto out;
+        /* glibc reports a failed exec (missing file, no permission) as the return value */
+        r = posix_spawnp(ret_pid, spec->argv[0], &fa, &attr, spec->argv, environ);
+out:
+        posix_spawnattr_destroy(&attr);
+        posix_spawn_file_actions_destroy(&fa);
+        return -r;
+}
+
+static int exec_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
+{
+        const struct exec_spec *spec = specp;
+        struct exec_attempt *x;
+        int fds[2] = { -1, -1 }, r;
+        pid_t pid = -1;
+
+        (void) timeout_ms; /* the lifecycle's deadline ends the attempt, cancel kills */
+        x = calloc(1, sizeof(*x));
+        if (!x)
+                return -ENOMEM;
+        x->a = a;
+        x->pid = -1;
+        x->pidfd = -1;
+        x->out_fd = -1;
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+                r = negative_errno();
+                free(x);
+                return r;
+        }
+        if (fcntl(fds[0], F_SETFL, O_NONBLOCK) < 0) { /* only our end: the child's stays blocking */
+                r = negative_errno();
+                goto fail_pipe;
+        }
+        r = exec_spawn(spec, fds[1], &pid);
+        (void) close(fds[1]);
+        fds[1] = -1;
+        if (r < 0 && spawn_error_is_command(-r)) {
+                (void) close(fds[0]);
+                a->data = x;
+                attempt_end(a, OUTCOME_FAILURE, "exec: %s", strerror(-r));
+                return 0;
+        }
+        if (r < 0)
+                goto fail_pipe;
+        x->pid = pid;
+        x->out_fd = fds[0];
+        a->data = x;
+        x->pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (x->pidfd < 0) {
+                r = negative_errno();
+                goto fail;
+        }
+        r = loop_io_add(a->loop, x->pidfd, EPOLLIN, exec_on_exit, x);
+        if (r < 0) {
+                (void) close(x->pidfd);
+                x->pidfd = -1;
+                goto fail;
+        }
+        r = loop_io_add(a->loop, x->out_fd, EPOLLIN, exec_on_output, x);
+        if (r < 0) {
+                (void) close(x->out_fd);
+                x->out_fd = -1;
+                goto fail;
+        }
+        return 0;
+fail:
+        exec_release(x);
+        free(x);
+        a->data = NULL;
+        return r;
+fail_pipe:
+        (void) close(fds[0]);
+        if (fds[1] >= 0)
+                (void) close(fds[1]);
+        free(x);
+        return r;
+}
+
+static const char *const exec_keys[] = { "command", NULL };
+
+const struct probe_ops exec_probe_ops = {
+        .type = "exec",
+        .keys = exec_keys,
+        .parse = exec_parse,
+        .free_spec = exec_free_spec,
+        .start = exec_start,
+        .cancel = exec_cancel,
+};
