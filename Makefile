@@ -102,6 +102,10 @@ lint:
 install: $(BUILD)/probed
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/probed $(DESTDIR)$(PREFIX)/bin/probed
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 docs/probed.8 $(DESTDIR)$(PREFIX)/share/man/man8/probed.8
+	install -d $(DESTDIR)$(PREFIX)/share/doc/probed/examples
+	install -m 0644 deploy/examples/*.json $(DESTDIR)$(PREFIX)/share/doc/probed/examples/
 
 clean:
 	rm -rf build build-san

@@ -47,6 +47,8 @@ struct attempt {
         enum attempt_state state;
         uint64_t start_ns;
         void *data;                 /* kind state; set by start, freed by cancel */
+        const char *waiting_for;    /* static text set by the kind: what the attempt waits for
+                                     * now ("pong"), for the timeout reason; NULL: "answer" */
         char *output;               /* exec output (malloc'd, NUL-terminated) or NULL; set
                                      * only through attempt_set_output */
         size_t output_len;

@@ -95,10 +95,19 @@ static int exec_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 return cfg_error(reterr, path, "command",
                                  "must be a non-empty array of strings (argv, no shell), e.g. [\"/bin/true\"]");
         cJSON_ArrayForEach(arg, cmd) {
+                const char *why = NULL;
+
                 if (!cJSON_IsString(arg) || !arg->valuestring)
-                        return cfg_error(reterr, path, "command", "[%zu] is not a string", i);
-                if (i == 0 && !*arg->valuestring)
-                        return cfg_error(reterr, path, "command", "[0] must not be empty");
+                        why = "is not a string";
+                else if (i == 0 && !*arg->valuestring)
+                        why = "must not be empty";
+                if (why) {
+                        char *ap = strdup_printf("%s.command[%zu]", path, i);
+                        int r = ap ? cfg_error(reterr, ap, NULL, "%s", why) : -ENOMEM;
+
+                        free(ap);
+                        return r;
+                }
                 tlen += strlen(arg->valuestring) + 1;
                 i++;
         }

@@ -196,9 +196,14 @@ static void grpc_judge(struct grpc_attempt *g, long http_status)
                 return;
         }
         if (g->grpc_status != 0) {
-                name = grpc_code_to_string(g->grpc_status);
-                attempt_end(a, OUTCOME_FAILURE, "grpc-status %ld (%s)%s%s", g->grpc_status, name ? name : "?",
-                            g->grpc_message[0] ? ": " : "", g->grpc_message);
+                /* copied out of g: attempt_end frees g (cancel) before it formats */
+                char message[GRPC_MESSAGE_MAX];
+
+                memcpy(message, g->grpc_message, sizeof(message));
+                code = g->grpc_status;
+                name = grpc_code_to_string(code);
+                attempt_end(a, OUTCOME_FAILURE, "grpc-status %ld (%s)%s%s", code, name ? name : "?",
+                            message[0] ? ": " : "", message);
                 return;
         }
         if (grpcwire_response_decode(g->body, g->body_len, GRPC_MAX_REPLY_BYTES, &status, &why) < 0) {

@@ -297,6 +297,7 @@ static void ws_cancel(struct attempt *a)
         ws_release(w);
         free(w);
         a->data = NULL;
+        a->waiting_for = NULL;
 }
 
 static void ws_watch(struct ws_attempt *w, uint32_t events)
@@ -506,6 +507,7 @@ static void ws_step(struct ws_attempt *w)
                         if (r <= 0)
                                 return;
                         w->step = w->step == WS_SEND_HANDSHAKE ? WS_READ_HANDSHAKE : WS_READ_PONG;
+                        w->a->waiting_for = w->step == WS_READ_PONG ? "pong" : "handshake response";
                         break;
                 case WS_READ_HANDSHAKE:
                         r = ws_check_head(w);
@@ -588,6 +590,7 @@ static void ws_on_connected(struct loop *l, CURL *easy, CURLcode rc, void *data)
         w->fd = fd;
         w->events = EPOLLOUT;
         w->step = WS_SEND_HANDSHAKE;
+        a->waiting_for = "handshake response";
         ws_step(w);
 }
 
@@ -606,6 +609,7 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         w->step = WS_CONNECTING;
         w->lc = (struct loop_curl) { .fn = ws_on_connected, .data = a };
         a->data = w;
+        a->waiting_for = "connection"; /* a timeout reads "timeout: no pong within 1s" */
         r = wsframe_key_new(w->key);
         if (r == 0)
                 r = wsframe_random(w->nonce, 1); /* picks the ping payload length */
@@ -619,6 +623,9 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         /* libcurl's own limit stays the backstop past timeout_ms that probe_curl_new set:
          * the lifecycle's deadline decides, so a slow connect is a timeout, not a failure */
         curl_easy_setopt(w->easy, CURLOPT_CONNECT_ONLY, 1L);
+        /* FORBID_REUSE would close the connection as soon as it is made; a CONNECT_ONLY
+         * connection is never handed to another transfer anyway, and FRESH_CONNECT stays */
+        curl_easy_setopt(w->easy, CURLOPT_FORBID_REUSE, 0L);
         r = loop_curl_add(a->loop, w->easy, &w->lc);
         if (r < 0) {
                 curl_easy_cleanup(w->easy);

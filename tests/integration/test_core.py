@@ -763,15 +763,23 @@ def test_sigint_exits_0():
 
 def test_drain():
     t = start_target()
-    d = start_daemon(config(http("api", t.url("/status/200")), drain="3s"))
-    wait_code(d.url("/readyz"), 200)
+    d = start_daemon(config(http("api", t.url("/status/200")),
+                            http("hang", t.url("/hang"), timeout="30s", scopes=["readiness"]),
+                            drain="3s"))
+    wait_code(d.url("/livez"), 200)
+    wait_healthy(d, "api")
+    wait_probe(d, "hang", lambda p: p["state"] == "running", what="hang attempt in flight")
     d.signal(signal.SIGTERM)
     t0 = time.monotonic()
     code, body, _ = wait_code(d.url("/readyz"), 503, timeout=2)
     eq(body, "draining\n", "/readyz body while draining")
+    r1, _ = count(t)
     eq(curl(d.url("/livez"))[:2], (200, "ok\n"), "/livez while draining")
     s = status(d)
     eq((s["status"], s["draining"], s["ready"]), ("draining", True, False), "/status while draining")
+    hang = [p for p in s["probes"] if p["name"] == "hang"][0]
+    eq((hang["cancellations"], hang["failures"], hang["timeouts"], hang["healthy"]),
+       (1, 0, 0, None), "hang (cancellations, failures, timeouts, healthy) after SIGTERM")
     assert d.alive(), "exited before the drain ended"
     d.wait_log({"event": "draining"})
     eq(d.wait_exit(10), 0, "exit code after the drain")
@@ -779,6 +787,9 @@ def test_drain():
     assert took >= 2.5, "exited %.2fs after SIGTERM, drain is 3s" % took
     if not harness.WRAPPER:
         assert took < 4.5, "exited %.2fs after SIGTERM, drain is 3s" % took
+    r2, _ = count(t)
+    # no attempt starts once draining (one request in flight at SIGTERM may land late)
+    assert r2 - r1 - 1 <= 1, "%d requests reached the target during the drain" % (r2 - r1 - 1)
 
 
 def test_second_signal_exits_at_once():

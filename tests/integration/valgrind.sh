@@ -13,6 +13,9 @@ fi
 PROBED_WRAPPER="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --track-fds=no --num-callers=30"
 export PROBED_WRAPPER
 if [ $# -eq 0 ]; then
-        set -- test_scenario_full test_check_config_prints_json test_check_config_errors_name_the_path test_check_command test_drain
+        set -- test_scenario_full test_check_config_prints_json \
+                test_check_config_errors_name_the_path test_check_command test_drain \
+                test_redirects test_close_and_reset_are_failures test_tcp_up_and_down \
+                test_second_signal_exits_at_once test_sigterm_with_many_hung_attempts
 fi
 BUILD=$BUILD sh "$here/run.sh" "$@"
