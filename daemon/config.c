@@ -55,7 +55,7 @@ static const char *const scope_names[] = {"startup", "liveness", "readiness"};
 static const unsigned scope_flags[] = {SCOPE_STARTUP, SCOPE_LIVENESS, SCOPE_READINESS};
 
 static const char *const top_keys[] = {
-        "listen", "log_level", "drain", "stall_threshold", "defaults", "backoff", "probes", NULL,
+        "listen", "log_level", "details", "drain", "stall_threshold", "defaults", "backoff", "probes", NULL,
 };
 static const char *const timing_keys[] = {
         "period", "timeout", "initial_delay", "startup_period", "success_threshold",
@@ -798,6 +798,14 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
                 c->log_level_set = true;
         }
 
+        s = NULL;
+        if ((r = cfg_string(root, "details", "", false, &s, reterr)) < 0)
+                return r;
+        if (s && strcmp(s, "all") != 0 && strcmp(s, "loopback") != 0)
+                return cfg_error_value(reterr, "", "details", cJSON_GetObjectItemCaseSensitive(root, "details"),
+                                       "is not \"all\" or \"loopback\"");
+        c->details_loopback = s && strcmp(s, "loopback") == 0;
+
         if ((r = cfg_duration(root, "drain", "", false, &c->drain_ms, reterr)) < 0 ||
             (r = cfg_duration(root, "stall_threshold", "", true, &c->stall_threshold_ms, reterr)) < 0)
                 return r;
@@ -1018,6 +1026,7 @@ cJSON *config_to_json(const struct config *c)
 
         if (!root || !cJSON_AddStringToObject(root, "listen", c->listen ? c->listen : DEFAULT_LISTEN) ||
             !cJSON_AddStringToObject(root, "log_level", level ? level : "info") ||
+            !cJSON_AddStringToObject(root, "details", c->details_loopback ? "loopback" : "all") ||
             json_add_duration(root, "drain", c->drain_ms) < 0 ||
             json_add_duration(root, "stall_threshold", c->stall_threshold_ms) < 0)
                 goto fail;

@@ -404,6 +404,7 @@ static struct snapshot *daemon_snapshot(const struct daemon *d)
         s->live = !d->started || d->live_bad == 0;
         s->ready = d->started && !d->draining && d->ready_bad == 0;
         s->draining = d->draining;
+        s->details_loopback = d->cfg->details_loopback;
         s->start_mono_ns = d->start_mono_ns;
         s->stalls = d->stalls;
         s->reloads_ok = d->reloads_ok;

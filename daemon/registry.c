@@ -6,10 +6,9 @@
 
 extern const struct probe_ops http_probe_ops;
 extern const struct probe_ops tcp_probe_ops;
-/* Weak until every kind has landed: a kind missing from the build is unknown. */
-extern const struct probe_ops websocket_probe_ops __attribute__((weak));
-extern const struct probe_ops grpc_probe_ops __attribute__((weak));
-extern const struct probe_ops exec_probe_ops __attribute__((weak));
+extern const struct probe_ops websocket_probe_ops;
+extern const struct probe_ops grpc_probe_ops;
+extern const struct probe_ops exec_probe_ops;
 
 const struct probe_ops *probe_ops_find(const char *type)
 {
@@ -20,7 +19,7 @@ const struct probe_ops *probe_ops_find(const char *type)
         if (!type)
                 return NULL;
         for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
-                if (kinds[i] && strcmp(kinds[i]->type, type) == 0)
+                if (strcmp(kinds[i]->type, type) == 0)
                         return kinds[i];
         return NULL;
 }

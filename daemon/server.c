@@ -74,7 +74,7 @@ struct server {
         int listen_fd;
         pthread_mutex_t lock;
         struct published *current;       /* guarded by lock */
-        struct MHD_Response *not_found, *not_allowed, *unavailable;
+        struct MHD_Response *not_found, *not_allowed, *unavailable, *forbidden;
 };
 
 static struct published *published_unref(struct published *p)
@@ -172,6 +172,24 @@ static void process_figures(uint64_t *ret_rss, double *ret_cpu)
         *ret_cpu = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
+/* Is the client on this host? ("details": "loopback" hides /status and ?verbose from
+ * everyone else: they reveal internal URLs and error texts.) */
+static bool client_is_loopback(struct MHD_Connection *c)
+{
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+        if (!sa)
+                return false;
+        if (sa->sa_family == AF_INET)
+                return (ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr) >> 24) == 127;
+        if (sa->sa_family == AF_INET6) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+                return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+        }
+        return false;
+}
+
 static enum MHD_Result queue_owned(struct MHD_Connection *c, unsigned status, char *body, const char *ctype)
 {
         struct MHD_Response *r;
@@ -214,11 +232,13 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
         p = server_current(srv);
         if (!p)
                 return MHD_queue_response(c, MHD_HTTP_SERVICE_UNAVAILABLE, srv->unavailable);
+        bool details = !p->snap->details_loopback || client_is_loopback(c);
         switch (route) {
         case ROUTE_STARTUP:
         case ROUTE_LIVEZ:
         case ROUTE_READYZ:
-                MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, find_verbose, &verbose);
+                if (details)
+                        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, find_verbose, &verbose);
                 if (!verbose) {
                         ret = MHD_queue_response(c, p->verdict_status[route], p->verdict[route]);
                 } else {
@@ -228,7 +248,10 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
                 }
                 break;
         case ROUTE_STATUS:
-                ret = queue_owned(c, MHD_HTTP_OK, render_status_json(p->snap, now_ns()), CT_JSON);
+                if (details)
+                        ret = queue_owned(c, MHD_HTTP_OK, render_status_json(p->snap, now_ns()), CT_JSON);
+                else
+                        ret = MHD_queue_response(c, MHD_HTTP_FORBIDDEN, srv->forbidden);
                 break;
         case ROUTE_METRICS: {
                 uint64_t rss;
@@ -327,7 +350,8 @@ fail:
 struct server *server_new(const char *listen_s, uint16_t *ret_port, char **reterr)
 {
         static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n",
-                          unavailable[] = "starting\n";
+                          unavailable[] = "starting\n",
+                          forbidden[] = "/status is only served to loopback clients (\"details\": \"loopback\")\n";
         struct server *srv = calloc(1, sizeof(*srv));
         uint16_t port = 0;
 
@@ -338,7 +362,8 @@ struct server *server_new(const char *listen_s, uint16_t *ret_port, char **reter
         srv->not_found = response_new((char *) not_found, sizeof(not_found) - 1, false, CT_TEXT);
         srv->not_allowed = response_new((char *) not_allowed, sizeof(not_allowed) - 1, false, CT_TEXT);
         srv->unavailable = response_new((char *) unavailable, sizeof(unavailable) - 1, false, CT_TEXT);
-        if (!srv->not_found || !srv->not_allowed || !srv->unavailable)
+        srv->forbidden = response_new((char *) forbidden, sizeof(forbidden) - 1, false, CT_TEXT);
+        if (!srv->not_found || !srv->not_allowed || !srv->unavailable || !srv->forbidden)
                 return server_free(srv);
         MHD_add_response_header(srv->not_allowed, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
         srv->listen_fd = listen_socket(listen_s, &port, reterr);
@@ -373,6 +398,8 @@ struct server *server_free(struct server *srv)
                 MHD_destroy_response(srv->not_allowed);
         if (srv->unavailable)
                 MHD_destroy_response(srv->unavailable);
+        if (srv->forbidden)
+                MHD_destroy_response(srv->forbidden);
         pthread_mutex_destroy(&srv->lock);
         free(srv);
         return NULL;

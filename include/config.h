@@ -44,6 +44,8 @@ struct config {
         char *listen;                 /* owned: "ADDR:PORT" */
         enum log_level log_level;     /* LOG_LEVEL_INFO unless set */
         bool log_level_set;           /* the file said log_level */
+        bool details_loopback;        /* "details": "loopback": /status and ?verbose only for
+                                       * loopback clients (they reveal URLs and errors) */
         uint64_t drain_ms;
         uint64_t stall_threshold_ms;
         struct timing defaults;

@@ -55,6 +55,7 @@ struct probe_view {
 struct snapshot {
         atomic_int refs;
         bool started, live, ready, draining;
+        bool details_loopback;         /* /status and ?verbose only for loopback clients */
         uint64_t start_mono_ns;        /* daemon start, CLOCK_MONOTONIC (uptime) */
         uint64_t stalls;
         uint64_t reloads_ok, reloads_failed;
