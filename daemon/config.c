@@ -382,45 +382,6 @@ static bool name_valid(const char *s)
         return true;
 }
 
-/* "ADDR:PORT": ADDR is dotted IPv4, "[IPv6]" or "localhost"; PORT 0..65535. */
-static bool listen_valid(const char *s)
-{
-        const char *colon = strrchr(s, ':'), *port;
-        char host[64];
-        size_t hl;
-        unsigned long p = 0;
-
-        if (!colon)
-                return false;
-        port = colon + 1;
-        if (!*port || strlen(port) > 5)
-                return false;
-        for (const char *q = port; *q; q++) {
-                if (*q < '0' || *q > '9')
-                        return false;
-                p = p * 10 + (unsigned long) (*q - '0');
-        }
-        if (p > 65535)
-                return false;
-        hl = (size_t) (colon - s);
-        if (hl == 0 || hl >= sizeof(host))
-                return false;
-        if (s[0] == '[') {
-                if (hl < 3 || s[hl - 1] != ']')
-                        return false;
-                memcpy(host, s + 1, hl - 2);
-                host[hl - 2] = '\0';
-                struct in6_addr a6;
-                return inet_pton(AF_INET6, host, &a6) == 1;
-        }
-        memcpy(host, s, hl);
-        host[hl] = '\0';
-        if (strcmp(host, "localhost") == 0)
-                return true;
-        struct in_addr a4;
-        return inet_pton(AF_INET, host, &a4) == 1;
-}
-
 /* ---- timing --------------------------------------------------------------------- */
 
 static int cfg_timing(const cJSON *obj, const char *path, struct timing *t, char **reterr)
@@ -777,7 +738,9 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
 
         if ((r = cfg_string(root, "listen", "", false, &s, reterr)) < 0)
                 return r;
-        if (s && !listen_valid(s))
+        struct sockaddr_storage addr;
+        socklen_t addr_len;
+        if (s && address_resolve(s, true, &addr, &addr_len) < 0)
                 return cfg_error_value(reterr, "", "listen", cJSON_GetObjectItemCaseSensitive(root, "listen"),
                                        "is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")");
         c->listen = strdup(s ? s : DEFAULT_LISTEN);

@@ -213,8 +213,16 @@ int main(int argc, char **argv)
                 ret = s ? 0 : 1;
                 goto out;
         }
-        if (!listen || !*listen)
+        if (!listen || !*listen) {
                 listen = cfg->listen;
+        } else {
+                struct sockaddr_storage addr;
+                socklen_t len;
+                if (address_resolve(listen, true, &addr, &len) < 0) {
+                        ret = usage_error("listen: \"%s\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")", listen);
+                        goto out;
+                }
+        }
         if (level_given)
                 log_setup(level, format);
         else if (cfg->log_level_set)

@@ -277,56 +277,13 @@ static void server_log(void *cls, const char *fmt, va_list ap)
         log_kv(LOG_LEVEL_WARNING, "Status server", "event", "http", "error", msg, NULL);
 }
 
-int listen_address_parse(const char *s, struct sockaddr_storage *ret_addr, unsigned *ret_len)
-{
-        char host[128];
-        const char *port;
-        char *end;
-        long pn;
-        size_t hl;
-        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE }, *res;
-
-        if (s[0] == '[') {
-                const char *rb = strchr(s, ']');
-                if (!rb || rb[1] != ':')
-                        return -EINVAL;
-                hl = (size_t) (rb - s - 1);
-                if (hl >= sizeof(host))
-                        return -EINVAL;
-                memcpy(host, s + 1, hl);
-                port = rb + 2;
-                hints.ai_flags |= AI_NUMERICHOST;
-                hints.ai_family = AF_INET6;
-        } else {
-                const char *colon = strrchr(s, ':');
-                if (!colon || strchr(s, ':') != colon)
-                        return -EINVAL;
-                hl = (size_t) (colon - s);
-                if (hl >= sizeof(host))
-                        return -EINVAL;
-                memcpy(host, s, hl);
-                port = colon + 1;
-        }
-        host[hl] = '\0';
-        pn = strtol(port, &end, 10);
-        if (!*port || *end || pn < 0 || pn > 65535)
-                return -EINVAL;
-        if (getaddrinfo(hl ? host : NULL, port, &hints, &res) != 0)
-                return -EINVAL;
-        memcpy(ret_addr, res->ai_addr, res->ai_addrlen);
-        *ret_len = (unsigned) res->ai_addrlen;
-        freeaddrinfo(res);
-        return 0;
-}
-
 static int listen_socket(const char *listen_s, uint16_t *ret_port, char **reterr)
 {
         struct sockaddr_storage addr;
-        unsigned len;
-        socklen_t sl = sizeof(addr);
-        int fd, one = 1;
+        socklen_t len, sl = sizeof(addr);
+        int fd = -1, one = 1;
 
-        if (listen_address_parse(listen_s, &addr, &len) < 0) {
+        if (address_resolve(listen_s, true, &addr, &len) < 0) {
                 *reterr = strdup_printf("listen: \"%s\" is not ADDR:PORT", listen_s);
                 return -EINVAL;
         }

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <netdb.h>
 #include <string.h>
 #include <time.h>
 
@@ -166,4 +167,48 @@ char *strdup_printf(const char *fmt, ...)
         r = vasprintf(&s, fmt, ap);
         va_end(ap);
         return r < 0 ? NULL : s;
+}
+
+int address_resolve(const char *s, bool passive, struct sockaddr_storage *ret_addr, socklen_t *ret_len)
+{
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res = NULL;
+        char host[256];
+        const char *port;
+        size_t hl;
+        char *end;
+        long p;
+
+        if (s[0] == '[') {
+                const char *rb = strchr(s, ']');
+                if (!rb || rb[1] != ':')
+                        return -EINVAL;
+                hl = (size_t) (rb - s - 1);
+                if (hl >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, s + 1, hl);
+                port = rb + 2;
+                hints.ai_family = AF_INET6;
+                hints.ai_flags |= AI_NUMERICHOST;
+        } else {
+                const char *colon = strrchr(s, ':');
+                if (!colon || strchr(s, ':') != colon)
+                        return -EINVAL;
+                hl = (size_t) (colon - s);
+                if (hl >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, s, hl);
+                port = colon + 1;
+        }
+        host[hl] = '\0';
+        p = strtol(port, &end, 10);
+        if (hl == 0 || !*port || *end || *port == '+' || *port == '-' || p < (passive ? 0 : 1) || p > 65535)
+                return -EINVAL;
+        if (passive)
+                hints.ai_flags |= AI_PASSIVE;
+        if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
+                return -ENOENT;
+        memcpy(ret_addr, res->ai_addr, res->ai_addrlen);
+        *ret_len = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
 }

@@ -15,8 +15,3 @@ struct server *server_new(const char *listen, uint16_t *ret_port, char **reterr)
 void server_publish(struct server *srv, struct snapshot *s);
 /* Stops the threads and frees everything. NULL-safe. */
 struct server *server_free(struct server *srv);
-
-/* Parses "ADDR:PORT" / "[V6]:PORT" / "localhost:PORT" into a socket address.
- * Returns 0 or -EINVAL. */
-struct sockaddr_storage;
-int listen_address_parse(const char *s, struct sockaddr_storage *ret_addr, unsigned *ret_len);

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define NSEC_PER_MSEC 1000000ULL
 #define NSEC_PER_SEC 1000000000ULL
@@ -28,3 +29,9 @@ static inline int negative_errno(void) { return errno > 0 ? -errno : -EIO; }
 
 /* malloc'd printf; NULL on ENOMEM. */
 char *strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Resolves "HOST:PORT" or "[V6]:PORT". Host names go through getaddrinfo, so call it
+ * only while loading config, never on the loop. passive: an address to listen on (port
+ * 0 allowed); otherwise a target (port 1..65535). Returns 0, -EINVAL when s is not
+ * HOST:PORT, or -ENOENT when the host does not resolve. */
+int address_resolve(const char *s, bool passive, struct sockaddr_storage *ret_addr, socklen_t *ret_len);

@@ -7,8 +7,6 @@
  *
  * Host names are resolved when the config loads (a sidecar probes localhost); the
  * attempt itself never blocks. */
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,47 +29,6 @@ struct tcp_attempt {
         int fd;
 };
 
-/* Splits "HOST:PORT" / "[V6]:PORT" and resolves it. -EINVAL: not HOST:PORT. */
-static int tcp_resolve(const char *address, struct sockaddr_storage *ret_addr, socklen_t *ret_len)
-{
-        char host[256];
-        const char *colon, *port;
-        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res = NULL;
-        size_t hl;
-        char *end;
-        long p;
-
-        if (address[0] == '[') {
-                const char *rb = strchr(address, ']');
-                if (!rb || rb[1] != ':')
-                        return -EINVAL;
-                hl = (size_t) (rb - address - 1);
-                if (hl == 0 || hl >= sizeof(host))
-                        return -EINVAL;
-                memcpy(host, address + 1, hl);
-                port = rb + 2;
-        } else {
-                colon = strrchr(address, ':');
-                if (!colon || colon == address || strchr(address, ':') != colon)
-                        return -EINVAL;
-                hl = (size_t) (colon - address);
-                if (hl >= sizeof(host))
-                        return -EINVAL;
-                memcpy(host, address, hl);
-                port = colon + 1;
-        }
-        host[hl] = '\0';
-        p = strtol(port, &end, 10);
-        if (!*port || *end || p < 1 || p > 65535)
-                return -EINVAL;
-        if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
-                return -ENOENT;
-        memcpy(ret_addr, res->ai_addr, res->ai_addrlen);
-        *ret_len = res->ai_addrlen;
-        freeaddrinfo(res);
-        return 0;
-}
-
 static int tcp_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
 {
         struct tcp_spec *spec;
@@ -84,7 +41,7 @@ static int tcp_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_t
         spec = calloc(1, sizeof(*spec));
         if (!spec)
                 return -ENOMEM;
-        r = tcp_resolve(address, &spec->addr, &spec->addr_len);
+        r = address_resolve(address, false, &spec->addr, &spec->addr_len);
         if (r == -EINVAL) {
                 free(spec);
                 return cfg_error(reterr, path, "address", "\"%s\" is not HOST:PORT", address);

@@ -218,7 +218,7 @@ def private_rss_kib(pid):
 
 def is_asan(path):
     with open(path, "rb") as f:
-        return b"AddressSanitizer" in f.read()
+        return b"__asan_init" in f.read()
 
 
 def check_status(st):
