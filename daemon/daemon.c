@@ -451,6 +451,8 @@ static void daemon_on_stall(struct loop *l, uint64_t late_ns, void *data)
         size_t n = 0;
 
         (void) l;
+        if (d->draining)
+                return; /* shutdown already cancelled everything: nothing re-runs */
         d->stalls++;
         d->dirty_stats = true;
         for (size_t i = 0; i < d->n_probes; i++) {
@@ -615,16 +617,32 @@ static void daemon_reload(struct daemon *d)
                "removed", r, NULL);
 }
 
+/* SIGUSR1: the full /status, in as many lines as it takes to keep each line under
+ * LOG_LINE_MAX (each line is a /status document holding a slice of the probes). */
 static void daemon_log_status(struct daemon *d)
 {
-        struct snapshot *s = daemon_snapshot(d);
-        char *json;
+        struct snapshot *s = daemon_snapshot(d), part;
+        size_t i = 0, k;
 
         if (!s)
                 return;
-        json = render_status_json(s, now_ns());
-        log_kv(LOG_LEVEL_INFO, "Status", "event", "status", "status", json, NULL);
-        free(json);
+        memcpy(&part, s, sizeof(part)); /* a borrowed view: only read by render_status_json */
+        do {
+                char *json = NULL;
+                for (k = s->n_probes - i;; k = (k + 1) / 2) {
+                        part.probes = s->probes + i;
+                        part.n_probes = k;
+                        free(json);
+                        json = render_status_json(&part, now_ns());
+                        if (!json || strlen(json) < LOG_LINE_MAX / 2 || k <= 1) /* escaping may double it */
+                                break;
+                }
+                if (!json)
+                        break;
+                log_kv(LOG_LEVEL_INFO, "Status", "event", "status", "status", json, NULL);
+                free(json);
+                i += k;
+        } while (i < s->n_probes);
         snapshot_unref(s);
 }
 

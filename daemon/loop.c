@@ -435,14 +435,21 @@ int loop_run(struct loop *l)
                 int n = epoll_wait(l->epfd, evs, MAX_EVENTS, -1);
 
                 if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
+                        /* A stopped process resumed by SIGCONT sees EINTR here (signal(7)),
+                         * which is exactly when the stall check below matters. */
+                        if (errno != EINTR)
+                                return negative_errno();
+                        n = 0;
                 }
                 now = now_ns();
                 if (wake != NO_DEADLINE && now > wake && now - wake > l->stall_threshold_ns &&
-                    l->stall_threshold_ns > 0 && l->hooks.stall)
-                        l->hooks.stall(l, now - wake, l->hooks.data);
+                    l->stall_threshold_ns > 0 && l->hooks.stall) {
+                        /* Signals that arrived during the freeze come first: a SIGTERM
+                         * queued then must stop the stall's re-runs. */
+                        signal_on_io(l, l->sfd, EPOLLIN, NULL);
+                        if (!l->exiting)
+                                l->hooks.stall(l, now - wake, l->hooks.data);
+                }
                 for (int i = 0; i < n; i++) {
                         int fd = (int) (uint32_t) evs[i].data.u64;
                         uint32_t gen = (uint32_t) (evs[i].data.u64 >> 32);

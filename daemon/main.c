@@ -67,7 +67,7 @@ static int cmd_check(int argc, char **argv)
                 return usage_error("check: missing URL%s", "");
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return 1;
-        e = probe_curl_new(url, timeout_ms, false);
+        e = probe_curl_new(url, timeout_ms, false, NULL);
         if (!e)
                 return 1;
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
@@ -81,7 +81,7 @@ static int cmd_check(int argc, char **argv)
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
         else {
                 char err[ERROR_MAX];
-                probe_curl_error(e, rc, err, sizeof(err));
+                (void) probe_curl_error(e, rc, 0, err, sizeof(err));
                 fprintf(stderr, "probed: check %s: %s\n", url, err);
         }
         curl_easy_cleanup(e);

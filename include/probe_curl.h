@@ -6,16 +6,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "probe.h"
+
 /* A new easy handle for one attempt: NOSIGNAL, no proxy (environment ignored), a fresh
  * connection never reused, SO_LINGER 0 on its socket (no TIME_WAIT on our side),
  * User-Agent probed/<version>, TLS verification as asked, and a total-time backstop a
  * little past timeout_ms (the lifecycle's deadline is the real timeout).
+ * ret_socket_errno (may be NULL; borrowed for the handle's life) receives the errno of
+ * a socket() that failed, so that EMFILE is told apart from a refused connection.
  * NULL on ENOMEM. Caller owns it (curl_easy_cleanup). */
-CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify);
+CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int *ret_socket_errno);
 
-/* A short lower-case reason for a failed transfer: "connection refused",
- * "connection reset by peer", "empty reply from server", ... into buf. */
-void probe_curl_error(CURL *easy, CURLcode rc, char *buf, size_t n);
+/* Judges a failed transfer: OUTCOME_ERROR when probed itself could not open a socket
+ * (socket_errno EMFILE, ENFILE, ENOBUFS, ENOMEM: the target is not at fault), else
+ * OUTCOME_FAILURE. A short lower-case reason goes into buf: "connection refused",
+ * "connection reset by peer", "empty reply from server", "cannot open socket: ...". */
+enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *buf, size_t n);
+
+/* Is err a shortage of probed's own resources (the attempt could not run)? */
+bool probe_errno_is_local(int err);
 
 /* strerror(err) with a lower-case first letter, into buf ("connection refused"). */
 void probe_strerror(int err, char *buf, size_t n);

@@ -20,7 +20,9 @@
  * exec-probe failure), so cancel tries one waitpid(WNOHANG) and otherwise leaves the
  * pidfd registered in the loop on a small module-owned reaper list; its callback reaps
  * the child as soon as it is gone. A child that leaves the group (setsid, setpgid)
- * escapes the kill, as with kubelet.
+ * escapes the kill, as with kubelet. Without pidfd_open (ENOSYS: Linux < 5.3, or
+ * valgrind 3.19, which does not know the syscall) the same happens on a timer: the
+ * child is looked at every EXEC_POLL_MS with waitid(WNOWAIT), which does not reap it.
  *
  * Background processes a command leaves behind (`sh -c "x &"`) are killed too when the
  * leader exits: a probe running every few seconds must not pile up processes. */
@@ -40,6 +42,7 @@
 #include "util.h"
 
 #define EXEC_READ_PER_WAKE (64 * 1024) /* output bytes read per callback, so one child cannot hog the loop */
+#define EXEC_POLL_MS 10 /* how often a child is looked at when pidfd_open is missing (valgrind 3.19, Linux < 5.3) */
 
 extern char **environ;
 
@@ -51,7 +54,8 @@ struct exec_spec {
 struct exec_attempt {
         struct attempt *a;
         pid_t pid;              /* the leader (= pgid), or -1 once reaped */
-        int pidfd;              /* registered with the loop, or -1 */
+        int pidfd;              /* registered with the loop, or -1 (then poll is used) */
+        struct timer poll;      /* without pidfd_open: look at the child every EXEC_POLL_MS */
         int out_fd;             /* pipe read end, registered with the loop, or -1 */
         size_t out_len;
         char out[EXEC_OUTPUT_MAX];
@@ -62,7 +66,8 @@ struct reaper {
         struct reaper *prev, *next;
         struct loop *loop;
         pid_t pid;
-        int pidfd;
+        int pidfd;              /* -1: no pidfd, poll is used */
+        struct timer poll;
 };
 
 static struct reaper *reapers; /* keeps them reachable (LeakSanitizer) until reaped */
@@ -141,8 +146,11 @@ oom:
 
 static void reaper_free(struct reaper *r)
 {
-        loop_io_del(r->loop, r->pidfd);
-        (void) close(r->pidfd);
+        if (r->pidfd >= 0) {
+                loop_io_del(r->loop, r->pidfd);
+                (void) close(r->pidfd);
+        }
+        loop_timer_disarm(r->loop, &r->poll);
         if (r->prev)
                 r->prev->next = r->next;
         else
@@ -152,22 +160,32 @@ static void reaper_free(struct reaper *r)
         free(r);
 }
 
-static void reaper_on_exit(struct loop *l, int fd, uint32_t events, void *data)
+static void reaper_try(struct reaper *r)
 {
-        struct reaper *r = data;
-        pid_t p;
-
-        (void) l;
-        (void) fd;
-        (void) events;
-        p = waitpid(r->pid, NULL, WNOHANG);
-        if (p == 0)
-                return; /* not gone yet (a spurious wake): the pidfd stays armed */
+        if (waitpid(r->pid, NULL, WNOHANG) == 0) {
+                if (r->pidfd < 0) /* no pidfd: look again soon */
+                        loop_timer_arm(r->loop, &r->poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
+                return; /* not gone yet: the pidfd stays armed */
+        }
         reaper_free(r); /* reaped, or ECHILD: someone else did */
 }
 
-/* Takes over pid/pidfd of a killed child the loop will reap. 0 or negative errno (then
- * the caller still owns both). */
+static void reaper_on_exit(struct loop *l, int fd, uint32_t events, void *data)
+{
+        (void) l;
+        (void) fd;
+        (void) events;
+        reaper_try(data);
+}
+
+static void reaper_on_poll(struct loop *l, void *data)
+{
+        (void) l;
+        reaper_try(data);
+}
+
+/* Takes over pid (and pidfd, -1 when there is none) of a killed child the loop will
+ * reap. 0 or negative errno (then the caller still owns both). */
 static int reaper_add(struct loop *l, pid_t pid, int pidfd)
 {
         struct reaper *r = calloc(1, sizeof(*r));
@@ -176,11 +194,15 @@ static int reaper_add(struct loop *l, pid_t pid, int pidfd)
         if (!r)
                 return -ENOMEM;
         *r = (struct reaper) { .loop = l, .pid = pid, .pidfd = pidfd, .next = reapers };
-        ret = loop_io_add(l, pidfd, EPOLLIN, reaper_on_exit, r);
-        if (ret < 0) {
-                free(r);
-                return ret;
-        }
+        timer_init(&r->poll, reaper_on_poll, r);
+        if (pidfd >= 0) {
+                ret = loop_io_add(l, pidfd, EPOLLIN, reaper_on_exit, r);
+                if (ret < 0) {
+                        free(r);
+                        return ret;
+                }
+        } else
+                loop_timer_arm(l, &r->poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
         if (reapers)
                 reapers->prev = r;
         reapers = r;
@@ -228,24 +250,31 @@ static void exec_on_output(struct loop *l, int fd, uint32_t events, void *data)
         exec_read_output(x);
 }
 
+/* Stops watching for the leader's exit (pidfd or poll timer); the pidfd stays open. */
+static void exec_unwatch(struct exec_attempt *x)
+{
+        if (x->pidfd >= 0)
+                loop_io_del(x->a->loop, x->pidfd);
+        loop_timer_disarm(x->a->loop, &x->poll);
+}
+
 /* Kills the group and reaps the leader if it is already gone; otherwise hands it to the
  * reaper. Leaves x->pid == -1 and x->pidfd == -1. */
 static void exec_kill(struct exec_attempt *x)
 {
+        exec_unwatch(x);
         if (x->pid <= 0)
                 return;
         /* the leader is not reaped yet, so pgid x->pid still names our group */
         (void) kill(-x->pid, SIGKILL);
-        if (x->pidfd >= 0)
-                loop_io_del(x->a->loop, x->pidfd);
         if (waitpid(x->pid, NULL, WNOHANG) == 0) {
-                if (x->pidfd >= 0 && reaper_add(x->a->loop, x->pid, x->pidfd) == 0) {
+                if (reaper_add(x->a->loop, x->pid, x->pidfd) == 0) {
                         x->pidfd = -1;
                         x->pid = -1;
                         return;
                 }
-                /* no pidfd or no memory for the reaper: SIGKILL is pending, so this wait
-                 * is short unless the child sleeps uninterruptibly */
+                /* no memory for the reaper: SIGKILL is pending, so this wait is short
+                 * unless the child sleeps uninterruptibly */
                 while (waitpid(x->pid, NULL, 0) < 0 && errno == EINTR)
                         ;
         }
@@ -279,29 +308,31 @@ static void exec_cancel(struct attempt *a)
         a->data = NULL;
 }
 
-static void exec_on_exit(struct loop *l, int fd, uint32_t events, void *data)
+/* Ends the attempt if the leader has exited (it is not reaped before the group is
+ * killed, so that its pid still names the group). */
+static void exec_check_exit(struct exec_attempt *x)
 {
-        struct exec_attempt *x = data;
         struct attempt *a = x->a;
+        siginfo_t si = { 0 };
         int status = 0;
         pid_t p;
 
-        (void) l;
-        (void) events;
-        if (a->state != ATTEMPT_RUNNING || a->data != x || x->pidfd != fd)
-                return;
+        if (waitid(P_PID, (id_t) x->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0) {
+                if (x->pidfd < 0) /* no pidfd: look again soon */
+                        loop_timer_arm(a->loop, &x->poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
+                return; /* still running */
+        }
         if (x->out_fd >= 0)
                 exec_read_output(x); /* everything the leader wrote is in the pipe by now */
         (void) kill(-x->pid, SIGKILL); /* leftovers of the group; the zombie leader pins the pgid */
         p = waitpid(x->pid, &status, WNOHANG);
-        if (p == 0)
-                return; /* not exited after all: keep waiting */
-        x->pid = -1;
-        loop_io_del(l, x->pidfd);
-        (void) close(x->pidfd);
+        exec_unwatch(x);
+        if (x->pidfd >= 0)
+                (void) close(x->pidfd);
         x->pidfd = -1;
-        if (p < 0)
-                attempt_end(a, OUTCOME_FAILURE, "exit status unavailable: %s", strerror(errno));
+        x->pid = -1;
+        if (p <= 0)
+                attempt_end(a, OUTCOME_FAILURE, "exit status unavailable");
         else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
                 attempt_end(a, OUTCOME_SUCCESS, "exit status 0");
         else if (WIFEXITED(status))
@@ -310,6 +341,27 @@ static void exec_on_exit(struct loop *l, int fd, uint32_t events, void *data)
                 attempt_end(a, OUTCOME_FAILURE, "killed by signal %d", WTERMSIG(status));
         else
                 attempt_end(a, OUTCOME_FAILURE, "exit status unavailable");
+}
+
+static void exec_on_exit(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct exec_attempt *x = data;
+
+        (void) l;
+        (void) events;
+        if (x->a->state != ATTEMPT_RUNNING || x->a->data != x || x->pidfd != fd)
+                return;
+        exec_check_exit(x);
+}
+
+static void exec_on_poll(struct loop *l, void *data)
+{
+        struct exec_attempt *x = data;
+
+        (void) l;
+        if (x->a->state != ATTEMPT_RUNNING || x->a->data != x || x->pid <= 0)
+                return;
+        exec_check_exit(x);
 }
 
 /* Errors of posix_spawnp that are about the command, not about probed: the probe fails. */
@@ -383,6 +435,7 @@ static int exec_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         x->pid = -1;
         x->pidfd = -1;
         x->out_fd = -1;
+        timer_init(&x->poll, exec_on_poll, x);
         if (pipe2(fds, O_CLOEXEC) < 0) {
                 r = negative_errno();
                 free(x);
@@ -407,16 +460,19 @@ static int exec_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         x->out_fd = fds[0];
         a->data = x;
         x->pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
-        if (x->pidfd < 0) {
+        if (x->pidfd < 0 && errno != ENOSYS) {
                 r = negative_errno();
                 goto fail;
         }
-        r = loop_io_add(a->loop, x->pidfd, EPOLLIN, exec_on_exit, x);
-        if (r < 0) {
-                (void) close(x->pidfd);
-                x->pidfd = -1;
-                goto fail;
-        }
+        if (x->pidfd >= 0) {
+                r = loop_io_add(a->loop, x->pidfd, EPOLLIN, exec_on_exit, x);
+                if (r < 0) {
+                        (void) close(x->pidfd);
+                        x->pidfd = -1;
+                        goto fail;
+                }
+        } else
+                loop_timer_arm(a->loop, &x->poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
         r = loop_io_add(a->loop, x->out_fd, EPOLLIN, exec_on_output, x);
         if (r < 0) {
                 (void) close(x->out_fd);

@@ -47,6 +47,7 @@ struct grpc_attempt {
         CURL *easy;
         struct curl_slist *headers;
         size_t header_bytes;
+        int socket_errno;               /* set when socket() fails */
         bool have_status;
         long grpc_status;
         char grpc_message[GRPC_MESSAGE_MAX];
@@ -241,12 +242,12 @@ static void grpc_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
         }
         (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
         if (rc != CURLE_OK) {
-                probe_curl_error(easy, rc, err, sizeof(err));
+                enum outcome o = probe_curl_error(easy, rc, g->socket_errno, err, sizeof(err));
                 if (http_status == 0 && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
                                          rc == CURLE_SSL_CONNECT_ERROR))
-                        attempt_end(a, OUTCOME_FAILURE, "connect: %s", err);
+                        attempt_end(a, o, "connect: %s", err);
                 else
-                        attempt_end(a, OUTCOME_FAILURE, "%s", err);
+                        attempt_end(a, o, "%s", err);
                 return;
         }
         grpc_judge(g, http_status);
@@ -294,7 +295,7 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                         goto fail;
                 g->headers = n;
         }
-        g->easy = probe_curl_new(spec->url, timeout_ms, false);
+        g->easy = probe_curl_new(spec->url, timeout_ms, false, &g->socket_errno);
         if (!g->easy)
                 goto fail;
         curl_easy_setopt(g->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);

@@ -45,6 +45,7 @@ struct http_attempt {
         CURL *easy;
         char *url;                      /* current URL (changes on redirects) */
         uint64_t timeout_ms;
+        int socket_errno;               /* set when socket() fails */
         unsigned redirects;
         size_t header_bytes;
         bool body_capped;
@@ -257,7 +258,7 @@ static int http_send(struct http_attempt *h)
         h->body_len = 0;
         h->header_bytes = 0;
         h->body_capped = false;
-        h->easy = probe_curl_new(h->url, h->timeout_ms, h->spec->tls_verify);
+        h->easy = probe_curl_new(h->url, h->timeout_ms, h->spec->tls_verify, &h->socket_errno);
         if (!h->easy)
                 return -ENOMEM;
         curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->spec->headers);
@@ -314,11 +315,12 @@ static void http_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
         if (rc == CURLE_WRITE_ERROR && h->body_capped)
                 rc = CURLE_OK;
         if (rc != CURLE_OK) {
+                enum outcome o = OUTCOME_FAILURE;
                 if (rc == CURLE_WRITE_ERROR || h->header_bytes > HTTP_MAX_HEADER_BYTES)
                         snprintf(err, sizeof(err), "response headers too large");
                 else
-                        probe_curl_error(easy, rc, err, sizeof(err));
-                attempt_end(a, OUTCOME_FAILURE, "%s", err);
+                        o = probe_curl_error(easy, rc, h->socket_errno, err, sizeof(err));
+                attempt_end(a, o, "%s", err);
                 return;
         }
         (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);

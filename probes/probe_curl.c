@@ -1,5 +1,6 @@
 /* Shared libcurl setup for probe kinds; see include/probe_curl.h. */
 #include <ctype.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -19,7 +20,24 @@ static int sockopt_linger0(void *clientp, curl_socket_t fd, curlsocktype purpose
         return CURL_SOCKOPT_OK;
 }
 
-CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify)
+static curl_socket_t opensocket_record_errno(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+        int *ret_errno = clientp;
+        curl_socket_t fd;
+
+        (void) purpose;
+        fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+        if (fd == CURL_SOCKET_BAD && ret_errno)
+                *ret_errno = errno;
+        return fd;
+}
+
+bool probe_errno_is_local(int err)
+{
+        return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int *ret_socket_errno)
 {
         CURL *e = curl_easy_init();
 
@@ -33,6 +51,8 @@ CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify)
         curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
         curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
         curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, sockopt_linger0);
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_record_errno);
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, ret_socket_errno);
         curl_easy_setopt(e, CURLOPT_USERAGENT, "probed/" PROBED_VERSION);
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) (timeout_ms + CURL_BACKSTOP_MS));
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, tls_verify ? 1L : 0L);
@@ -52,10 +72,16 @@ void probe_strerror(int err, char *buf, size_t n)
         buf[0] = (char) tolower((unsigned char) buf[0]);
 }
 
-void probe_curl_error(CURL *easy, CURLcode rc, char *buf, size_t n)
+enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *buf, size_t n)
 {
         long os_errno = 0;
 
+        if (socket_errno && rc == CURLE_COULDNT_CONNECT) {
+                char msg[96];
+                probe_strerror(socket_errno, msg, sizeof(msg));
+                snprintf(buf, n, "cannot open socket: %s", msg);
+                return probe_errno_is_local(socket_errno) ? OUTCOME_ERROR : OUTCOME_FAILURE;
+        }
         (void) curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
         switch (rc) {
         case CURLE_COULDNT_CONNECT:
@@ -63,16 +89,17 @@ void probe_curl_error(CURL *easy, CURLcode rc, char *buf, size_t n)
         case CURLE_SEND_ERROR:
                 if (os_errno > 0) {
                         probe_strerror((int) os_errno, buf, n);
-                        return;
+                        return OUTCOME_FAILURE;
                 }
                 break;
         case CURLE_GOT_NOTHING:
                 snprintf(buf, n, "empty reply from server");
-                return;
+                return OUTCOME_FAILURE;
         default:
                 break;
         }
         snprintf(buf, n, "%s", curl_easy_strerror(rc));
         if (n > 0)
                 buf[0] = (char) tolower((unsigned char) buf[0]);
+        return OUTCOME_FAILURE;
 }

@@ -129,7 +129,7 @@ static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         }
         if (errno != EINPROGRESS) {
                 r = errno;
-                if (r == EMFILE || r == ENFILE || r == ENOBUFS || r == ENOMEM || r == EADDRNOTAVAIL)
+                if (probe_errno_is_local(r) || r == EADDRNOTAVAIL)
                         goto error;
                 tcp_fail(a, r);
                 return 0;

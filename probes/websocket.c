@@ -66,6 +66,7 @@ struct ws_attempt {
         struct attempt *a;
         const struct ws_spec *spec;
         CURL *easy;
+        int socket_errno;               /* set when socket() fails */
         int fd;                         /* registered with the loop, or -1 */
         uint32_t events;                /* what fd is registered for */
         enum ws_step step;
@@ -566,8 +567,8 @@ static void ws_on_connected(struct loop *l, CURL *easy, CURLcode rc, void *data)
         if (a->state != ATTEMPT_RUNNING || !w || w->easy != easy || w->step != WS_CONNECTING)
                 return;
         if (rc != CURLE_OK) {
-                probe_curl_error(easy, rc, err, sizeof(err));
-                attempt_end(a, OUTCOME_FAILURE, "connect: %s", err);
+                enum outcome o = probe_curl_error(easy, rc, w->socket_errno, err, sizeof(err));
+                attempt_end(a, o, "connect: %s", err);
                 return;
         }
         if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK || fd == CURL_SOCKET_BAD) {
@@ -615,7 +616,7 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 r = wsframe_random(w->nonce, 1); /* picks the ping payload length */
         if (r < 0)
                 goto fail;
-        w->easy = probe_curl_new(spec->curl_url, timeout_ms, false);
+        w->easy = probe_curl_new(spec->curl_url, timeout_ms, false, &w->socket_errno);
         if (!w->easy) {
                 r = -ENOMEM;
                 goto fail;

@@ -360,6 +360,7 @@ def run(seconds, seed=None):
     problems = []
     reloads_ok = reloads_failed = 0
     pauses, frozen_s = 0, 0.0
+    usr1 = usr1_truncated = 0
     false_during_pauses = 0
     next_valid = True
     t0 = time.monotonic()
@@ -405,7 +406,22 @@ def run(seconds, seed=None):
                         problems.append("reload_failed line without ERROR/error: %r" % line)
                     reloads_failed += 1
                 next_valid = not next_valid
-            elif r < 0.75:
+            elif r < 0.55:
+                # SIGUSR1: one "status" line whose status parses like /status
+                n = len([l for l in d.logs() if l.get("event") == "status"])
+                d.signal(signal.SIGUSR1)
+                line = wait_until(lambda: ([l for l in d.logs()
+                                            if l.get("event") == "status"][n:] or [None])[0],
+                                  timeout=5, msg="the status line of SIGUSR1")
+                try:
+                    if line.get("truncated"):
+                        usr1_truncated += 1  # LOG_LINE_MAX: see test_lifecycle's own test
+                    else:
+                        check_status(json.loads(line["status"]))
+                except (AssertionError, ValueError, KeyError, TypeError) as e:
+                    problems.append("SIGUSR1 status line does not parse (%s): %r" % (e, line))
+                usr1 += 1
+            elif r < 0.85:
                 # a pause: the steady probes must not count a failure or timeout for it
                 _, before = steady_view(d)
                 length = rng.uniform(0.5, 3.0)
@@ -478,10 +494,10 @@ def run(seconds, seed=None):
                         % (rss_before, rss_after))
     duration = time.monotonic() - t0
     print("chaos: seed=%d duration=%.1fs probes=%d reloads ok=%d failed=%d pauses=%d "
-          "(%.1fs frozen) stalls=%d flips=%d attempts=%d false_failures=%d status_answers=%d "
+          "(%.1fs frozen) stalls=%d usr1=%d (%d truncated) flips=%d attempts=%d false_failures=%d status_answers=%d "
           "status_conn_errors=%d rss_before=%dKiB rss_after=%dKiB%s exit=%r in %.2fs"
           % (seed, duration, len(good["probes"]), reloads_ok, reloads_failed, pauses, frozen_s,
-             stalls, flips[0], poller.attempts_total(), false_total, poller.answers,
+             stalls, usr1, usr1_truncated, flips[0], poller.attempts_total(), false_total, poller.answers,
              poller.conn_errors, rss_before, rss_after, rss_note, rc, exit_s), flush=True)
     if problems:
         raise AssertionError("chaos (seed %d): %s" % (seed, "; ".join(problems)))

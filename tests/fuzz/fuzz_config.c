@@ -12,8 +12,9 @@
  *   - a loaded config round-trips: config_to_json -> text -> config_load succeeds and
  *     gives the same JSON, the same probe count and probe_config_equal probes.
  *     Exception: the daemon documents no escape for a literal "${", so a config whose
- *     effective values contain "${" (from the environment, or a default such as
- *     "${A:-${B}") may not load again; that case is skipped, not failed.
+ *     effective values contain "${" (from the environment, a default such as
+ *     "${A:-${B}", or a probe flag, which is not expanded) is not a fixed point; the
+ *     round trip is skipped for it.
  *
  * The environment is fixed at the first call so that runs are reproducible.
  */
@@ -77,11 +78,15 @@ static void check_round_trip(const struct config *c)
         text = cJSON_PrintUnformatted(j);
         if (!text)
                 goto out;
+        /* No escape exists for a literal "${" (documented in daemon/config.c), so an
+         * effective config holding one (from the environment, a "${A:-${B}" default, or
+         * a probe flag, which is never expanded) means something else when loaded
+         * again: not a fixed point, nothing to compare. */
+        if (strstr(text, "${"))
+                goto out;
         r = config_load(text, NULL, 0, &c2, &err);
         if (r < 0) {
                 check_error(r, c2, err);
-                if (strstr(text, "${"))
-                        goto out; /* no escape for a literal "${": documented */
                 fprintf(stderr, "effective config: %s\nreload error: %s\n", text, err ? err : "(null)");
                 fail("effective config does not load again", NULL);
         }

@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import signal
+import subprocess
 import sys
 import time
 
@@ -174,13 +175,14 @@ def wait_exit_within(d, seconds):
 def test_reload_by_name():
     t = start_target()
     ok = t.url("/status/200")
-    d = start_daemon(config(http("a", ok), http("b", ok), tcp("c", "127.0.0.1:%d" % t.port)))
+    slow = t.url("/delay/200")  # a is in flight most of the time: the reload must not cancel it
+    d = start_daemon(config(http("a", slow), http("b", ok), tcp("c", "127.0.0.1:%d" % t.port)))
     for name in ("a", "b", "c"):
         d.wait_log({"event": "healthy", "probe": name})
     before = probes_by_name(wait_until(
         lambda: (lambda s: s if all(p["attempts"] >= 10 for p in s["probes"]) else None)(status(d)),
         msg="10 attempts of each probe"))
-    d.write_config(config(http("a", ok),
+    d.write_config(config(http("a", slow),
                           http("b", t.url("/status/204"), period="2s", startup_period="2s"),
                           http("d", ok)))
     d.signal(signal.SIGHUP)
@@ -197,6 +199,7 @@ def test_reload_by_name():
         before["a"], a)
     eq(a["healthy"], True, "a stays healthy")
     eq(a["last_change"], before["a"]["last_change"], "a's last_change")
+    eq(a["cancellations"], 0, "a's cancellations (an unchanged probe's attempt is not cancelled)")
     assert b["attempts"] < before["b"]["attempts"] and b["attempts"] <= 2, \
         "b was not restarted from zero: %r (before: %r)" % (b, before["b"])
     eq(b["target"], t.url("/status/204"), "b's new url")
@@ -209,6 +212,28 @@ def test_reload_by_name():
     eq(metric(m, 'probed_config_reloads_total{result="success"}'), 1, "reloads success metric")
     eq(metric(m, 'probed_config_reloads_total{result="failure"}'), 0, "reloads failure metric")
     assert 'probe="c"' not in m, "removed probe c still in /metrics"
+
+
+def test_reload_defaults_change_restarts_inheriting_probes():
+    """A probe is changed when its effective config changes, e.g. through `defaults`;
+    one that sets every timing itself is unchanged by the same edit."""
+    t = start_target()
+    own = {"period": "100ms", "timeout": "1s", "startup_period": "50ms", "initial_delay": "0s",
+           "success_threshold": 1, "failure_threshold": 2}
+    cfg = config(http("x", t.url("/status/200")), http("y", t.url("/status/200"), **own))
+    d = start_daemon(cfg)
+    before = probes_by_name(wait_until(
+        lambda: (lambda s: s if all(p["attempts"] >= 10 for p in s["probes"]) else None)(status(d)),
+        msg="10 attempts of x and y"))
+    cfg["defaults"]["timeout"] = "2s"
+    d.write_config(cfg)
+    d.signal(signal.SIGHUP)
+    line = d.wait_log({"event": "reload"})
+    eq((line.get("kept"), line.get("changed")), ("1", "1"), "reload kept/changed")
+    ps = probes_by_name(status(d))
+    assert ps["x"]["attempts"] < before["x"]["attempts"], "x (inherits defaults) kept its " \
+        "counters: %r -> %r" % (before["x"]["attempts"], ps["x"]["attempts"])
+    assert ps["y"]["attempts"] >= before["y"]["attempts"], "y (own timings) was reset"
 
 
 def test_reload_invalid_changes_nothing():
@@ -437,6 +462,49 @@ def test_emfile_in_http_probe_is_error_not_failure():
     assert not problems, "; ".join(problems) + "; view: %s" % json.dumps(p)
 
 
+def cpu_seconds(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_emfile_status_server_no_spin_no_log_flood():
+    """Out of fds, one status-server client waiting to be accepted must not make the
+    daemon burn a CPU and write hundreds of thousands of log lines a second (libmicrohttpd
+    busy-waits on accept() and logs each EMFILE)."""
+    t = start_target()
+    d = start_daemon(config(tcp("t1", "127.0.0.1:%d" % t.port)))
+    d.wait_log({"event": "healthy", "probe": "t1"})
+    size0 = os.path.getsize(d.stderr_path)
+    old = exhaust_fds(d)
+    try:
+        client = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "5",
+                                   d.url("/livez")], stdout=subprocess.DEVNULL)
+        c0, t0 = cpu_seconds(d.pid), time.monotonic()
+        window = 0.5
+        while time.monotonic() < t0 + window:
+            time.sleep(t0 + window - time.monotonic())  # the window under EMFILE itself
+        cpu = cpu_seconds(d.pid) - c0
+        grown = os.path.getsize(d.stderr_path) - size0
+    finally:
+        restore_fds(d, old)
+    client.wait(10)
+    with open(d.stderr_path, "rb") as f:
+        f.seek(size0)
+        lines = f.read().count(b'"event":"http"')
+    assert lines <= 20 and cpu < 0.6 * window, \
+        "under EMFILE with one pending status client, in %.1fs: %d status-server log lines " \
+        "(%d bytes of log), %.2fs CPU" % (window, lines, grown, cpu)
+
+
+def test_status_shows_running_attempt():
+    """/status `state` is `running` while an attempt is in flight (SPEC 4/5), not the
+    state of the last published snapshot."""
+    t = start_target()
+    d = start_daemon(config(http("h", t.url("/hang"), timeout="5s", period="10s")))
+    wait_probe(d, "h", lambda p: p["state"] == "running", timeout=2,
+               what="state running during the first (hung) attempt")
+
+
 # ------------------------------------------------------------ shutdown
 
 def test_shutdown_during_backoff():
@@ -544,6 +612,25 @@ def test_sigusr1_logs_status_once():
     d.signal(signal.SIGHUP)
     d.wait_log({"event": "reload"})
     eq(len(events(d, "status")), 1, "status lines for one SIGUSR1")
+
+
+
+def test_sigusr1_logs_full_status_of_many_probes():
+    """SPEC 4: SIGUSR1 logs the *full* status once, also with more probes than fit in
+    one LOG_LINE_MAX (8 KiB) line."""
+    t = start_target()
+    names = ["probe-with-a-rather-long-name-%02d" % i for i in range(30)]
+    d = start_daemon(config(*[tcp(n, "127.0.0.1:%d" % t.port, period="1s") for n in names]))
+    wait_until(lambda: all(p["healthy"] for p in status(d)["probes"]), msg="all probes healthy")
+    d.signal(signal.SIGUSR1)
+    lines = wait_count(d, "status", 1)
+    seen = []
+    for line in lines:
+        assert not line.get("truncated"), \
+            "the SIGUSR1 status line was truncated (%d bytes of status)" % len(line.get("status", ""))
+        st = json.loads(line["status"]) if isinstance(line["status"], str) else line["status"]
+        seen += [p["name"] for p in st["probes"]]
+    eq(sorted(seen), sorted(names), "probes in the SIGUSR1 status")
 
 
 if __name__ == "__main__":
