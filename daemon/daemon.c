@@ -187,7 +187,7 @@ static void attempt_on_deadline(struct loop *l, void *data)
 
         (void) l;
         duration_format(a->probe->cfg->timing.timeout_ms, buf, sizeof(buf));
-        attempt_end(a, OUTCOME_TIMEOUT, "timeout: no answer within %s", buf);
+        attempt_end(a, OUTCOME_TIMEOUT, "timeout: no %s within %s", a->waiting_for ? a->waiting_for : "answer", buf);
 }
 
 static void probe_run(struct probe *p)
@@ -205,6 +205,7 @@ static void probe_run(struct probe *p)
         a->state = ATTEMPT_RUNNING;
         a->start_ns = p->last_start_ns;
         a->data = NULL;
+        a->waiting_for = NULL;
         a->loop = d->loop;
         loop_inflight(d->loop, +1);
         loop_timer_arm(d->loop, &p->deadline, a->start_ns + p->cfg->timing.timeout_ms * NSEC_PER_MSEC);
@@ -278,13 +279,14 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         if (a->state != ATTEMPT_RUNNING)
                 return; /* already ended: a completion racing a cancel, or the reverse */
         a->state = ATTEMPT_ENDING;
+        /* format first: the arguments may point into the kind state that cancel frees */
+        va_start(ap, fmt);
+        vsnprintf(reason, sizeof(reason), fmt, ap);
+        va_end(ap);
         loop_timer_disarm(a->loop, &p->deadline);
         loop_inflight(a->loop, -1);
         if (a->data)
                 p->cfg->ops->cancel(a);
-        va_start(ap, fmt);
-        vsnprintf(reason, sizeof(reason), fmt, ap);
-        va_end(ap);
         if (a->output && o != OUTCOME_CANCELLED) {
                 free(p->output);
                 p->output = a->output;

@@ -627,6 +627,9 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         /* FORBID_REUSE would close the connection as soon as it is made; a CONNECT_ONLY
          * connection is never handed to another transfer anyway, and FRESH_CONNECT stays */
         curl_easy_setopt(w->easy, CURLOPT_FORBID_REUSE, 0L);
+        /* wss: offer only http/1.1 in ALPN, or an h2-capable front would pick h2 and the
+         * HTTP/1.1 upgrade written over it would fail */
+        curl_easy_setopt(w->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
         r = loop_curl_add(a->loop, w->easy, &w->lc);
         if (r < 0) {
                 curl_easy_cleanup(w->easy);

@@ -23,7 +23,7 @@ It asserts:
     probed_config_reloads_total{result="failure"});
   - private RSS (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup) after warm-up
     and at the end differ by no more than max(512 KiB, 25 %) (skipped under ASan, whose
-    allocator quarantines freed memory);
+    allocator quarantines freed memory, and under PROBED_WRAPPER);
   - no sanitizer report and only JSON lines on the daemon's stderr (harness teardown).
 
 The only sleeps are the chaos rhythm itself (random gaps between actions) and the pause
@@ -301,6 +301,31 @@ class Poller(threading.Thread):
             return self.retired_attempts + sum(self.max_attempts.values())
 
 
+def hang_report(pid):
+    """Where a process that does not exit is stuck: thread states and, when gdb is
+    installed, every thread's backtrace."""
+    out = []
+    try:
+        for tid in sorted(os.listdir("/proc/%d/task" % pid)):
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                st = f.read().rsplit(")", 1)[1].split()[0]
+            with open("/proc/%d/task/%s/wchan" % (pid, tid)) as f:
+                wchan = f.read()
+            out.append("thread %s state %s wchan %s" % (tid, st, wchan))
+    except OSError as e:
+        out.append("(cannot read /proc: %s)" % e)
+    gdb = "/usr/bin/gdb"
+    if os.path.exists(gdb):
+        try:
+            import subprocess
+            p = subprocess.run([gdb, "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                               capture_output=True, text=True, timeout=60)
+            out.append(p.stdout[-6000:])
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out.append("(gdb failed: %s)" % e)
+    return "\n".join(out)
+
+
 def steady_view(d):
     code, body = http_get(d.port, "/status", 5 * harness.SCALE)
     if code != 200:
@@ -479,7 +504,11 @@ def run(seconds, seed=None):
 
     d.signal(signal.SIGTERM)
     t_term = time.monotonic()
-    rc = d.wait_exit(timeout=5)
+    try:
+        rc = d.wait_exit(timeout=5)
+    except AssertionError as e:
+        raise AssertionError("chaos (seed %d): %s after SIGTERM\n%s\nstderr tail:\n%s"
+                             % (seed, e, hang_report(d.pid), d.stderr_text()[-4000:]))
     exit_s = time.monotonic() - t_term
     problems += poller.problems[:5]
     if poller.answers == 0:
@@ -487,8 +516,8 @@ def run(seconds, seed=None):
     if rc != 0:
         problems.append("exit status %r after SIGTERM" % rc)
     rss_note = ""
-    if asan:
-        rss_note = " (not checked: ASan build)"
+    if asan or harness.WRAPPER:
+        rss_note = " (not checked: %s)" % ("ASan build" if asan else "under " + harness.WRAPPER[0])
     elif rss_after > rss_before + max(512, rss_before // 4):
         problems.append("private RSS grew from %d KiB (after warm-up) to %d KiB"
                         % (rss_before, rss_after))

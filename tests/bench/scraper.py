@@ -63,7 +63,7 @@ def worker(w, conns, n, exporter_port, base, path, start, stop_at, stats, lock, 
 def main():
     exporter_port, base, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     path, seconds = sys.argv[4], float(sys.argv[5])
-    conns = int(sys.argv[6]) if len(sys.argv) > 6 else min(n, 32)
+    conns = int(sys.argv[6]) if len(sys.argv) > 6 else min(n, 128)
     conns = max(1, min(conns, n))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

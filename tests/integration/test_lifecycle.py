@@ -546,7 +546,7 @@ def test_shutdown_during_hung_attempts():
         assert all(l.get("outcome") == "cancelled" for l in c), "%s: %r" % (n, c)
 
 
-def test_second_signal_exits_at_once():
+def test_second_signal_during_drain_exits_at_once():
     t = start_target()
     d = start_daemon(config(http("a", t.url("/status/200")), http("h", t.url("/hang"),
                                                                   timeout="30s"),
