@@ -200,6 +200,7 @@ static void probe_run(struct probe *p)
                 return;
         loop_timer_disarm(d->loop, &p->timer);
         p->state = PROBE_RUNNING;
+        d->dirty_stats = true; /* /status shows the attempt running */
         p->last_start_ns = now_ns();
         a->id = ++d->next_attempt_id;
         a->state = ATTEMPT_RUNNING;

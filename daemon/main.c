@@ -249,7 +249,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "probed: cannot create the event loop: %s\n", strerror(-r));
                 goto out_curl;
         }
-        srv = server_new(listen, &port, &err);
+        srv = server_new(listen, loop, &port, &err);
         if (!srv) {
                 fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
                 goto out_curl;
@@ -278,9 +278,9 @@ int main(int argc, char **argv)
         ret = r < 0 ? 1 : 0;
         log_kv(LOG_LEVEL_INFO, "Exiting", "event", "shutdown", NULL);
 out_curl:
-        d = daemon_free(d);
-        loop = loop_free(loop);
-        srv = server_free(srv);
+        d = daemon_free(d);    /* cancels attempts: every easy handle removed and cleaned up */
+        srv = server_free(srv); /* needs the loop (its listen socket is watched there) */
+        loop = loop_free(loop); /* curl_multi_cleanup while epoll is open, then the loop's fds */
         curl_global_cleanup();
         goto out;
 config_error:

@@ -9,6 +9,10 @@
  * renders from it with the lock released; the last reference frees it. Nothing a
  * handler reads is ever written after publication.
  *
+ * Accepting happens on the event loop (the listen socket is ours; each connection is
+ * handed over with MHD_add_connection): out of fds (EMFILE) MHD would retry accept()
+ * in a busy loop, while we stop watching the socket for SERVER_ACCEPT_PAUSE_MS instead.
+ *
  * Limits are set explicitly (MHD's defaults are 1020 connections and no timeout):
  * connection limit, idle timeout and a per-connection memory pool that bounds the
  * request line and headers (an oversized request gets 414/431 or a closed connection). */
@@ -22,12 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bounds.h"
 #include "log.h"
+#include "loop.h"
 #include "server.h"
 #include "util.h"
 
@@ -71,7 +77,11 @@ struct published {
 
 struct server {
         struct MHD_Daemon *mhd;
+        struct loop *loop;
         int listen_fd;
+        bool watching;                   /* listen_fd is in the loop */
+        bool paused_logged;              /* one log line per run of EMFILE pauses */
+        struct timer resume;
         pthread_mutex_t lock;
         struct published *current;       /* guarded by lock */
         struct MHD_Response *not_found, *not_allowed, *unavailable, *forbidden;
@@ -267,11 +277,37 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
         return ret;
 }
 
+/* libmicrohttpd's messages as our log lines, at most SERVER_LOG_BURST a second: out of
+ * fds it retries accept() and reports each EMFILE, which must not flood the log. */
 static void server_log(void *cls, const char *fmt, va_list ap)
 {
+        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        static uint64_t window_start;
+        static unsigned in_window, suppressed;
+        uint64_t now = now_ns();
+        unsigned dropped = 0;
         char msg[512];
 
         (void) cls;
+        pthread_mutex_lock(&lock);
+        if (now - window_start >= NSEC_PER_SEC) {
+                window_start = now;
+                in_window = 0;
+                dropped = suppressed;
+                suppressed = 0;
+        }
+        if (in_window >= SERVER_LOG_BURST) {
+                suppressed++;
+                pthread_mutex_unlock(&lock);
+                return;
+        }
+        in_window++;
+        pthread_mutex_unlock(&lock);
+        if (dropped) {
+                char n[16];
+                snprintf(n, sizeof(n), "%u", dropped);
+                log_kv(LOG_LEVEL_WARNING, "Status server messages suppressed", "event", "http", "suppressed", n, NULL);
+        }
         vsnprintf(msg, sizeof(msg), fmt, ap);
         msg[strcspn(msg, "\n")] = '\0';
         log_kv(LOG_LEVEL_WARNING, "Status server", "event", "http", "error", msg, NULL);
@@ -304,7 +340,48 @@ fail:
         return -EIO;
 }
 
-struct server *server_new(const char *listen_s, uint16_t *ret_port, char **reterr)
+static loop_io_fn server_on_accept;
+
+static void server_watch(struct server *srv)
+{
+        srv->watching = loop_io_add(srv->loop, srv->listen_fd, EPOLLIN, server_on_accept, srv) == 0;
+}
+
+static void server_on_resume(struct loop *l, void *data)
+{
+        (void) l;
+        server_watch(data);
+}
+
+static void server_on_accept(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct server *srv = data;
+
+        (void) events;
+        for (int i = 0; i < SERVER_ACCEPT_BATCH; i++) {
+                struct sockaddr_storage sa;
+                socklen_t len = sizeof(sa);
+                int c = accept4(fd, (struct sockaddr *) &sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+                if (c < 0) {
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                if (!srv->paused_logged)
+                                        log_kv(LOG_LEVEL_WARNING, "Failed to accept a status connection, pausing accepts",
+                                               "event", "http", "error", strerror(errno), NULL);
+                                srv->paused_logged = true;
+                                loop_io_del(l, fd);
+                                srv->watching = false;
+                                loop_timer_arm(l, &srv->resume, now_ns() + SERVER_ACCEPT_PAUSE_MS * NSEC_PER_MSEC);
+                        }
+                        return; /* EAGAIN: all accepted; ECONNABORTED etc.: the client left */
+                }
+                srv->paused_logged = false;
+                /* MHD owns c from here, and closes it itself when it cannot take it. */
+                (void) MHD_add_connection(srv->mhd, c, (struct sockaddr *) &sa, len);
+        }
+}
+
+struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret_port, char **reterr)
 {
         static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n",
                           unavailable[] = "starting\n",
@@ -315,6 +392,8 @@ struct server *server_new(const char *listen_s, uint16_t *ret_port, char **reter
         if (!srv)
                 return NULL;
         srv->listen_fd = -1;
+        srv->loop = loop;
+        timer_init(&srv->resume, server_on_resume, srv);
         pthread_mutex_init(&srv->lock, NULL);
         srv->not_found = response_new((char *) not_found, sizeof(not_found) - 1, false, CT_TEXT);
         srv->not_allowed = response_new((char *) not_allowed, sizeof(not_allowed) - 1, false, CT_TEXT);
@@ -327,13 +406,19 @@ struct server *server_new(const char *listen_s, uint16_t *ret_port, char **reter
         if (srv->listen_fd < 0)
                 return server_free(srv);
         srv->mhd = MHD_start_daemon(
-                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0, NULL, NULL, server_handle, srv,
-                MHD_OPTION_EXTERNAL_LOGGER, server_log, NULL, MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned) SERVER_THREADS,
+                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET, 0, NULL,
+                NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, server_log, NULL,
+                MHD_OPTION_THREAD_POOL_SIZE, (unsigned) SERVER_THREADS,
                 MHD_OPTION_CONNECTION_LIMIT, (unsigned) SERVER_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                 (unsigned) SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) SERVER_CONNECTION_TIMEOUT_S,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) SERVER_MEMORY_LIMIT, MHD_OPTION_END);
         if (!srv->mhd) {
                 *reterr = strdup_printf("cannot start the status server on %s", listen_s);
+                return server_free(srv);
+        }
+        server_watch(srv);
+        if (!srv->watching) {
+                *reterr = strdup_printf("cannot watch the status server socket on %s", listen_s);
                 return server_free(srv);
         }
         *ret_port = port;
@@ -344,10 +429,13 @@ struct server *server_free(struct server *srv)
 {
         if (!srv)
                 return NULL;
+        loop_timer_disarm(srv->loop, &srv->resume);
+        if (srv->watching)
+                loop_io_del(srv->loop, srv->listen_fd);
         if (srv->mhd)
                 MHD_stop_daemon(srv->mhd); /* joins the threads */
         if (srv->listen_fd >= 0)
-                (void) close(srv->listen_fd); /* MHD does not own a socket passed in */
+                (void) close(srv->listen_fd);
         published_unref(srv->current);
         if (srv->not_found)
                 MHD_destroy_response(srv->not_found);

@@ -19,6 +19,9 @@
 #define SERVER_CONNECTION_TIMEOUT_S 5  /* idle connection closed after this */
 #define SERVER_MEMORY_LIMIT 16384      /* per-connection buffer: bounds request line + headers */
 #define SERVER_THREADS 2               /* MHD epoll thread pool size */
+#define SERVER_ACCEPT_BATCH 64        /* accepts per wake-up of the listen socket */
+#define SERVER_ACCEPT_PAUSE_MS 100     /* out of fds: stop accepting this long */
+#define SERVER_LOG_BURST 5             /* status server log lines per second, more are counted */
 
 #define SNAPSHOT_STATS_INTERVAL_MS 100 /* counters-only changes are published at most this often */
 #define STALL_WAKE_DIVISOR 4           /* wake every stall_threshold/4 while attempts run */
