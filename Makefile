@@ -80,7 +80,7 @@ integration: $(BUILD)/probed $(TOOL_BIN)
 	@BUILD=$(BUILD) sh tests/integration/run.sh
 
 sanitize:
-	$(MAKE) SANITIZER=address,undefined OPT=-O1 check integration CK_TIMEOUT_MULTIPLIER=4
+	PROBED_TIMEOUT_SCALE=3 $(MAKE) SANITIZER=address,undefined OPT=-O1 check integration CK_TIMEOUT_MULTIPLIER=4
 
 valgrind: $(BUILD)/probed $(TOOL_BIN)
 	@BUILD=$(BUILD) sh tests/integration/valgrind.sh
