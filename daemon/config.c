@@ -40,29 +40,28 @@
 #include "util.h"
 
 #define DEFAULT_LISTEN "0.0.0.0:8081"
-#define DEFAULT_CONFIG_TEXT                                                                    \
-        "{\"probes\":[{\"name\":\"app\",\"type\":\"tcp\","                                   \
+#define DEFAULT_CONFIG_TEXT                                                                                            \
+        "{\"probes\":[{\"name\":\"app\",\"type\":\"tcp\","                                                             \
         "\"address\":\"127.0.0.1:${PROBED_TARGET_PORT:-8080}\"}]}"
 #define DURATION_HINT "is not a duration (e.g. \"500ms\", \"2s\")"
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
-#define REPR_MAX 80        /* bytes of a bad value quoted back in an error */
+#define REPR_MAX 80         /* bytes of a bad value quoted back in an error */
 #define EXPAND_PATH_MAX 512 /* JSON path buffer while expanding; longer paths are cut */
 
-static const char *const known_types[] = {"http", "tcp", "websocket", "grpc", "exec"};
+static const char *const known_types[] = { "http", "tcp", "websocket", "grpc", "exec" };
 
-static const char *const scope_names[] = {"startup", "liveness", "readiness"};
-static const unsigned scope_flags[] = {SCOPE_STARTUP, SCOPE_LIVENESS, SCOPE_READINESS};
+static const char *const scope_names[] = { "startup", "liveness", "readiness" };
+static const unsigned scope_flags[] = { SCOPE_STARTUP, SCOPE_LIVENESS, SCOPE_READINESS };
 
 static const char *const top_keys[] = {
         "listen", "log_level", "details", "drain", "stall_threshold", "defaults", "backoff", "probes", NULL,
 };
 static const char *const timing_keys[] = {
-        "period", "timeout", "initial_delay", "startup_period", "success_threshold",
-        "failure_threshold", NULL,
+        "period", "timeout", "initial_delay", "startup_period", "success_threshold", "failure_threshold", NULL,
 };
-static const char *const backoff_keys[] = {"initial", "max", NULL};
-static const char *const probe_common_keys[] = {"name", "type", "scopes", NULL};
+static const char *const backoff_keys[] = { "initial", "max", NULL };
+static const char *const probe_common_keys[] = { "name", "type", "scopes", NULL };
 
 /* ---- errors --------------------------------------------------------------------- */
 
@@ -124,8 +123,7 @@ static char *json_repr(const cJSON *v)
 }
 
 /* "<repr> <why>" about v, e.g. `"5x" is not a duration`. */
-static int cfg_error_value(char **reterr, const char *path, const char *key, const cJSON *v,
-                           const char *why)
+static int cfg_error_value(char **reterr, const char *path, const char *key, const cJSON *v, const char *why)
 {
         char *repr = json_repr(v);
         int r;
@@ -139,8 +137,7 @@ static int cfg_error_value(char **reterr, const char *path, const char *key, con
 
 /* ---- typed getters -------------------------------------------------------------- */
 
-int cfg_string(const cJSON *obj, const char *key, const char *path, bool required,
-               const char **ret, char **reterr)
+int cfg_string(const cJSON *obj, const char *key, const char *path, bool required, const char **ret, char **reterr)
 {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
 
@@ -164,8 +161,8 @@ int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, cha
         return 0;
 }
 
-int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max,
-             uint64_t *ret, char **reterr)
+int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max, uint64_t *ret,
+             char **reterr)
 {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
         double d;
@@ -184,8 +181,8 @@ int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, 
                 repr = json_repr(v);
                 if (!repr)
                         return -ENOMEM;
-                r = cfg_error(reterr, path, key, "%s is out of range (%llu..%llu)", repr,
-                              (unsigned long long) min, (unsigned long long) max);
+                r = cfg_error(reterr, path, key, "%s is out of range (%llu..%llu)", repr, (unsigned long long) min,
+                              (unsigned long long) max);
                 free(repr);
                 return r;
         }
@@ -194,8 +191,8 @@ int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, 
 }
 
 /* A duration string; absent leaves *ret_ms alone. positive: 0 is an error. */
-static int cfg_duration(const cJSON *obj, const char *key, const char *path, bool positive,
-                        uint64_t *ret_ms, char **reterr)
+static int cfg_duration(const cJSON *obj, const char *key, const char *path, bool positive, uint64_t *ret_ms,
+                        char **reterr)
 {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
         uint64_t ms;
@@ -218,10 +215,10 @@ static int cfg_duration(const cJSON *obj, const char *key, const char *path, boo
 
 /* An object's keys must be in one of the NULL-terminated lists (any may be NULL),
  * each at most once (cJSON keeps duplicates; the second would be silently ignored). */
-static int cfg_check_keys(const cJSON *obj, const char *path, const char *const *a,
-                          const char *const *b, const char *const *c, char **reterr)
+static int cfg_check_keys(const cJSON *obj, const char *path, const char *const *a, const char *const *b,
+                          const char *const *c, char **reterr)
 {
-        const char *const *lists[] = {a, b, c};
+        const char *const *lists[] = { a, b, c };
 
         for (const cJSON *o = obj->child; o; o = o->next) {
                 bool known = false;
@@ -279,7 +276,7 @@ static bool var_char(char c)
  * -EINVAL with *ret_why (static) on a malformed reference. */
 static int expand_string(const char *s, char **ret, const char **ret_why)
 {
-        struct strbuf b = {0};
+        struct strbuf b = { 0 };
         const char *p = s, *ref;
         int r = 0;
 
@@ -303,8 +300,7 @@ static int expand_string(const char *s, char **ret, const char **ret_why)
                 if (var_start_char(*n))
                         for (n++; var_char(*n); n++)
                                 ;
-                if (n == name || (size_t) (n - name) >= sizeof(var) ||
-                    (n != close && strncmp(n, ":-", 2) != 0)) {
+                if (n == name || (size_t) (n - name) >= sizeof(var) || (n != close && strncmp(n, ":-", 2) != 0)) {
                         *ret_why = "has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})";
                         r = -EINVAL;
                         goto out;
@@ -356,8 +352,7 @@ static int expand_tree(cJSON *node, char *path, char **reterr)
         }
         for (cJSON *c = node->child; c; c = c->next, i++) {
                 if (cJSON_IsObject(node))
-                        (void) snprintf(path + base, EXPAND_PATH_MAX - base, "%s%s", base ? "." : "",
-                                        c->string);
+                        (void) snprintf(path + base, EXPAND_PATH_MAX - base, "%s%s", base ? "." : "", c->string);
                 else
                         (void) snprintf(path + base, EXPAND_PATH_MAX - base, "[%zu]", i);
                 r = expand_tree(c, path, reterr);
@@ -441,7 +436,7 @@ static size_t name_hash(const char *s)
 struct load {
         struct config *cfg;
         struct name_set names;
-        size_t n_file;                 /* probes from the file come first */
+        size_t n_file; /* probes from the file come first */
         const struct probe_flag *flags;
 };
 
@@ -505,7 +500,8 @@ static int cfg_scopes(const cJSON *obj, const char *path, unsigned *ret, char **
         if (!cJSON_IsArray(v))
                 return cfg_error_value(reterr, path, "scopes", v,
                                        "is not an array of \"startup\", \"liveness\", \"readiness\"");
-        cJSON_ArrayForEach(s, v) {
+        cJSON_ArrayForEach(s, v)
+        {
                 char key[32];
                 size_t k;
 
@@ -514,8 +510,7 @@ static int cfg_scopes(const cJSON *obj, const char *path, unsigned *ret, char **
                         if (cJSON_IsString(s) && strcmp(s->valuestring, scope_names[k]) == 0)
                                 break;
                 if (k == ELEMENTSOF(scope_names))
-                        return cfg_error_value(reterr, path, key, s,
-                                               "is not a scope (startup, liveness, readiness)");
+                        return cfg_error_value(reterr, path, key, s, "is not a scope (startup, liveness, readiness)");
                 if (scopes & scope_flags[k])
                         return cfg_error_value(reterr, path, key, s, "is listed twice");
                 scopes |= scope_flags[k];
@@ -576,8 +571,7 @@ static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char 
         /* The effective object: fixed keys first, then the kind's keys as written. */
         r = -ENOMEM;
         eff = cJSON_CreateObject();
-        if (!eff || !cJSON_AddStringToObject(eff, "name", name) ||
-            !cJSON_AddStringToObject(eff, "type", ops->type))
+        if (!eff || !cJSON_AddStringToObject(eff, "name", name) || !cJSON_AddStringToObject(eff, "type", ops->type))
                 goto fail;
         arr = cJSON_AddArrayToObject(eff, "scopes");
         if (!arr)
@@ -625,11 +619,9 @@ fail:
 static const struct {
         const char *flag, *type, *key, *usage;
 } flag_kinds[] = {
-        {"http", "http", "url", "NAME=URL"},
-        {"tcp", "tcp", "address", "NAME=HOST:PORT"},
-        {"ws", "websocket", "url", "NAME=URL"},
-        {"grpc", "grpc", "address", "NAME=HOST:PORT[/SERVICE]"},
-        {"exec", "exec", "command", "NAME=CMD"},
+        { "http", "http", "url", "NAME=URL" },     { "tcp", "tcp", "address", "NAME=HOST:PORT" },
+        { "ws", "websocket", "url", "NAME=URL" },  { "grpc", "grpc", "address", "NAME=HOST:PORT[/SERVICE]" },
+        { "exec", "exec", "command", "NAME=CMD" },
 };
 
 /* Builds the JSON object a probe flag stands for. -EINVAL with a message naming it. */
@@ -719,8 +711,7 @@ static int json_syntax_error(const char *text, size_t len, const char *at, char 
         return cfg_error(reterr, NULL, NULL, "invalid JSON at line %zu, column %zu", line, col);
 }
 
-static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags, size_t n_flags,
-                    char **reterr)
+static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags, size_t n_flags, char **reterr)
 {
         struct config *c = ld->cfg;
         const cJSON *v, *probes = NULL;
@@ -806,8 +797,7 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
                 n_file++;
         n_total = n_file + n_flags;
         if (n_total > MAX_PROBES)
-                return cfg_error(reterr, "", "probes", "more than %d probes (file and flags together)",
-                                 MAX_PROBES);
+                return cfg_error(reterr, "", "probes", "more than %d probes (file and flags together)", MAX_PROBES);
         ld->n_file = n_file;
         ld->flags = flags;
         if (n_total == 0)
@@ -847,10 +837,10 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
         return 0;
 }
 
-int config_load(const char *text, const struct probe_flag *flags, size_t n_flags,
-                struct config **ret_config, char **reterr)
+int config_load(const char *text, const struct probe_flag *flags, size_t n_flags, struct config **ret_config,
+                char **reterr)
 {
-        struct load ld = {0};
+        struct load ld = { 0 };
         struct config *c;
         cJSON *root = NULL;
         const char *end = NULL;
@@ -869,7 +859,7 @@ int config_load(const char *text, const struct probe_flag *flags, size_t n_flags
         c->log_level = LOG_LEVEL_INFO;
         c->drain_ms = 0;
         c->stall_threshold_ms = 500;
-        c->defaults = (struct timing) {
+        c->defaults = (struct timing){
                 .period_ms = 10000,
                 .timeout_ms = 1000,
                 .initial_delay_ms = 0,
@@ -956,8 +946,7 @@ int config_read_file(const char *path, char **ret_text, char **reterr)
                 if (len > MAX_CONFIG_BYTES) {
                         r = -EFBIG;
                         if (reterr)
-                                *reterr = strdup_printf("config: %s: larger than %u bytes", path,
-                                                        MAX_CONFIG_BYTES);
+                                *reterr = strdup_printf("config: %s: larger than %u bytes", path, MAX_CONFIG_BYTES);
                         goto fail;
                 }
         }

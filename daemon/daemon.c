@@ -30,14 +30,14 @@
 
 struct probe {
         struct daemon *d;
-        const struct probe_config *cfg;   /* entry of d->cfg->probes */
+        const struct probe_config *cfg; /* entry of d->cfg->probes */
         enum probe_state state;
         struct attempt attempt;
-        struct timer timer;               /* next attempt, or end of backoff */
-        struct timer deadline;            /* the running attempt's timeout */
+        struct timer timer;    /* next attempt, or end of backoff */
+        struct timer deadline; /* the running attempt's timeout */
         uint64_t last_start_ns;
-        uint64_t backoff_ms;              /* 0: not backing off */
-        int healthy;                      /* -1 unknown, 0, 1 */
+        uint64_t backoff_ms; /* 0: not backing off */
+        int healthy;         /* -1 unknown, 0, 1 */
         bool ever_healthy;
         unsigned consecutive_successes, consecutive_failures;
         uint64_t attempts, successes, failures, timeouts, cancellations, errors, restarts;
@@ -47,7 +47,7 @@ struct probe {
         char last_error[ERROR_MAX];
         uint64_t last_duration_ms;
         uint64_t last_attempt_wall_ns, last_change_wall_ns;
-        char *output;                     /* last completed exec output */
+        char *output; /* last completed exec output */
         uint64_t duration_bucket[N_DURATION_BUCKETS];
         uint64_t duration_count;
         double duration_sum_s;
@@ -57,14 +57,14 @@ struct daemon {
         struct loop *loop;
         struct config *cfg;
         struct daemon_options opts;
-        struct probe **probes;            /* cfg order */
+        struct probe **probes; /* cfg order */
         size_t n_probes;
         uint64_t start_mono_ns;
         uint64_t next_attempt_id;
         bool started, draining;
-        size_t startup_pending;           /* startup-scope probes never healthy */
-        size_t live_bad;                  /* liveness-scope probes unhealthy */
-        size_t ready_bad;                 /* readiness-scope probes not healthy */
+        size_t startup_pending; /* startup-scope probes never healthy */
+        size_t live_bad;        /* liveness-scope probes unhealthy */
+        size_t ready_bad;       /* readiness-scope probes not healthy */
         uint64_t stalls, reloads_ok, reloads_failed;
         bool dirty_verdict, dirty_stats;
         uint64_t last_publish_ns;
@@ -121,13 +121,12 @@ static void probe_set_health(struct probe *p, int healthy)
                 if (!p->ever_healthy && (s & SCOPE_STARTUP))
                         d->startup_pending--;
                 p->ever_healthy = true;
-                log_kv(LOG_LEVEL_INFO, "Probe is healthy", "event", "healthy", "probe", p->cfg->name,
-                       "type", p->cfg->ops->type, "outcome", outcome_to_string(p->last_outcome), NULL);
+                log_kv(LOG_LEVEL_INFO, "Probe is healthy", "event", "healthy", "probe", p->cfg->name, "type",
+                       p->cfg->ops->type, "outcome", outcome_to_string(p->last_outcome), NULL);
                 daemon_check_started(d);
         } else {
-                log_kv(LOG_LEVEL_WARNING, "Probe is unhealthy", "event", "unhealthy", "probe", p->cfg->name,
-                       "type", p->cfg->ops->type, "outcome", outcome_to_string(p->last_outcome), "error",
-                       p->last_error, NULL);
+                log_kv(LOG_LEVEL_WARNING, "Probe is unhealthy", "event", "unhealthy", "probe", p->cfg->name, "type",
+                       p->cfg->ops->type, "outcome", outcome_to_string(p->last_outcome), "error", p->last_error, NULL);
         }
 }
 
@@ -168,8 +167,8 @@ static void probe_schedule(struct probe *p, enum outcome o)
                 p->backoff_ms = p->backoff_ms ? (p->backoff_ms * 2 > max ? max : p->backoff_ms * 2) : initial;
                 p->state = PROBE_BACKOFF;
                 duration_format(p->backoff_ms, buf, sizeof(buf));
-                log_kv(LOG_LEVEL_WARNING, "Probe could not run, backing off", "event", "backoff", "probe",
-                       p->cfg->name, "error", p->last_error, "backoff", buf, NULL);
+                log_kv(LOG_LEVEL_WARNING, "Probe could not run, backing off", "event", "backoff", "probe", p->cfg->name,
+                       "error", p->last_error, "backoff", buf, NULL);
                 loop_timer_arm(d->loop, &p->timer, now + p->backoff_ms * NSEC_PER_MSEC);
                 return;
         }
@@ -238,7 +237,7 @@ static void probe_record(struct probe *p, enum outcome o, const char *reason, ui
                 p->cancellations++; /* no threshold and no health change, ever */
                 return;
         case OUTCOME_ERROR:
-                p->errors++;        /* the target's health is unchanged */
+                p->errors++; /* the target's health is unchanged */
                 snprintf(p->last_error, sizeof(p->last_error), "%s", reason);
                 return;
         default:
@@ -471,8 +470,8 @@ static void daemon_on_stall(struct loop *l, uint64_t late_ns, void *data)
         duration_format(late_ns / NSEC_PER_MSEC, late, sizeof(late));
         char count[24];
         snprintf(count, sizeof(count), "%zu", n);
-        log_kv(LOG_LEVEL_WARNING, "Loop stalled (CPU throttled or instance frozen), re-running attempts",
-               "event", "stall", "late", late, "rerun", count, NULL);
+        log_kv(LOG_LEVEL_WARNING, "Loop stalled (CPU throttled or instance frozen), re-running attempts", "event",
+               "stall", "late", late, "rerun", count, NULL);
 }
 
 static void drain_on_timer(struct loop *l, void *data)
@@ -484,8 +483,8 @@ static void drain_on_timer(struct loop *l, void *data)
 static void daemon_shutdown(struct daemon *d, int signo)
 {
         if (d->draining) {
-                log_kv(LOG_LEVEL_INFO, "Second signal, exiting now", "event", "shutdown", "signal",
-                       sigabbrev_np(signo), NULL);
+                log_kv(LOG_LEVEL_INFO, "Second signal, exiting now", "event", "shutdown", "signal", sigabbrev_np(signo),
+                       NULL);
                 loop_exit(d->loop);
                 return;
         }
@@ -534,16 +533,16 @@ static void daemon_reload(struct daemon *d)
         if (daemon_load(d, &nc, &err) < 0) {
                 d->reloads_failed++;
                 d->dirty_stats = true;
-                log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event",
-                       "reload_failed", "error", err ? err : "out of memory", NULL);
+                log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event", "reload_failed",
+                       "error", err ? err : "out of memory", NULL);
                 free(err);
                 return;
         }
         np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
         if (!np) {
                 d->reloads_failed++;
-                log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event",
-                       "reload_failed", "error", "out of memory", NULL);
+                log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event", "reload_failed",
+                       "error", "out of memory", NULL);
                 config_free(nc);
                 return;
         }
@@ -588,8 +587,8 @@ static void daemon_reload(struct daemon *d)
                 np[i] = probe_new(d, &nc->probes[i]);
                 if (!np[i]) {
                         /* Out of memory mid-apply: drop the probe and say so loudly. */
-                        log_kv(LOG_LEVEL_ERROR, "Failed to create probe: out of memory", "probe",
-                               nc->probes[i].name, NULL);
+                        log_kv(LOG_LEVEL_ERROR, "Failed to create probe: out of memory", "probe", nc->probes[i].name,
+                               NULL);
                         continue;
                 }
                 probe_begin(np[i]);
@@ -603,8 +602,8 @@ static void daemon_reload(struct daemon *d)
         d->n_probes = n;
         added -= changed;
         if (strcmp(old->listen, nc->listen) != 0)
-                log_kv(LOG_LEVEL_WARNING, "The listen address changed; it takes effect on restart, ignoring",
-                       "event", "reload", "listen", nc->listen, NULL);
+                log_kv(LOG_LEVEL_WARNING, "The listen address changed; it takes effect on restart, ignoring", "event",
+                       "reload", "listen", nc->listen, NULL);
         config_free(old);
         daemon_apply_settings(d);
         aggregates_recount(d);
@@ -616,8 +615,8 @@ static void daemon_reload(struct daemon *d)
         snprintf(c, sizeof(c), "%zu", changed);
         snprintf(a, sizeof(a), "%zu", added);
         snprintf(r, sizeof(r), "%zu", removed);
-        log_kv(LOG_LEVEL_INFO, "Config reloaded", "event", "reload", "kept", k, "changed", c, "added", a,
-               "removed", r, NULL);
+        log_kv(LOG_LEVEL_INFO, "Config reloaded", "event", "reload", "kept", k, "changed", c, "added", a, "removed", r,
+               NULL);
 }
 
 /* SIGUSR1: the full /status, in as many lines as it takes to keep each line under

@@ -98,7 +98,7 @@ bool log_enabled(enum log_level level)
 struct line {
         char buf[LOG_LINE_MAX];
         size_t len;
-        size_t limit;    /* content may not grow past this (room for the tail) */
+        size_t limit; /* content may not grow past this (room for the tail) */
         bool truncated;
 };
 
@@ -245,8 +245,7 @@ static void line_put_text_value(struct line *l, const char *s)
         l->buf[l->len++] = '"';
 }
 
-static void log_build_json(struct line *l, enum log_level level, const char *message,
-                           const char *time, va_list ap)
+static void log_build_json(struct line *l, enum log_level level, const char *message, const char *time, va_list ap)
 {
         /* `,"time":"` + time + `"` is reserved while the message is written. */
         size_t time_field = strlen(",\"time\":\"\"") + strlen(time);
@@ -277,8 +276,7 @@ static void log_build_json(struct line *l, enum log_level level, const char *mes
         }
 }
 
-static void log_build_text(struct line *l, enum log_level level, const char *message,
-                           const char *time, va_list ap)
+static void log_build_text(struct line *l, enum log_level level, const char *message, const char *time, va_list ap)
 {
         l->limit = sizeof(l->buf) - 1; /* the '\n' */
         (void) line_puts(l, time, l->limit);
@@ -320,7 +318,7 @@ static void log_write(const char *buf, size_t len)
 
 void log_kv(enum log_level level, const char *message, ...)
 {
-        struct line l = {.len = 0};
+        struct line l = { .len = 0 };
         char time[40];
         int saved_errno = errno; /* callers log right before reading errno again */
         va_list ap;

@@ -37,7 +37,7 @@ struct io_slot {
 
 struct loop {
         int epfd, tfd, sfd;
-        struct io_slot *slots;     /* indexed by fd */
+        struct io_slot *slots; /* indexed by fd */
         size_t n_slots;
         uint32_t next_gen;
         struct timer **heap;
@@ -54,7 +54,7 @@ struct loop {
 
 void timer_init(struct timer *t, loop_timer_fn *fn, void *data)
 {
-        *t = (struct timer) { .heap_idx = (size_t) -1, .fn = fn, .data = data };
+        *t = (struct timer){ .heap_idx = (size_t) -1, .fn = fn, .data = data };
 }
 
 static void heap_set(struct loop *l, size_t i, struct timer *t)
@@ -214,7 +214,7 @@ static void curl_drain(struct loop *l)
         int left;
 
         while ((m = curl_multi_info_read(l->multi, &left))) {
-                CURL *easy = m->easy_handle;           /* copy before the message dies */
+                CURL *easy = m->easy_handle; /* copy before the message dies */
                 CURLcode rc = m->data.result;
                 struct loop_curl *lc = NULL;
 

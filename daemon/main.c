@@ -55,8 +55,8 @@ static int cmd_check(int argc, char **argv)
         for (int i = 2; i < argc; i++) {
                 if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
                         if (duration_parse(argv[++i], &timeout_ms) < 0 || timeout_ms == 0)
-                                return usage_error("check: --timeout: \"%s\" is not a duration (e.g. \"500ms\", \"2s\")",
-                                                   argv[i]);
+                                return usage_error(
+                                        "check: --timeout: \"%s\" is not a duration (e.g. \"500ms\", \"2s\")", argv[i]);
                 } else if (!url && argv[i][0] != '-') {
                         url = argv[i];
                 } else {
@@ -101,8 +101,16 @@ static void publish_to_server(struct snapshot *s, void *data)
 int main(int argc, char **argv)
 {
         enum {
-                OPT_HTTP = 256, OPT_TCP, OPT_WS, OPT_GRPC, OPT_EXEC, OPT_LOG_LEVEL, OPT_LOG_FORMAT,
-                OPT_CHECK_CONFIG, OPT_HELP, OPT_VERSION,
+                OPT_HTTP = 256,
+                OPT_TCP,
+                OPT_WS,
+                OPT_GRPC,
+                OPT_EXEC,
+                OPT_LOG_LEVEL,
+                OPT_LOG_FORMAT,
+                OPT_CHECK_CONFIG,
+                OPT_HELP,
+                OPT_VERSION,
         };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
@@ -157,7 +165,7 @@ int main(int argc, char **argv)
                 case OPT_WS:
                 case OPT_GRPC:
                 case OPT_EXEC:
-                        flags[n_flags++] = (struct probe_flag) { .kind = kinds[opt - OPT_HTTP], .arg = optarg };
+                        flags[n_flags++] = (struct probe_flag){ .kind = kinds[opt - OPT_HTTP], .arg = optarg };
                         break;
                 case OPT_LOG_LEVEL:
                         level = log_level_from_string(optarg);
@@ -219,7 +227,8 @@ int main(int argc, char **argv)
                 struct sockaddr_storage addr;
                 socklen_t len;
                 if (address_resolve(listen, true, &addr, &len) < 0) {
-                        ret = usage_error("listen: \"%s\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")", listen);
+                        ret = usage_error("listen: \"%s\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")",
+                                          listen);
                         goto out;
                 }
         }
@@ -258,14 +267,15 @@ int main(int argc, char **argv)
         snprintf(port_s, sizeof(port_s), "%u", (unsigned) port);
         log_kv(LOG_LEVEL_INFO, "Status server listening", "event", "listening", "address", listen, "port", port_s,
                "version", PROBED_VERSION, NULL);
-        d = daemon_new(loop, cfg, &(struct daemon_options) {
-                                          .config_path = config_path,
-                                          .flags = flags,
-                                          .n_flags = n_flags,
-                                          .log_level_locked = level_given,
-                                          .publish = publish_to_server,
-                                          .publish_data = srv,
-                                  });
+        d = daemon_new(loop, cfg,
+                       &(struct daemon_options){
+                               .config_path = config_path,
+                               .flags = flags,
+                               .n_flags = n_flags,
+                               .log_level_locked = level_given,
+                               .publish = publish_to_server,
+                               .publish_data = srv,
+                       });
         cfg = NULL; /* the daemon owns it now */
         if (!d) {
                 fprintf(stderr, "probed: out of memory\n");
@@ -278,7 +288,7 @@ int main(int argc, char **argv)
         ret = r < 0 ? 1 : 0;
         log_kv(LOG_LEVEL_INFO, "Exiting", "event", "shutdown", NULL);
 out_curl:
-        d = daemon_free(d);    /* cancels attempts: every easy handle removed and cleaned up */
+        d = daemon_free(d);     /* cancels attempts: every easy handle removed and cleaned up */
         srv = server_free(srv); /* needs the loop (its listen socket is watched there) */
         loop = loop_free(loop); /* curl_multi_cleanup while epoll is open, then the loop's fds */
         curl_global_cleanup();

@@ -25,8 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,11 +51,9 @@ static const struct {
         const char *path;
         enum route route;
 } routes[] = {
-        { "/startup", ROUTE_STARTUP },  { "/health/startup", ROUTE_STARTUP },
-        { "/livez", ROUTE_LIVEZ },      { "/health", ROUTE_LIVEZ },
-        { "/healthz", ROUTE_LIVEZ },    { "/readyz", ROUTE_READYZ },
-        { "/health/ready", ROUTE_READYZ }, { "/status", ROUTE_STATUS },
-        { "/metrics", ROUTE_METRICS },
+        { "/startup", ROUTE_STARTUP },     { "/health/startup", ROUTE_STARTUP }, { "/livez", ROUTE_LIVEZ },
+        { "/health", ROUTE_LIVEZ },        { "/healthz", ROUTE_LIVEZ },          { "/readyz", ROUTE_READYZ },
+        { "/health/ready", ROUTE_READYZ }, { "/status", ROUTE_STATUS },          { "/metrics", ROUTE_METRICS },
 };
 
 static const unsigned route_scope[] = {
@@ -79,11 +77,11 @@ struct server {
         struct MHD_Daemon *mhd;
         struct loop *loop;
         int listen_fd;
-        bool watching;                   /* listen_fd is in the loop */
-        bool paused_logged;              /* one log line per run of EMFILE pauses */
+        bool watching;      /* listen_fd is in the loop */
+        bool paused_logged; /* one log line per run of EMFILE pauses */
         struct timer resume;
         pthread_mutex_t lock;
-        struct published *current;       /* guarded by lock */
+        struct published *current; /* guarded by lock */
         struct MHD_Response *not_found, *not_allowed, *unavailable, *forbidden;
 };
 
@@ -114,8 +112,8 @@ static struct published *server_current(struct server *srv)
 /* A response with our common headers. body is copied (MUST_FREE when owned). */
 static struct MHD_Response *response_new(char *body, size_t len, bool owned, const char *ctype)
 {
-        struct MHD_Response *r = MHD_create_response_from_buffer(
-                len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
+        struct MHD_Response *r =
+                MHD_create_response_from_buffer(len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
 
         if (!r) {
                 if (owned)
@@ -331,7 +329,7 @@ static int listen_socket(const char *listen_s, uint16_t *ret_port, char **reterr
             getsockname(fd, (struct sockaddr *) &addr, &sl) < 0)
                 goto fail;
         *ret_port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &addr)->sin6_port
-                                                    : ((struct sockaddr_in *) &addr)->sin_port);
+                                                     : ((struct sockaddr_in *) &addr)->sin_port);
         return fd;
 fail:
         *reterr = strdup_printf("cannot listen on %s: %s", listen_s, strerror(errno));
@@ -366,8 +364,9 @@ static void server_on_accept(struct loop *l, int fd, uint32_t events, void *data
                 if (c < 0) {
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                                 if (!srv->paused_logged)
-                                        log_kv(LOG_LEVEL_WARNING, "Failed to accept a status connection, pausing accepts",
-                                               "event", "http", "error", strerror(errno), NULL);
+                                        log_kv(LOG_LEVEL_WARNING,
+                                               "Failed to accept a status connection, pausing accepts", "event", "http",
+                                               "error", strerror(errno), NULL);
                                 srv->paused_logged = true;
                                 loop_io_del(l, fd);
                                 srv->watching = false;
@@ -407,11 +406,11 @@ struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret
                 return server_free(srv);
         srv->mhd = MHD_start_daemon(
                 MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET, 0, NULL,
-                NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, server_log, NULL,
-                MHD_OPTION_THREAD_POOL_SIZE, (unsigned) SERVER_THREADS,
-                MHD_OPTION_CONNECTION_LIMIT, (unsigned) SERVER_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                (unsigned) SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) SERVER_CONNECTION_TIMEOUT_S,
-                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) SERVER_MEMORY_LIMIT, MHD_OPTION_END);
+                NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, server_log, NULL, MHD_OPTION_THREAD_POOL_SIZE,
+                (unsigned) SERVER_THREADS, MHD_OPTION_CONNECTION_LIMIT, (unsigned) SERVER_CONNECTION_LIMIT,
+                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+                (unsigned) SERVER_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                (size_t) SERVER_MEMORY_LIMIT, MHD_OPTION_END);
         if (!srv->mhd) {
                 *reterr = strdup_printf("cannot start the status server on %s", listen_s);
                 return server_free(srv);

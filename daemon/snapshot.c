@@ -38,13 +38,11 @@
 #include "snapshot.h"
 #include "util.h"
 
-const char *outcome_to_string(enum outcome o) {
+const char *outcome_to_string(enum outcome o)
+{
         static const char *const table[_OUTCOME_MAX] = {
-                [OUTCOME_SUCCESS] = "success",
-                [OUTCOME_FAILURE] = "failure",
-                [OUTCOME_TIMEOUT] = "timeout",
-                [OUTCOME_CANCELLED] = "cancelled",
-                [OUTCOME_ERROR] = "error",
+                [OUTCOME_SUCCESS] = "success",     [OUTCOME_FAILURE] = "failure", [OUTCOME_TIMEOUT] = "timeout",
+                [OUTCOME_CANCELLED] = "cancelled", [OUTCOME_ERROR] = "error",
         };
 
         if ((int) o < 0 || o >= _OUTCOME_MAX)
@@ -52,7 +50,8 @@ const char *outcome_to_string(enum outcome o) {
         return table[o];
 }
 
-const char *probe_state_to_string(enum probe_state s) {
+const char *probe_state_to_string(enum probe_state s)
+{
         static const char *const table[_PROBE_STATE_MAX] = {
                 [PROBE_WAITING] = "waiting",
                 [PROBE_RUNNING] = "running",
@@ -65,7 +64,8 @@ const char *probe_state_to_string(enum probe_state s) {
         return table[s];
 }
 
-struct snapshot *snapshot_new(size_t n_probes) {
+struct snapshot *snapshot_new(size_t n_probes)
+{
         struct snapshot *s;
 
         s = calloc(1, sizeof(*s));
@@ -83,13 +83,15 @@ struct snapshot *snapshot_new(size_t n_probes) {
         return s;
 }
 
-struct snapshot *snapshot_ref(struct snapshot *s) {
+struct snapshot *snapshot_ref(struct snapshot *s)
+{
         if (s)
                 atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
         return s;
 }
 
-static void snapshot_free(struct snapshot *s) {
+static void snapshot_free(struct snapshot *s)
+{
         for (size_t i = 0; i < s->n_probes; i++) {
                 free(s->probes[i].target);
                 free(s->probes[i].output);
@@ -98,7 +100,8 @@ static void snapshot_free(struct snapshot *s) {
         free(s);
 }
 
-struct snapshot *snapshot_unref(struct snapshot *s) {
+struct snapshot *snapshot_unref(struct snapshot *s)
+{
         if (!s)
                 return NULL;
         /* acq_rel: the thread that frees sees every other holder's reads as done */
@@ -107,7 +110,8 @@ struct snapshot *snapshot_unref(struct snapshot *s) {
         return NULL;
 }
 
-const char *snapshot_status(const struct snapshot *s) {
+const char *snapshot_status(const struct snapshot *s)
+{
         if (s->draining)
                 return "draining";
         if (!s->started)
@@ -125,7 +129,8 @@ struct buf {
         bool oom;
 };
 
-static bool buf_reserve(struct buf *b, size_t extra) {
+static bool buf_reserve(struct buf *b, size_t extra)
+{
         size_t want, cap;
         char *p;
 
@@ -135,7 +140,7 @@ static bool buf_reserve(struct buf *b, size_t extra) {
                 b->oom = true;
                 return false;
         }
-        want = b->len + extra + 1;   /* + NUL */
+        want = b->len + extra + 1; /* + NUL */
         if (want <= b->cap)
                 return true;
         cap = b->cap ? b->cap : 256;
@@ -151,7 +156,8 @@ static bool buf_reserve(struct buf *b, size_t extra) {
         return true;
 }
 
-static void buf_add(struct buf *b, const char *s, size_t n) {
+static void buf_add(struct buf *b, const char *s, size_t n)
+{
         if (!buf_reserve(b, n))
                 return;
         memcpy(b->p + b->len, s, n);
@@ -159,16 +165,19 @@ static void buf_add(struct buf *b, const char *s, size_t n) {
         b->p[b->len] = '\0';
 }
 
-static void buf_puts(struct buf *b, const char *s) {
+static void buf_puts(struct buf *b, const char *s)
+{
         buf_add(b, s, strlen(s));
 }
 
-static void buf_putc(struct buf *b, char c) {
+static void buf_putc(struct buf *b, char c)
+{
         buf_add(b, &c, 1);
 }
 
 /* Decimal without printf: /metrics of 10,000 probes is 200,000 numbers. */
-static void buf_u64(struct buf *b, uint64_t v) {
+static void buf_u64(struct buf *b, uint64_t v)
+{
         char d[20];
         size_t n = sizeof(d);
 
@@ -180,7 +189,8 @@ static void buf_u64(struct buf *b, uint64_t v) {
 }
 
 static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct buf *b, const char *fmt, ...) {
+static void buf_printf(struct buf *b, const char *fmt, ...)
+{
         va_list ap;
         int n;
 
@@ -208,7 +218,8 @@ static void buf_printf(struct buf *b, const char *fmt, ...) {
 }
 
 /* Hands the text over to the caller (malloc'd), or NULL after any allocation failure. */
-static char *buf_steal(struct buf *b) {
+static char *buf_steal(struct buf *b)
+{
         if (!b->oom && !b->p)
                 buf_reserve(b, 0);
         if (b->oom) {
@@ -222,7 +233,8 @@ static char *buf_steal(struct buf *b) {
 
 /* ---- verdicts ------------------------------------------------------------------ */
 
-static const char *scope_check_name(unsigned scope) {
+static const char *scope_check_name(unsigned scope)
+{
         switch (scope) {
         case SCOPE_STARTUP:
                 return "startup";
@@ -234,7 +246,8 @@ static const char *scope_check_name(unsigned scope) {
 }
 
 /* A reason on one line: control characters (a multi-line error) become spaces. */
-static void buf_put_reason(struct buf *b, const char *err) {
+static void buf_put_reason(struct buf *b, const char *err)
+{
         if (!err || !*err) {
                 buf_puts(b, "no result yet");
                 return;
@@ -245,8 +258,8 @@ static void buf_put_reason(struct buf *b, const char *err) {
 
 /* The first probe of that scope whose health is not good enough: healthy == 0, or with
  * unknown_counts also healthy == -1. NULL when none. */
-static const struct probe_view *first_bad(const struct snapshot *s, unsigned scope,
-                                          bool unknown_counts) {
+static const struct probe_view *first_bad(const struct snapshot *s, unsigned scope, bool unknown_counts)
+{
         for (size_t i = 0; i < s->n_probes; i++) {
                 const struct probe_view *v = &s->probes[i];
 
@@ -258,7 +271,8 @@ static const struct probe_view *first_bad(const struct snapshot *s, unsigned sco
         return NULL;
 }
 
-static void verdict_reason(struct buf *b, const struct snapshot *s, unsigned scope) {
+static void verdict_reason(struct buf *b, const struct snapshot *s, unsigned scope)
+{
         const struct probe_view *v;
         const char *word;
 
@@ -281,8 +295,8 @@ static void verdict_reason(struct buf *b, const struct snapshot *s, unsigned sco
         buf_putc(b, '\n');
 }
 
-static void verdict_verbose(struct buf *b, const struct snapshot *s, unsigned scope,
-                            bool pass) {
+static void verdict_verbose(struct buf *b, const struct snapshot *s, unsigned scope, bool pass)
+{
         for (size_t i = 0; i < s->n_probes; i++) {
                 const struct probe_view *v = &s->probes[i];
 
@@ -301,8 +315,9 @@ static void verdict_verbose(struct buf *b, const struct snapshot *s, unsigned sc
         buf_printf(b, "%s check %s\n", scope_check_name(scope), pass ? "passed" : "failed");
 }
 
-char *render_verdict(const struct snapshot *s, unsigned scope, bool verbose, int *ret_status) {
-        struct buf b = {0};
+char *render_verdict(const struct snapshot *s, unsigned scope, bool verbose, int *ret_status)
+{
+        struct buf b = { 0 };
         bool pass;
         char *r;
 
@@ -336,7 +351,8 @@ char *render_verdict(const struct snapshot *s, unsigned scope, bool verbose, int
 
 /* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0 when it is not
  * one (overlong forms, surrogates and code points above U+10FFFF are invalid). */
-static size_t utf8_valid_len(const unsigned char *p) {
+static size_t utf8_valid_len(const unsigned char *p)
+{
         unsigned char c = p[0];
 
         if (c >= 0xc2 && c <= 0xdf)
@@ -360,7 +376,8 @@ static size_t utf8_valid_len(const unsigned char *p) {
 
 /* A JSON string (quotes included); NULL is written as null. The NUL terminator stops
  * every continuation-byte test above, so reads never pass the end of s. */
-static void json_string(struct buf *b, const char *s) {
+static void json_string(struct buf *b, const char *s)
+{
         const unsigned char *p, *run;
 
         if (!s) {
@@ -384,7 +401,7 @@ static void json_string(struct buf *b, const char *s) {
                                 p += n;
                                 continue;
                         }
-                        esc = "\xef\xbf\xbd";   /* U+FFFD for one invalid byte */
+                        esc = "\xef\xbf\xbd"; /* U+FFFD for one invalid byte */
                 } else if (*p == '"')
                         esc = "\\\"";
                 else if (*p == '\\')
@@ -408,24 +425,28 @@ static void json_string(struct buf *b, const char *s) {
         buf_putc(b, '"');
 }
 
-static void json_key(struct buf *b, const char *key) {
+static void json_key(struct buf *b, const char *key)
+{
         /* keys are ours: plain ASCII, nothing to escape */
         buf_putc(b, '"');
         buf_puts(b, key);
         buf_add(b, "\":", 2);
 }
 
-static void json_bool(struct buf *b, const char *key, bool v) {
+static void json_bool(struct buf *b, const char *key, bool v)
+{
         json_key(b, key);
         buf_puts(b, v ? "true" : "false");
 }
 
-static void json_u64(struct buf *b, const char *key, uint64_t v) {
+static void json_u64(struct buf *b, const char *key, uint64_t v)
+{
         json_key(b, key);
         buf_u64(b, v);
 }
 
-static void json_time(struct buf *b, const char *key, uint64_t wall) {
+static void json_time(struct buf *b, const char *key, uint64_t wall)
+{
         char t[64];
 
         json_key(b, key);
@@ -437,14 +458,15 @@ static void json_time(struct buf *b, const char *key, uint64_t wall) {
         json_string(b, t);
 }
 
-static void json_probe(struct buf *b, const struct probe_view *v) {
+static void json_probe(struct buf *b, const struct probe_view *v)
+{
         static const struct {
                 unsigned flag;
                 const char *name;
         } scopes[] = {
-                {SCOPE_STARTUP, "startup"},
-                {SCOPE_LIVENESS, "liveness"},
-                {SCOPE_READINESS, "readiness"},
+                { SCOPE_STARTUP, "startup" },
+                { SCOPE_LIVENESS, "liveness" },
+                { SCOPE_READINESS, "readiness" },
         };
         bool ended = (int) v->last_outcome >= 0 && v->last_outcome < _OUTCOME_MAX;
         bool first = true;
@@ -511,9 +533,10 @@ static void json_probe(struct buf *b, const struct probe_view *v) {
         buf_putc(b, '}');
 }
 
-char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns) {
+char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns)
+{
         uint64_t uptime = now_mono_ns > s->start_mono_ns ? now_mono_ns - s->start_mono_ns : 0;
-        struct buf b = {0};
+        struct buf b = { 0 };
 
         buf_putc(&b, '{');
         json_key(&b, "version");
@@ -547,12 +570,14 @@ char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns) {
 
 /* ---- /metrics ------------------------------------------------------------------ */
 
-static void prom_family(struct buf *b, const char *name, const char *type, const char *help) {
+static void prom_family(struct buf *b, const char *name, const char *type, const char *help)
+{
         buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A label value, quotes included, escaped as text format 0.0.4 requires. */
-static void prom_label_value(struct buf *b, const char *s) {
+static void prom_label_value(struct buf *b, const char *s)
+{
         const char *run = s ? s : "";
         const char *p = run;
 
@@ -580,16 +605,18 @@ static void prom_label_value(struct buf *b, const char *s) {
  * per line: a probe has 20 lines). One allocation holds them all. */
 struct prom_labels {
         char *text;
-        size_t *off;       /* n + 1 offsets into text */
+        size_t *off; /* n + 1 offsets into text */
 };
 
-static void prom_labels_free(struct prom_labels *l) {
+static void prom_labels_free(struct prom_labels *l)
+{
         free(l->text);
         free(l->off);
 }
 
-static int prom_labels_build(struct prom_labels *l, const struct snapshot *s) {
-        struct buf b = {0};
+static int prom_labels_build(struct prom_labels *l, const struct snapshot *s)
+{
+        struct buf b = { 0 };
 
         l->off = calloc(s->n_probes + 1, sizeof(*l->off));
         if (!l->off)
@@ -607,30 +634,34 @@ static int prom_labels_build(struct prom_labels *l, const struct snapshot *s) {
 }
 
 /* `name{probe="..",type=".."` without the closing brace, so callers can add labels. */
-static void prom_open(struct buf *b, const char *name, const struct prom_labels *l, size_t i) {
+static void prom_open(struct buf *b, const char *name, const struct prom_labels *l, size_t i)
+{
         buf_puts(b, name);
         buf_putc(b, '{');
         buf_add(b, l->text + l->off[i], l->off[i + 1] - l->off[i]);
 }
 
 /* `<tail><value>\n`, e.g. tail "} " closes the labels opened by prom_open. */
-static void prom_value(struct buf *b, const char *tail, uint64_t v) {
+static void prom_value(struct buf *b, const char *tail, uint64_t v)
+{
         buf_puts(b, tail);
         buf_u64(b, v);
         buf_putc(b, '\n');
 }
 
-static void prom_gauge01(struct buf *b, const char *name, const char *help, bool v) {
+static void prom_gauge01(struct buf *b, const char *name, const char *help, bool v)
+{
         prom_family(b, name, "gauge", help);
         buf_puts(b, name);
         buf_puts(b, v ? " 1\n" : " 0\n");
 }
 
-char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_seconds) {
+char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_seconds)
+{
         static const double bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
         char le[N_DURATION_BUCKETS][32];
-        struct prom_labels l = {0};
-        struct buf b = {0};
+        struct prom_labels l = { 0 };
+        struct buf b = { 0 };
 
         for (size_t k = 0; k < N_DURATION_BUCKETS; k++)
                 (void) snprintf(le[k], sizeof(le[k]), ",le=\"%g\"} ", bounds[k]);
@@ -639,17 +670,13 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
                 return NULL;
         }
 
-        prom_gauge01(&b, "probed_started",
-                     "1 once every startup-scope probe has been healthy.", s->started);
-        prom_gauge01(&b, "probed_live", "1 while no liveness-scope probe is unhealthy.",
-                     s->live);
-        prom_gauge01(&b, "probed_ready",
-                     "1 while started, not draining and every readiness probe is healthy.",
+        prom_gauge01(&b, "probed_started", "1 once every startup-scope probe has been healthy.", s->started);
+        prom_gauge01(&b, "probed_live", "1 while no liveness-scope probe is unhealthy.", s->live);
+        prom_gauge01(&b, "probed_ready", "1 while started, not draining and every readiness probe is healthy.",
                      s->ready);
         prom_gauge01(&b, "probed_draining", "1 once shutdown has begun.", s->draining);
 
-        prom_family(&b, "probed_probe_healthy", "gauge",
-                    "Probe health: 1 healthy, 0 unhealthy, absent while unknown.");
+        prom_family(&b, "probed_probe_healthy", "gauge", "Probe health: 1 healthy, 0 unhealthy, absent while unknown.");
         for (size_t i = 0; i < s->n_probes; i++) {
                 int h = s->probes[i].healthy;
 
@@ -697,8 +724,7 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
                 }
         }
 
-        prom_family(&b, "probed_probe_restarts_total", "counter",
-                    "Times the probe came back from backoff.");
+        prom_family(&b, "probed_probe_restarts_total", "counter", "Times the probe came back from backoff.");
         for (size_t i = 0; i < s->n_probes; i++) {
                 prom_open(&b, "probed_probe_restarts_total", &l, i);
                 prom_value(&b, "} ", s->probes[i].restarts);
@@ -714,8 +740,7 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
 
         prom_family(&b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         prom_value(&b, "process_resident_memory_bytes ", rss_bytes);
-        prom_family(&b, "process_cpu_seconds_total", "counter",
-                    "Total user and system CPU time spent in seconds.");
+        prom_family(&b, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
         buf_printf(&b, "process_cpu_seconds_total %.15g\n", cpu_seconds);
 
         prom_labels_free(&l);

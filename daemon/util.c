@@ -10,10 +10,10 @@
  *    caller may convert a parsed duration to ns (every deadline is in ns) without
  *    checking again. That still allows about 584 years.
  */
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <netdb.h>
 #include <string.h>
 #include <time.h>
 
@@ -62,10 +62,10 @@ static const struct {
         const char *name;
         uint64_t ms;
 } duration_units[] = {
-        {"h", 3600000},
-        {"m", 60000},
-        {"s", 1000},
-        {"ms", 1},
+        { "h", 3600000 },
+        { "m", 60000 },
+        { "s", 1000 },
+        { "ms", 1 },
 };
 
 /* The unit at *p: "ms" must be tried before "m". Returns its index, or -1. */
@@ -149,8 +149,7 @@ void duration_format(uint64_t ms, char *buf, size_t n)
                 if (v == 0)
                         continue;
                 ms -= v * duration_units[i].ms;
-                r = snprintf(buf + off, n - off, "%llu%s", (unsigned long long) v,
-                             duration_units[i].name);
+                r = snprintf(buf + off, n - off, "%llu%s", (unsigned long long) v, duration_units[i].name);
                 if (r < 0 || (size_t) r >= n - off)
                         return; /* truncated: snprintf already NUL-terminated it */
                 off += (size_t) r;

@@ -3,25 +3,25 @@
 
 #define PROBED_VERSION "0.1.0"
 
-#define MAX_PROBES 10000               /* probes in one config */
-#define MAX_NAME_LEN 64                /* probe name bytes: [A-Za-z0-9_.-]{1,64} */
-#define MAX_CONFIG_BYTES (4u << 20)    /* config file size */
-#define ERROR_MAX 160                  /* last_error bytes, NUL included */
-#define HTTP_MAX_BODY_DEFAULT 10240    /* bytes of body read, as kubelet */
-#define HTTP_MAX_REDIRECTS 10          /* a chain reaching this many fails, as kubelet */
-#define HTTP_MAX_HEADER_BYTES 16384    /* response header bytes a probe accepts */
-#define EXEC_OUTPUT_MAX 1024           /* stdout+stderr bytes kept in /status */
-#define GRPC_MAX_REPLY_BYTES 4096      /* gRPC health reply body bytes read (one tiny message) */
-#define LOG_LINE_MAX 8192              /* one log line, truncated beyond */
+#define MAX_PROBES 10000            /* probes in one config */
+#define MAX_NAME_LEN 64             /* probe name bytes: [A-Za-z0-9_.-]{1,64} */
+#define MAX_CONFIG_BYTES (4u << 20) /* config file size */
+#define ERROR_MAX 160               /* last_error bytes, NUL included */
+#define HTTP_MAX_BODY_DEFAULT 10240 /* bytes of body read, as kubelet */
+#define HTTP_MAX_REDIRECTS 10       /* a chain reaching this many fails, as kubelet */
+#define HTTP_MAX_HEADER_BYTES 16384 /* response header bytes a probe accepts */
+#define EXEC_OUTPUT_MAX 1024        /* stdout+stderr bytes kept in /status */
+#define GRPC_MAX_REPLY_BYTES 4096   /* gRPC health reply body bytes read (one tiny message) */
+#define LOG_LINE_MAX 8192           /* one log line, truncated beyond */
 
-#define SERVER_CONNECTION_LIMIT 256    /* status server: concurrent connections */
-#define SERVER_PER_IP_LIMIT 0          /* 0: unlimited per IP (the platform probes from one IP) */
-#define SERVER_CONNECTION_TIMEOUT_S 5  /* idle connection closed after this */
-#define SERVER_MEMORY_LIMIT 16384      /* per-connection buffer: bounds request line + headers */
-#define SERVER_THREADS 2               /* MHD epoll thread pool size */
+#define SERVER_CONNECTION_LIMIT 256   /* status server: concurrent connections */
+#define SERVER_PER_IP_LIMIT 0         /* 0: unlimited per IP (the platform probes from one IP) */
+#define SERVER_CONNECTION_TIMEOUT_S 5 /* idle connection closed after this */
+#define SERVER_MEMORY_LIMIT 16384     /* per-connection buffer: bounds request line + headers */
+#define SERVER_THREADS 2              /* MHD epoll thread pool size */
 #define SERVER_ACCEPT_BATCH 64        /* accepts per wake-up of the listen socket */
-#define SERVER_ACCEPT_PAUSE_MS 100     /* out of fds: stop accepting this long */
-#define SERVER_LOG_BURST 5             /* status server log lines per second, more are counted */
+#define SERVER_ACCEPT_PAUSE_MS 100    /* out of fds: stop accepting this long */
+#define SERVER_LOG_BURST 5            /* status server log lines per second, more are counted */
 
 #define SNAPSHOT_STATS_INTERVAL_MS 100 /* counters-only changes are published at most this often */
 #define STALL_WAKE_DIVISOR 4           /* wake every stall_threshold/4 while attempts run */

@@ -30,21 +30,21 @@ struct timing {
 };
 
 struct probe_config {
-        char *name;                   /* owned */
-        const struct probe_ops *ops;  /* static */
-        unsigned scopes;              /* enum scope flags */
-        struct timing timing;         /* defaults applied */
-        void *spec;                   /* owned: from ops->parse, freed by ops->free_spec */
-        char *target;                 /* owned: URL or address, for /status */
-        cJSON *json;                  /* owned: the effective probe object (defaults filled in);
+        char *name;                  /* owned */
+        const struct probe_ops *ops; /* static */
+        unsigned scopes;             /* enum scope flags */
+        struct timing timing;        /* defaults applied */
+        void *spec;                  /* owned: from ops->parse, freed by ops->free_spec */
+        char *target;                /* owned: URL or address, for /status */
+        cJSON *json;                 /* owned: the effective probe object (defaults filled in);
                                        * two probes with equal json are the same config */
 };
 
 struct config {
-        char *listen;                 /* owned: "ADDR:PORT" */
-        enum log_level log_level;     /* LOG_LEVEL_INFO unless set */
-        bool log_level_set;           /* the file said log_level */
-        bool details_loopback;        /* "details": "loopback": /status and ?verbose only for
+        char *listen;             /* owned: "ADDR:PORT" */
+        enum log_level log_level; /* LOG_LEVEL_INFO unless set */
+        bool log_level_set;       /* the file said log_level */
+        bool details_loopback;    /* "details": "loopback": /status and ?verbose only for
                                        * loopback clients (they reveal URLs and errors) */
         uint64_t drain_ms;
         uint64_t stall_threshold_ms;
@@ -52,7 +52,7 @@ struct config {
         uint64_t backoff_initial_ms;
         uint64_t backoff_max_ms;
         size_t n_probes;
-        struct probe_config *probes;  /* owned array of n_probes */
+        struct probe_config *probes; /* owned array of n_probes */
 };
 
 /* A probe given on the command line: kind is "http", "tcp", "ws", "grpc" or "exec",
@@ -68,8 +68,8 @@ struct probe_flag {
  * every string value. listen is taken from the file, else "0.0.0.0:8081" (main applies
  * -l and $PROBED_LISTEN over it). Returns 0 and a config the caller frees with
  * config_free, or -EINVAL/-ENOMEM with *reterr set (malloc'd, caller frees). */
-int config_load(const char *text, const struct probe_flag *flags, size_t n_flags,
-                struct config **ret_config, char **reterr);
+int config_load(const char *text, const struct probe_flag *flags, size_t n_flags, struct config **ret_config,
+                char **reterr);
 
 /* Reads a whole file (at most MAX_CONFIG_BYTES) into a malloc'd NUL-terminated string.
  * Errors: "config: PATH: <strerror>" in *reterr. */
@@ -79,7 +79,7 @@ int config_read_file(const char *path, char **ret_text, char **reterr);
  * Caller owns the result (cJSON_Delete). NULL on ENOMEM. */
 cJSON *config_to_json(const struct config *c);
 
-struct config *config_free(struct config *c);   /* NULL-safe, returns NULL */
+struct config *config_free(struct config *c); /* NULL-safe, returns NULL */
 
 /* The probe with that name, or NULL. Borrowed from c. */
 const struct probe_config *config_find_probe(const struct config *c, const char *name);
@@ -92,11 +92,10 @@ bool probe_config_equal(const struct probe_config *a, const struct probe_config 
  * returns 0 when the key is absent (ret untouched) or valid (ret set), and
  * -EINVAL with *reterr = "config: <path>.<key>: <why>" otherwise. "required" makes
  * absence an error ("is required"). Strings are borrowed from obj. */
-int cfg_string(const cJSON *obj, const char *key, const char *path, bool required,
-               const char **ret, char **reterr);
+int cfg_string(const cJSON *obj, const char *key, const char *path, bool required, const char **ret, char **reterr);
 int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr);
-int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max,
-             uint64_t *ret, char **reterr);
+int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max, uint64_t *ret,
+             char **reterr);
 /* Sets *reterr to "config: <path>[.<key>]: <formatted>" and returns -EINVAL
  * (-ENOMEM if even that failed). key may be NULL. */
 int cfg_error(char **reterr, const char *path, const char *key, const char *fmt, ...)

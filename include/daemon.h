@@ -18,7 +18,7 @@ struct daemon_options {
         const char *config_path;        /* borrowed; NULL: reload re-applies flags only */
         const struct probe_flag *flags; /* borrowed for the daemon's life */
         size_t n_flags;
-        bool log_level_locked;          /* --log-level given: config's log_level ignored */
+        bool log_level_locked; /* --log-level given: config's log_level ignored */
         daemon_publish_fn *publish;
         void *publish_data;
 };

@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GRPCWIRE_PREFIX_SIZE 5        /* compressed flag + 4-byte big-endian length */
-#define GRPCWIRE_SERVICE_MAX 4096     /* longest service name encoded */
+#define GRPCWIRE_PREFIX_SIZE 5    /* compressed flag + 4-byte big-endian length */
+#define GRPCWIRE_SERVICE_MAX 4096 /* longest service name encoded */
 
 enum grpc_serving_status {
         GRPC_SERVING_UNKNOWN = 0,
@@ -33,8 +33,7 @@ int grpcwire_request_encode(const char *service, uint8_t **ret_buf, size_t *ret_
  * UNKNOWN (proto3 omits zero). Returns 0 and *ret_status, or -EBADMSG with *why (static
  * text) when the body is empty, truncated, compressed, followed by more bytes, or not a
  * valid message, or -EMSGSIZE when the length prefix exceeds max_len. */
-int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uint64_t *ret_status,
-                             const char **why);
+int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uint64_t *ret_status, const char **why);
 
 /* Parses a grpc-status header value (len bytes, surrounding blanks allowed): 0 and
  * *ret_code (0..99), or -EINVAL. */

@@ -21,8 +21,8 @@ enum log_format {
         _LOG_FORMAT_INVALID = -EINVAL,
 };
 
-const char *log_level_to_string(enum log_level l);       /* "debug" ... */
-enum log_level log_level_from_string(const char *s);      /* _LOG_LEVEL_INVALID if unknown */
+const char *log_level_to_string(enum log_level l);   /* "debug" ... */
+enum log_level log_level_from_string(const char *s); /* _LOG_LEVEL_INVALID if unknown */
 enum log_format log_format_from_string(const char *s);
 
 void log_setup(enum log_level level, enum log_format format);

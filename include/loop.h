@@ -22,8 +22,8 @@ typedef void loop_timer_fn(struct loop *l, void *data);
 typedef void loop_curl_fn(struct loop *l, CURL *easy, CURLcode result, void *data);
 
 struct timer {
-        uint64_t when_ns;     /* CLOCK_MONOTONIC */
-        size_t heap_idx;      /* position in the heap; SIZE_MAX when not armed */
+        uint64_t when_ns; /* CLOCK_MONOTONIC */
+        size_t heap_idx;  /* position in the heap; SIZE_MAX when not armed */
         loop_timer_fn *fn;
         void *data;
 };
@@ -36,16 +36,16 @@ struct loop_curl {
 };
 
 struct loop_hooks {
-        void (*signal)(struct loop *l, int signo, void *data);     /* from signalfd */
+        void (*signal)(struct loop *l, int signo, void *data); /* from signalfd */
         void (*stall)(struct loop *l, uint64_t late_ns, void *data);
-        void (*iteration)(struct loop *l, void *data);             /* end of every iteration */
+        void (*iteration)(struct loop *l, void *data); /* end of every iteration */
         void *data;
 };
 
 /* Creates the loop. signals: the signals to read through signalfd (they must already be
  * blocked in every thread). NULL on failure, with *ret_errno set to a negative errno. */
 struct loop *loop_new(const int *signals, size_t n_signals, int *ret_errno);
-struct loop *loop_free(struct loop *l);          /* NULL-safe; removes nothing it does not own */
+struct loop *loop_free(struct loop *l); /* NULL-safe; removes nothing it does not own */
 
 void loop_set_hooks(struct loop *l, const struct loop_hooks *hooks);
 /* Stall detection: wake later than its deadline by more than threshold -> hooks.stall.
@@ -53,7 +53,7 @@ void loop_set_hooks(struct loop *l, const struct loop_hooks *hooks);
 void loop_set_stall_threshold(struct loop *l, uint64_t threshold_ns);
 void loop_inflight(struct loop *l, int delta);
 
-int loop_run(struct loop *l);      /* until loop_exit; 0, or negative errno */
+int loop_run(struct loop *l); /* until loop_exit; 0, or negative errno */
 void loop_exit(struct loop *l);
 
 /* fd watchers: events are EPOLLIN/EPOLLOUT; EPOLLERR/EPOLLHUP are always reported. */
@@ -62,9 +62,12 @@ int loop_io_mod(struct loop *l, int fd, uint32_t events);
 void loop_io_del(struct loop *l, int fd);
 
 void timer_init(struct timer *t, loop_timer_fn *fn, void *data);
-void loop_timer_arm(struct loop *l, struct timer *t, uint64_t when_ns);   /* re-arms if armed */
-void loop_timer_disarm(struct loop *l, struct timer *t);                    /* idempotent */
-static inline bool timer_armed(const struct timer *t) { return t->heap_idx != (size_t) -1; }
+void loop_timer_arm(struct loop *l, struct timer *t, uint64_t when_ns); /* re-arms if armed */
+void loop_timer_disarm(struct loop *l, struct timer *t);                /* idempotent */
+static inline bool timer_armed(const struct timer *t)
+{
+        return t->heap_idx != (size_t) -1;
+}
 
 /* libcurl glue. loop_curl_add sets CURLOPT_PRIVATE to lc; lc must live until
  * loop_curl_remove. Never call either from inside a libcurl callback. */

@@ -35,33 +35,32 @@ enum outcome {
 const char *outcome_to_string(enum outcome o);
 
 enum attempt_state {
-        ATTEMPT_IDLE,      /* no attempt in flight */
-        ATTEMPT_RUNNING,   /* kind owns handles in a->data */
-        ATTEMPT_ENDING,    /* inside attempt_end: handles being released */
+        ATTEMPT_IDLE,    /* no attempt in flight */
+        ATTEMPT_RUNNING, /* kind owns handles in a->data */
+        ATTEMPT_ENDING,  /* inside attempt_end: handles being released */
 };
 
 struct attempt {
-        struct probe *probe;        /* owner (back-pointer) */
-        struct loop *loop;          /* borrowed for the attempt's life */
-        uint64_t id;                /* generation, +1 per attempt */
+        struct probe *probe; /* owner (back-pointer) */
+        struct loop *loop;   /* borrowed for the attempt's life */
+        uint64_t id;         /* generation, +1 per attempt */
         enum attempt_state state;
         uint64_t start_ns;
-        void *data;                 /* kind state; set by start, freed by cancel */
-        const char *waiting_for;    /* static text set by the kind: what the attempt waits for
+        void *data;              /* kind state; set by start, freed by cancel */
+        const char *waiting_for; /* static text set by the kind: what the attempt waits for
                                      * now ("pong"), for the timeout reason; NULL: "answer" */
-        char *output;               /* exec output (malloc'd, NUL-terminated) or NULL; set
+        char *output;            /* exec output (malloc'd, NUL-terminated) or NULL; set
                                      * only through attempt_set_output */
         size_t output_len;
 };
 
 struct probe_ops {
-        const char *type;                   /* "http", "tcp", ... */
-        const char *const *keys;            /* kind-specific config keys, NULL-terminated */
+        const char *type;        /* "http", "tcp", ... */
+        const char *const *keys; /* kind-specific config keys, NULL-terminated */
         /* obj: the probe's JSON object (may be modified to add defaults); path: its JSON
          * path. On success *ret_spec (owned by caller, freed with free_spec) and
          * *ret_target (malloc'd display string) are set. Errors as config.h cfg_*. */
-        int (*parse)(cJSON *obj, const char *path, void **ret_spec, char **ret_target,
-                     char **reterr);
+        int (*parse)(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr);
         void (*free_spec)(void *spec);
         /* Begin an attempt: set a->data and arm I/O on a->loop. Returns 0 (the attempt runs,
          * or already ended itself through attempt_end), or a negative errno when the daemon
@@ -78,7 +77,6 @@ const struct probe_ops *probe_ops_find(const char *type);
 /* Ends the attempt with one outcome; the reason (printf) becomes last_error for
  * failure/timeout/error. No-op unless a->state == ATTEMPT_RUNNING. After it returns,
  * a->data is gone: callers touch nothing of the attempt's kind state afterwards. */
-void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Keeps exec output for /status (truncated to EXEC_OUTPUT_MAX). */
 void attempt_set_output(struct attempt *a, const char *buf, size_t len);

@@ -20,32 +20,35 @@ enum probe_state {
         _PROBE_STATE_MAX,
         _PROBE_STATE_INVALID = -EINVAL,
 };
-const char *probe_state_to_string(enum probe_state s);   /* "waiting", ... */
+const char *probe_state_to_string(enum probe_state s); /* "waiting", ... */
 
 /* Histogram buckets of probed_probe_duration_seconds, upper bounds in seconds. */
-#define DURATION_BUCKETS {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+#define DURATION_BUCKETS                                                                                               \
+        {                                                                                                              \
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10                                                \
+        }
 #define N_DURATION_BUCKETS 11
 
 /* One probe as seen in a snapshot: plain values, no pointers into live state. */
 struct probe_view {
         char name[MAX_NAME_LEN + 1];
-        const char *type;              /* static string ("http") */
-        char *target;                  /* owned by the snapshot */
-        unsigned scopes;               /* enum scope flags */
+        const char *type; /* static string ("http") */
+        char *target;     /* owned by the snapshot */
+        unsigned scopes;  /* enum scope flags */
         enum probe_state state;
-        int healthy;                   /* -1 unknown, 0 unhealthy, 1 healthy */
+        int healthy; /* -1 unknown, 0 unhealthy, 1 healthy */
         unsigned consecutive_successes;
         unsigned consecutive_failures;
         uint64_t attempts, successes, failures, timeouts, cancellations, errors, restarts;
-        enum outcome last_outcome;     /* _OUTCOME_INVALID before the first attempt ends */
-        int last_success;              /* -1 none yet; 1/0 for the last completed attempt */
-        char last_error[ERROR_MAX];    /* "" when none */
+        enum outcome last_outcome;  /* _OUTCOME_INVALID before the first attempt ends */
+        int last_success;           /* -1 none yet; 1/0 for the last completed attempt */
+        char last_error[ERROR_MAX]; /* "" when none */
         uint64_t last_duration_ms;
         uint64_t last_attempt_wall_ns; /* 0: never */
         uint64_t last_change_wall_ns;  /* 0: never (health never changed) */
         char *output;                  /* owned; exec output, NULL for other kinds */
         /* completed attempts (success/failure/timeout) by duration */
-        uint64_t duration_bucket[N_DURATION_BUCKETS];   /* cumulative counts: le bound */
+        uint64_t duration_bucket[N_DURATION_BUCKETS]; /* cumulative counts: le bound */
         uint64_t duration_count;
         double duration_sum_s;
         /* attempts by outcome, index enum outcome */
@@ -55,17 +58,17 @@ struct probe_view {
 struct snapshot {
         atomic_int refs;
         bool started, live, ready, draining;
-        bool details_loopback;         /* /status and ?verbose only for loopback clients */
-        uint64_t start_mono_ns;        /* daemon start, CLOCK_MONOTONIC (uptime) */
+        bool details_loopback;  /* /status and ?verbose only for loopback clients */
+        uint64_t start_mono_ns; /* daemon start, CLOCK_MONOTONIC (uptime) */
         uint64_t stalls;
         uint64_t reloads_ok, reloads_failed;
         size_t n_probes;
-        struct probe_view *probes;     /* owned array, config order */
+        struct probe_view *probes; /* owned array, config order */
 };
 
-struct snapshot *snapshot_new(size_t n_probes);   /* refs = 1, zeroed views; NULL on ENOMEM */
+struct snapshot *snapshot_new(size_t n_probes); /* refs = 1, zeroed views; NULL on ENOMEM */
 struct snapshot *snapshot_ref(struct snapshot *s);
-struct snapshot *snapshot_unref(struct snapshot *s);   /* frees at 0; NULL-safe; returns NULL */
+struct snapshot *snapshot_unref(struct snapshot *s); /* frees at 0; NULL-safe; returns NULL */
 
 /* "starting" | "ok" | "failing" | "draining" */
 const char *snapshot_status(const struct snapshot *s);

@@ -25,7 +25,10 @@ int duration_parse(const char *s, uint64_t *ret_ms);
 void duration_format(uint64_t ms, char *buf, size_t n);
 
 /* -errno, never 0 (for libc calls that return -1 and set errno). */
-static inline int negative_errno(void) { return errno > 0 ? -errno : -EIO; }
+static inline int negative_errno(void)
+{
+        return errno > 0 ? -errno : -EIO;
+}
 
 /* malloc'd printf; NULL on ENOMEM. */
 char *strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -7,10 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WSFRAME_KEY_SIZE 25         /* base64 of 16 bytes + NUL */
-#define WSFRAME_ACCEPT_SIZE 29      /* base64 of a 20-byte SHA-1 + NUL */
-#define WSFRAME_CONTROL_MAX 125     /* control frame payload bytes (RFC 6455 5.5) */
-#define WSFRAME_HEADER_MAX 14       /* 2 + 8 (64-bit length) + 4 (mask) */
+#define WSFRAME_KEY_SIZE 25     /* base64 of 16 bytes + NUL */
+#define WSFRAME_ACCEPT_SIZE 29  /* base64 of a 20-byte SHA-1 + NUL */
+#define WSFRAME_CONTROL_MAX 125 /* control frame payload bytes (RFC 6455 5.5) */
+#define WSFRAME_HEADER_MAX 14   /* 2 + 8 (64-bit length) + 4 (mask) */
 
 enum wsframe_opcode {
         WSFRAME_CONTINUATION = 0x0,
@@ -24,9 +24,9 @@ enum wsframe_opcode {
 /* A decoded frame header. The payload starts at buf + header_len. */
 struct wsframe {
         bool fin;
-        uint8_t opcode;             /* enum wsframe_opcode */
+        uint8_t opcode; /* enum wsframe_opcode */
         bool masked;
-        uint8_t mask[4];            /* valid when masked */
+        uint8_t mask[4]; /* valid when masked */
         uint64_t payload_len;
         size_t header_len;
 };
@@ -58,8 +58,8 @@ int wsframe_encode(uint8_t opcode, const void *payload, size_t len, const uint8_
  *               expect_masked (servers never mask, clients always do);
  *   -EMSGSIZE   payload_len > max_payload.
  * "why" (may be NULL) receives a static description on error. */
-int wsframe_decode(const uint8_t *buf, size_t len, bool expect_masked, uint64_t max_payload,
-                   struct wsframe *ret, const char **why);
+int wsframe_decode(const uint8_t *buf, size_t len, bool expect_masked, uint64_t max_payload, struct wsframe *ret,
+                   const char **why);
 
 /* XORs n bytes of payload in place with mask, as if they started at payload offset
  * offset (so a payload can be unmasked in pieces). */
@@ -71,8 +71,8 @@ void wsframe_mask(uint8_t *payload, size_t n, const uint8_t mask[4], uint64_t of
  *   subprotocol is non-NULL, User-Agent probed/<version> (unless extra has one), then
  *   extra ("Name: value\r\n" lines, may be NULL) and the empty line.
  * 0 or -ENOMEM. */
-int wsframe_request(const char *target, const char *host, const char *key, const char *subprotocol,
-                    const char *extra, char **ret);
+int wsframe_request(const char *target, const char *host, const char *key, const char *subprotocol, const char *extra,
+                    char **ret);
 
 /* Looks for the end of the response head ("\r\n\r\n") in buf: its length including the
  * blank line, or 0 when not complete yet. */
@@ -83,5 +83,5 @@ size_t wsframe_response_end(const char *buf, size_t len);
  * accepted, or -EPROTO with a reason (at most n bytes, NUL-terminated) such as
  * "handshake: status 503", "bad Sec-WebSocket-Accept". *ret_status gets the HTTP
  * status (0 when the status line is unreadable). */
-int wsframe_response_check(const char *buf, size_t len, const char *key, const char *subprotocol,
-                           int *ret_status, char *reason, size_t n);
+int wsframe_response_check(const char *buf, size_t len, const char *key, const char *subprotocol, int *ret_status,
+                           char *reason, size_t n);

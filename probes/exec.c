@@ -47,16 +47,16 @@
 extern char **environ;
 
 struct exec_spec {
-        char **argv;            /* NULL-terminated, owned */
+        char **argv; /* NULL-terminated, owned */
         size_t argc;
 };
 
 struct exec_attempt {
         struct attempt *a;
-        pid_t pid;              /* the leader (= pgid), or -1 once reaped */
-        int pidfd;              /* registered with the loop, or -1 (then poll is used) */
-        struct timer poll;      /* without pidfd_open: look at the child every EXEC_POLL_MS */
-        int out_fd;             /* pipe read end, registered with the loop, or -1 */
+        pid_t pid;         /* the leader (= pgid), or -1 once reaped */
+        int pidfd;         /* registered with the loop, or -1 (then poll is used) */
+        struct timer poll; /* without pidfd_open: look at the child every EXEC_POLL_MS */
+        int out_fd;        /* pipe read end, registered with the loop, or -1 */
         size_t out_len;
         char out[EXEC_OUTPUT_MAX];
 };
@@ -66,7 +66,7 @@ struct reaper {
         struct reaper *prev, *next;
         struct loop *loop;
         pid_t pid;
-        int pidfd;              /* -1: no pidfd, poll is used */
+        int pidfd; /* -1: no pidfd, poll is used */
         struct timer poll;
 };
 
@@ -99,7 +99,8 @@ static int exec_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
         if (!cJSON_IsArray(cmd) || n == 0)
                 return cfg_error(reterr, path, "command",
                                  "must be a non-empty array of strings (argv, no shell), e.g. [\"/bin/true\"]");
-        cJSON_ArrayForEach(arg, cmd) {
+        cJSON_ArrayForEach(arg, cmd)
+        {
                 const char *why = NULL;
 
                 if (!cJSON_IsString(arg) || !arg->valuestring)
@@ -124,7 +125,8 @@ static int exec_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
         if (!spec->argv || !target)
                 goto oom;
         target[0] = '\0';
-        cJSON_ArrayForEach(arg, cmd) {
+        cJSON_ArrayForEach(arg, cmd)
+        {
                 spec->argv[spec->argc] = strdup(arg->valuestring);
                 if (!spec->argv[spec->argc])
                         goto oom;
@@ -193,7 +195,7 @@ static int reaper_add(struct loop *l, pid_t pid, int pidfd)
 
         if (!r)
                 return -ENOMEM;
-        *r = (struct reaper) { .loop = l, .pid = pid, .pidfd = pidfd, .next = reapers };
+        *r = (struct reaper){ .loop = l, .pid = pid, .pidfd = pidfd, .next = reapers };
         timer_init(&r->poll, reaper_on_poll, r);
         if (pidfd >= 0) {
                 ret = loop_io_add(l, pidfd, EPOLLIN, reaper_on_exit, r);
@@ -323,7 +325,7 @@ static void exec_check_exit(struct exec_attempt *x)
                 return; /* still running */
         }
         if (x->out_fd >= 0)
-                exec_read_output(x); /* everything the leader wrote is in the pipe by now */
+                exec_read_output(x);   /* everything the leader wrote is in the pipe by now */
         (void) kill(-x->pid, SIGKILL); /* leftovers of the group; the zombie leader pins the pgid */
         p = waitpid(x->pid, &status, WNOHANG);
         exec_unwatch(x);

@@ -35,8 +35,8 @@
 #define GRPC_MESSAGE_MAX 80 /* grpc-message bytes kept for last_error */
 
 struct grpc_spec {
-        char *url;              /* http(s)://ADDRESS/grpc.health.v1.Health/Check */
-        uint8_t *body;          /* length-prefixed HealthCheckRequest */
+        char *url;     /* http(s)://ADDRESS/grpc.health.v1.Health/Check */
+        uint8_t *body; /* length-prefixed HealthCheckRequest */
         size_t body_len;
         bool tls;
 };
@@ -47,7 +47,7 @@ struct grpc_attempt {
         CURL *easy;
         struct curl_slist *headers;
         size_t header_bytes;
-        int socket_errno;               /* set when socket() fails */
+        int socket_errno; /* set when socket() fails */
         bool have_status;
         long grpc_status;
         char grpc_message[GRPC_MESSAGE_MAX];
@@ -243,8 +243,8 @@ static void grpc_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
         (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
         if (rc != CURLE_OK) {
                 enum outcome o = probe_curl_error(easy, rc, g->socket_errno, err, sizeof(err));
-                if (http_status == 0 && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-                                         rc == CURLE_SSL_CONNECT_ERROR))
+                if (http_status == 0 &&
+                    (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_SSL_CONNECT_ERROR))
                         attempt_end(a, o, "connect: %s", err);
                 else
                         attempt_end(a, o, "%s", err);
@@ -280,7 +280,7 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         if (!g)
                 return -ENOMEM;
         g->a = a;
-        g->lc = (struct loop_curl) { .fn = grpc_on_done, .data = a };
+        g->lc = (struct loop_curl){ .fn = grpc_on_done, .data = a };
         a->data = g;
         /* grpc-timeout: at most 8 digits (PLATFORM 5.1); past 99999999 ms, in seconds */
         if (timeout_ms <= 99999999)

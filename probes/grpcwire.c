@@ -29,23 +29,10 @@ const char *grpc_serving_status_to_string(uint64_t s)
 const char *grpc_code_to_string(long code)
 {
         static const char *const names[] = {
-                "OK",
-                "CANCELLED",
-                "UNKNOWN",
-                "INVALID_ARGUMENT",
-                "DEADLINE_EXCEEDED",
-                "NOT_FOUND",
-                "ALREADY_EXISTS",
-                "PERMISSION_DENIED",
-                "RESOURCE_EXHAUSTED",
-                "FAILED_PRECONDITION",
-                "ABORTED",
-                "OUT_OF_RANGE",
-                "UNIMPLEMENTED",
-                "INTERNAL",
-                "UNAVAILABLE",
-                "DATA_LOSS",
-                "UNAUTHENTICATED",
+                "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+                "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+                "DATA_LOSS", "UNAUTHENTICATED",
         };
 
         return code >= 0 && (size_t) code < sizeof(names) / sizeof(names[0]) ? names[code] : NULL;
@@ -72,7 +59,7 @@ int grpcwire_request_encode(const char *service, uint8_t **ret_buf, size_t *ret_
         buf = malloc(GRPCWIRE_PREFIX_SIZE + 1 + 10 + slen);
         if (!buf)
                 return -ENOMEM;
-        if (slen > 0) { /* proto3 omits the empty string */
+        if (slen > 0) {                           /* proto3 omits the empty string */
                 buf[GRPCWIRE_PREFIX_SIZE] = 0x0A; /* field 1, wire type 2 */
                 mlen = 1 + varint_put(buf + GRPCWIRE_PREFIX_SIZE + 1, slen);
                 memcpy(buf + GRPCWIRE_PREFIX_SIZE + mlen, service, slen);
@@ -115,8 +102,7 @@ static int bad(const char **why, const char *msg, int r)
         return r;
 }
 
-int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uint64_t *ret_status,
-                             const char **why)
+int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uint64_t *ret_status, const char **why)
 {
         const uint8_t *p, *end;
         uint64_t status = GRPC_SERVING_UNKNOWN;

@@ -30,10 +30,10 @@ struct status_range {
 struct http_spec {
         char *url;
         bool head;
-        struct curl_slist *headers;     /* user headers + defaults, as curl takes them */
+        struct curl_slist *headers; /* user headers + defaults, as curl takes them */
         struct status_range ranges[MAX_STATUS_RANGES];
         size_t n_ranges;
-        char *expect_body;              /* NULL: any body */
+        char *expect_body; /* NULL: any body */
         size_t max_body;
         bool tls_verify;
 };
@@ -43,14 +43,14 @@ struct http_attempt {
         struct attempt *a;
         const struct http_spec *spec;
         CURL *easy;
-        char *url;                      /* current URL (changes on redirects) */
+        char *url; /* current URL (changes on redirects) */
         uint64_t timeout_ms;
-        int socket_errno;               /* set when socket() fails */
+        int socket_errno; /* set when socket() fails */
         unsigned redirects;
         size_t header_bytes;
         bool body_capped;
         size_t body_len;
-        char body[];                    /* max_body + 1 bytes with expect_body, else 1 */
+        char body[]; /* max_body + 1 bytes with expect_body, else 1 */
 };
 
 static int parse_status_ranges(const char *s, struct http_spec *spec)
@@ -76,7 +76,7 @@ static int parse_status_ranges(const char *s, struct http_spec *spec)
                                 return -EINVAL;
                         p = end;
                 }
-                spec->ranges[spec->n_ranges++] = (struct status_range) { (unsigned) lo, (unsigned) hi };
+                spec->ranges[spec->n_ranges++] = (struct status_range){ (unsigned) lo, (unsigned) hi };
                 if (*p == '\0')
                         return 0;
                 if (*p != ',')
@@ -99,9 +99,7 @@ static bool headers_have(const cJSON *headers, const char *name)
 {
         const cJSON *h;
 
-        cJSON_ArrayForEach(h, headers)
-                if (strcasecmp(h->string, name) == 0)
-                        return true;
+        cJSON_ArrayForEach(h, headers) if (strcasecmp(h->string, name) == 0) return true;
         return false;
 }
 
@@ -175,7 +173,8 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 r = cfg_error(reterr, path, "headers", "must be an object of strings");
                 goto fail;
         }
-        cJSON_ArrayForEach(h, headers) {
+        cJSON_ArrayForEach(h, headers)
+        {
                 if (!cJSON_IsString(h) || !header_name_valid(h->string) || strpbrk(h->valuestring, "\r\n")) {
                         char *hp = strdup_printf("%s.headers", path);
                         r = hp ? cfg_error(reterr, hp, h->string, "must be a valid header with a string value")
@@ -188,8 +187,7 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
         }
         /* kubelet's defaults, unless the user set (or emptied) them */
         if ((!headers_have(headers, "Accept") && (r = append_header(&spec->headers, "Accept", "*/*")) < 0) ||
-            (!headers_have(headers, "Connection") &&
-             (r = append_header(&spec->headers, "Connection", "close")) < 0))
+            (!headers_have(headers, "Connection") && (r = append_header(&spec->headers, "Connection", "close")) < 0))
                 goto fail;
 
         /* normalize for --check-config and reload comparison */
@@ -380,7 +378,7 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         h->a = a;
         h->spec = spec;
         h->timeout_ms = timeout_ms;
-        h->lc = (struct loop_curl) { .fn = http_on_done, .data = a };
+        h->lc = (struct loop_curl){ .fn = http_on_done, .data = a };
         h->url = strdup(spec->url);
         if (!h->url) {
                 free(h);

@@ -44,12 +44,12 @@
 #define WS_CLOSE_NORMAL 1000
 
 struct ws_spec {
-        char *url;              /* as configured, for /status */
-        char *curl_url;         /* the same with http(s)://, for libcurl */
-        char *host;             /* Host header value: host[:port] as written */
-        char *target;           /* request target: path[?query] */
-        char *subprotocol;      /* NULL: none asked */
-        char *extra;            /* user headers as "Name: value\r\n" lines, or NULL */
+        char *url;         /* as configured, for /status */
+        char *curl_url;    /* the same with http(s)://, for libcurl */
+        char *host;        /* Host header value: host[:port] as written */
+        char *target;      /* request target: path[?query] */
+        char *subprotocol; /* NULL: none asked */
+        char *extra;       /* user headers as "Name: value\r\n" lines, or NULL */
         bool ping;
 };
 
@@ -66,16 +66,16 @@ struct ws_attempt {
         struct attempt *a;
         const struct ws_spec *spec;
         CURL *easy;
-        int socket_errno;               /* set when socket() fails */
-        int fd;                         /* registered with the loop, or -1 */
-        uint32_t events;                /* what fd is registered for */
+        int socket_errno; /* set when socket() fails */
+        int fd;           /* registered with the loop, or -1 */
+        uint32_t events;  /* what fd is registered for */
         enum ws_step step;
         char key[WSFRAME_KEY_SIZE];
         uint8_t nonce[16];
         size_t nonce_len;
-        uint8_t *out;                   /* bytes still to send (malloc'd) */
+        uint8_t *out; /* bytes still to send (malloc'd) */
         size_t out_len, out_off;
-        uint64_t skip;                  /* data frame payload bytes still to discard */
+        uint64_t skip; /* data frame payload bytes still to discard */
         size_t in_len;
         uint8_t in[HTTP_MAX_HEADER_BYTES];
 };
@@ -124,8 +124,14 @@ static bool is_field_value(const char *s)
 static bool is_reserved_header(const char *name)
 {
         static const char *const reserved[] = {
-                "Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol",
-                "Sec-WebSocket-Extensions", "Content-Length", "Transfer-Encoding",
+                "Upgrade",
+                "Connection",
+                "Sec-WebSocket-Key",
+                "Sec-WebSocket-Version",
+                "Sec-WebSocket-Protocol",
+                "Sec-WebSocket-Extensions",
+                "Content-Length",
+                "Transfer-Encoding",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(reserved); i++)
@@ -148,7 +154,8 @@ static int parse_headers(const cJSON *obj, const char *path, struct ws_spec *spe
         hp = strdup_printf("%s.headers", path);
         if (!hp)
                 return -ENOMEM;
-        cJSON_ArrayForEach(h, headers) {
+        cJSON_ArrayForEach(h, headers)
+        {
                 const char *why = NULL;
                 size_t add;
                 char *n;
@@ -608,7 +615,7 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         w->spec = spec;
         w->fd = -1;
         w->step = WS_CONNECTING;
-        w->lc = (struct loop_curl) { .fn = ws_on_connected, .data = a };
+        w->lc = (struct loop_curl){ .fn = ws_on_connected, .data = a };
         a->data = w;
         a->waiting_for = "connection"; /* a timeout reads "timeout: no pong within 1s" */
         r = wsframe_key_new(w->key);

@@ -110,8 +110,8 @@ static int decode_fail(const char **why, const char *msg, int r)
         return r;
 }
 
-int wsframe_decode(const uint8_t *buf, size_t len, bool expect_masked, uint64_t max_payload,
-                   struct wsframe *ret, const char **why)
+int wsframe_decode(const uint8_t *buf, size_t len, bool expect_masked, uint64_t max_payload, struct wsframe *ret,
+                   const char **why)
 {
         struct wsframe f = { 0 };
         uint8_t op;
@@ -189,8 +189,8 @@ static bool extra_has(const char *extra, const char *name)
         return false;
 }
 
-int wsframe_request(const char *target, const char *host, const char *key, const char *subprotocol,
-                    const char *extra, char **ret)
+int wsframe_request(const char *target, const char *host, const char *key, const char *subprotocol, const char *extra,
+                    char **ret)
 {
         bool own_host = !extra_has(extra, "Host"), own_ua = !extra_has(extra, "User-Agent");
         char *s = NULL;
@@ -264,8 +264,8 @@ struct head_value {
         unsigned count;
 };
 
-int wsframe_response_check(const char *buf, size_t len, const char *key, const char *subprotocol,
-                           int *ret_status, char *reason, size_t n)
+int wsframe_response_check(const char *buf, size_t len, const char *key, const char *subprotocol, int *ret_status,
+                           char *reason, size_t n)
 {
         struct head_value upgrade = { 0 }, accept = { 0 }, protocol = { 0 }, extensions = { 0 };
         bool upgrade_ok = false, connection_ok = false;

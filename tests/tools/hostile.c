@@ -36,8 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HEAD_MAX 16384      /* request head bytes read before misbehaving */
-#define STREAM_CHUNK 16384  /* bytes per write when flooding */
+#define HEAD_MAX 16384     /* request head bytes read before misbehaving */
+#define STREAM_CHUNK 16384 /* bytes per write when flooding */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum mode {

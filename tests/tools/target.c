@@ -34,9 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HEAD_MAX 16384      /* request line + headers accepted */
-#define TEXT_MAX 4096       /* body= / to= / health body bytes kept */
-#define STREAM_CHUNK 65536  /* bytes of 'x' written per send() for /body/N */
+#define HEAD_MAX 16384     /* request line + headers accepted */
+#define TEXT_MAX 4096      /* body= / to= / health body bytes kept */
+#define STREAM_CHUNK 65536 /* bytes of 'x' written per send() for /body/N */
 
 enum conn_state {
         CONN_READ,
@@ -51,12 +51,12 @@ struct conn {
         enum conn_state state;
         char in[HEAD_MAX + 1];
         size_t in_len;
-        bool head_only;       /* HEAD: headers only */
-        bool keep_alive;      /* HTTP/1.1 without Connection: close: read another request */
-        size_t head_len;      /* bytes of in[] taken by the current request head */
-        int64_t deadline_ms;  /* CONN_DELAY: when to answer */
+        bool head_only;      /* HEAD: headers only */
+        bool keep_alive;     /* HTTP/1.1 without Connection: close: read another request */
+        size_t head_len;     /* bytes of in[] taken by the current request head */
+        int64_t deadline_ms; /* CONN_DELAY: when to answer */
         int delay_code;
-        char *out;            /* head (+ small body) to write */
+        char *out; /* head (+ small body) to write */
         size_t out_len, out_off;
         uint64_t stream_left; /* 'x' bytes still to stream after out */
 };
@@ -79,21 +79,36 @@ static int64_t now_ms(void)
 static const char *reason_of(int code)
 {
         switch (code) {
-        case 200: return "OK";
-        case 201: return "Created";
-        case 204: return "No Content";
-        case 301: return "Moved Permanently";
-        case 302: return "Found";
-        case 304: return "Not Modified";
-        case 307: return "Temporary Redirect";
-        case 400: return "Bad Request";
-        case 404: return "Not Found";
-        case 405: return "Method Not Allowed";
-        case 431: return "Request Header Fields Too Large";
-        case 500: return "Internal Server Error";
-        case 502: return "Bad Gateway";
-        case 503: return "Service Unavailable";
-        default: return "Status";
+        case 200:
+                return "OK";
+        case 201:
+                return "Created";
+        case 204:
+                return "No Content";
+        case 301:
+                return "Moved Permanently";
+        case 302:
+                return "Found";
+        case 304:
+                return "Not Modified";
+        case 307:
+                return "Temporary Redirect";
+        case 400:
+                return "Bad Request";
+        case 404:
+                return "Not Found";
+        case 405:
+                return "Method Not Allowed";
+        case 431:
+                return "Request Header Fields Too Large";
+        case 500:
+                return "Internal Server Error";
+        case 502:
+                return "Bad Gateway";
+        case 503:
+                return "Service Unavailable";
+        default:
+                return "Status";
         }
 }
 
@@ -169,8 +184,8 @@ static bool query_get(const char *query, const char *key, char *ret)
 }
 
 /* Queues an answer; body may be NULL when stream_len bytes of 'x' follow instead. */
-static void conn_answer(struct conn *c, int code, const char *location, const char *body,
-                        size_t body_len, uint64_t stream_len)
+static void conn_answer(struct conn *c, int code, const char *location, const char *body, size_t body_len,
+                        uint64_t stream_len)
 {
         bool no_body = (code >= 100 && code < 200) || code == 204 || code == 304;
         uint64_t clen = body ? body_len : stream_len;
@@ -180,18 +195,18 @@ static void conn_answer(struct conn *c, int code, const char *location, const ch
         if (no_body)
                 c->keep_alive = false;
         if (no_body)
-                n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s%s%sConnection: close\r\n\r\n",
-                             code, reason_of(code), location ? "Location: " : "",
-                             location ? location : "", location ? "\r\n" : "");
+                n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s%s%sConnection: close\r\n\r\n", code,
+                             reason_of(code), location ? "Location: " : "", location ? location : "",
+                             location ? "\r\n" : "");
         else
                 n = snprintf(head, sizeof(head),
                              "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %llu\r\n"
                              "%s%s%sConnection: %s\r\n\r\n",
-                             code, reason_of(code), (unsigned long long) clen,
-                             location ? "Location: " : "", location ? location : "",
-                             location ? "\r\n" : "", c->keep_alive ? "keep-alive" : "close");
+                             code, reason_of(code), (unsigned long long) clen, location ? "Location: " : "",
+                             location ? location : "", location ? "\r\n" : "", c->keep_alive ? "keep-alive" : "close");
         if (n < 0 || (size_t) n >= sizeof(head))
-                n = snprintf(head, sizeof(head), "HTTP/1.1 500 Internal Server Error\r\n"
+                n = snprintf(head, sizeof(head),
+                             "HTTP/1.1 500 Internal Server Error\r\n"
                              "Content-Length: 0\r\nConnection: close\r\n\r\n");
         size_t blen = (!no_body && !c->head_only && body) ? body_len : 0;
         c->out = malloc((size_t) n + blen);
@@ -353,8 +368,7 @@ static void route(struct conn *c)
                 snprintf(text, sizeof(text), "open=%llu max_open=%llu\n", n_open, max_open);
                 conn_answer_text(c, 200, NULL, text);
         } else if (strcmp(path, "/count") == 0) {
-                snprintf(text, sizeof(text), "requests=%llu connections=%llu\n", n_requests,
-                         n_connections);
+                snprintf(text, sizeof(text), "requests=%llu connections=%llu\n", n_requests, n_connections);
                 conn_answer_text(c, 200, NULL, text);
         } else {
                 conn_answer_text(c, 404, NULL, "not found\n");

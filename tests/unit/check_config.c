@@ -36,8 +36,7 @@ static struct config *load_ok(const char *text)
         return load_flags_ok(text, NULL, 0);
 }
 
-static void expect_flags_error(const char *text, const struct probe_flag *flags, size_t n,
-                               const char *want)
+static void expect_flags_error(const char *text, const struct probe_flag *flags, size_t n, const char *want)
 {
         struct config *c = (struct config *) 0x1;
         char *err = NULL;
@@ -190,8 +189,8 @@ START_TEST(test_full_http_tcp)
 
         ck_assert_ptr_eq(api->ops, probe_ops_find("http"));
         ck_assert_uint_eq(api->scopes, SCOPE_ALL);
-        ck_assert_uint_eq(api->timing.period_ms, 5000);    /* own */
-        ck_assert_uint_eq(api->timing.timeout_ms, 2000);   /* from defaults */
+        ck_assert_uint_eq(api->timing.period_ms, 5000);  /* own */
+        ck_assert_uint_eq(api->timing.timeout_ms, 2000); /* from defaults */
         ck_assert_uint_eq(api->timing.success_threshold, 2);
         ck_assert_uint_eq(api->timing.failure_threshold, 4);
         ck_assert_ptr_nonnull(api->target);
@@ -214,8 +213,7 @@ START_TEST(test_full_http_tcp)
 
                 ck_assert_int_eq(cJSON_GetArraySize(sc), 1);
                 ck_assert_str_eq(cJSON_GetArrayItem(sc, 0)->valuestring, "startup");
-                ck_assert_double_eq(
-                        cJSON_GetObjectItemCaseSensitive(port->json, "failure_threshold")->valuedouble, 4);
+                ck_assert_double_eq(cJSON_GetObjectItemCaseSensitive(port->json, "failure_threshold")->valuedouble, 4);
         }
         config_free(c);
 }
@@ -282,114 +280,121 @@ static const struct {
         const char *err;
 } errors[] = {
         /* JSON syntax */
-        {"{\"listen\": }", "config: invalid JSON at line 1, column 12"},
-        {"{\n  \"drain\": \"1s\",\n  \"probes\" []\n}", "config: invalid JSON at line 3, column 12"},
-        {"{} x", "config: invalid JSON at line 1, column 4"},
-        {"", "config: invalid JSON at line 1, column 1"},
-        {"[]", "config: the top level is not a JSON object"},
+        { "{\"listen\": }", "config: invalid JSON at line 1, column 12" },
+        { "{\n  \"drain\": \"1s\",\n  \"probes\" []\n}", "config: invalid JSON at line 3, column 12" },
+        { "{} x", "config: invalid JSON at line 1, column 4" },
+        { "", "config: invalid JSON at line 1, column 1" },
+        { "[]", "config: the top level is not a JSON object" },
         /* unknown and duplicate keys, every level */
-        {"{\"lisen\": \"0.0.0.0:1\"}", "config: lisen: unknown key"},
-        {"{\"defaults\": {\"perod\": \"1s\"}}", "config: defaults.perod: unknown key"},
-        {"{\"backoff\": {\"inital\": \"1s\"}}", "config: backoff.inital: unknown key"},
-        {"{\"probes\": [" TCP("a") ", {\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
-         " \"perod\": \"1s\"}]}",
-         "config: probes[1].perod: unknown key"},
-        {"{\"probes\": [{\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"url\": \"x\"}]}",
-         "config: probes[0].url: unknown key"}, /* another kind's key */
-        {"{\"drain\": \"1s\", \"drain\": \"2s\"}", "config: drain: duplicate key"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"period\": \"1s\","
-         " \"period\": \"2s\"}]}",
-         "config: probes[0].period: duplicate key"},
+        { "{\"lisen\": \"0.0.0.0:1\"}", "config: lisen: unknown key" },
+        { "{\"defaults\": {\"perod\": \"1s\"}}", "config: defaults.perod: unknown key" },
+        { "{\"backoff\": {\"inital\": \"1s\"}}", "config: backoff.inital: unknown key" },
+        { "{\"probes\": [" TCP("a") ", {\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
+                                    " \"perod\": \"1s\"}]}",
+          "config: probes[1].perod: unknown key" },
+        { "{\"probes\": [{\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"url\": \"x\"}]}",
+          "config: probes[0].url: unknown key" }, /* another kind's key */
+        { "{\"drain\": \"1s\", \"drain\": \"2s\"}", "config: drain: duplicate key" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"period\": \"1s\","
+          " \"period\": \"2s\"}]}",
+          "config: probes[0].period: duplicate key" },
         /* durations */
-        {"{\"probes\": [" TCP("a") ", {\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
-         " \"timeout\": \"5x\"}]}",
-         "config: probes[1].timeout: \"5x\" is not a duration (e.g. \"500ms\", \"2s\")"},
-        {"{\"probes\": [" TCP("a") ", {\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
-         " \"timeout\": 5}]}",
-         "config: probes[1].timeout: 5 is not a duration (e.g. \"500ms\", \"2s\")"},
-        {"{\"defaults\": {\"period\": \"5\"}}", "config: defaults.period: \"5\" is not a duration (e.g. \"500ms\", \"2s\")"},
-        {"{\"drain\": \"-1s\"}", "config: drain: \"-1s\" is not a duration (e.g. \"500ms\", \"2s\")"},
-        {"{\"drain\": null}", "config: drain: null is not a duration (e.g. \"500ms\", \"2s\")"},
-        {"{\"defaults\": {\"timeout\": \"99999999999h\"}}", "config: defaults.timeout: \"99999999999h\" is too long"},
-        {"{\"defaults\": {\"period\": \"0s\"}}", "config: defaults.period: must be greater than 0"},
-        {"{\"defaults\": {\"timeout\": \"0ms\"}}", "config: defaults.timeout: must be greater than 0"},
-        {"{\"defaults\": {\"startup_period\": \"0s\"}}", "config: defaults.startup_period: must be greater than 0"},
-        {"{\"stall_threshold\": \"0s\"}", "config: stall_threshold: must be greater than 0"},
-        {"{\"backoff\": {\"initial\": \"0s\"}}", "config: backoff.initial: must be greater than 0"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"period\": \"0s\"}]}",
-         "config: probes[0].period: must be greater than 0"},
+        { "{\"probes\": [" TCP("a") ", {\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
+                                    " \"timeout\": \"5x\"}]}",
+          "config: probes[1].timeout: \"5x\" is not a duration (e.g. \"500ms\", \"2s\")" },
+        { "{\"probes\": [" TCP("a") ", {\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
+                                    " \"timeout\": 5}]}",
+          "config: probes[1].timeout: 5 is not a duration (e.g. \"500ms\", \"2s\")" },
+        { "{\"defaults\": {\"period\": \"5\"}}",
+          "config: defaults.period: \"5\" is not a duration (e.g. \"500ms\", \"2s\")" },
+        { "{\"drain\": \"-1s\"}", "config: drain: \"-1s\" is not a duration (e.g. \"500ms\", \"2s\")" },
+        { "{\"drain\": null}", "config: drain: null is not a duration (e.g. \"500ms\", \"2s\")" },
+        { "{\"defaults\": {\"timeout\": \"99999999999h\"}}", "config: defaults.timeout: \"99999999999h\" is too long" },
+        { "{\"defaults\": {\"period\": \"0s\"}}", "config: defaults.period: must be greater than 0" },
+        { "{\"defaults\": {\"timeout\": \"0ms\"}}", "config: defaults.timeout: must be greater than 0" },
+        { "{\"defaults\": {\"startup_period\": \"0s\"}}", "config: defaults.startup_period: must be greater than 0" },
+        { "{\"stall_threshold\": \"0s\"}", "config: stall_threshold: must be greater than 0" },
+        { "{\"backoff\": {\"initial\": \"0s\"}}", "config: backoff.initial: must be greater than 0" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"period\": \"0s\"}]}",
+          "config: probes[0].period: must be greater than 0" },
         /* thresholds */
-        {"{\"defaults\": {\"failure_threshold\": 0}}", "config: defaults.failure_threshold: 0 is out of range (1..4294967295)"},
-        {"{\"defaults\": {\"success_threshold\": -2}}", "config: defaults.success_threshold: -2 is out of range (1..4294967295)"},
-        {"{\"defaults\": {\"failure_threshold\": 1.5}}", "config: defaults.failure_threshold: 1.5 is not an integer"},
-        {"{\"defaults\": {\"failure_threshold\": \"3\"}}", "config: defaults.failure_threshold: \"3\" is not an integer"},
-        {"{\"defaults\": {\"failure_threshold\": 4294967296}}",
-         "config: defaults.failure_threshold: 4294967296 is out of range (1..4294967295)"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"success_threshold\": 0}]}",
-         "config: probes[0].success_threshold: 0 is out of range (1..4294967295)"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"success_threshold\": true}]}",
-         "config: probes[0].success_threshold: true is not an integer"},
+        { "{\"defaults\": {\"failure_threshold\": 0}}",
+          "config: defaults.failure_threshold: 0 is out of range (1..4294967295)" },
+        { "{\"defaults\": {\"success_threshold\": -2}}",
+          "config: defaults.success_threshold: -2 is out of range (1..4294967295)" },
+        { "{\"defaults\": {\"failure_threshold\": 1.5}}", "config: defaults.failure_threshold: 1.5 is not an integer" },
+        { "{\"defaults\": {\"failure_threshold\": \"3\"}}",
+          "config: defaults.failure_threshold: \"3\" is not an integer" },
+        { "{\"defaults\": {\"failure_threshold\": 4294967296}}",
+          "config: defaults.failure_threshold: 4294967296 is out of range (1..4294967295)" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"success_threshold\": "
+          "0}]}",
+          "config: probes[0].success_threshold: 0 is out of range (1..4294967295)" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"success_threshold\": "
+          "true}]}",
+          "config: probes[0].success_threshold: true is not an integer" },
         /* names */
-        {"{\"probes\": [" TCP("a") ", " TCP("b") ", " TCP("a") "]}",
-         "config: probes[2].name: \"a\" is already used by probes[0]"},
-        {"{\"probes\": [" TCP("a b") "]}",
-         "config: probes[0].name: \"a b\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)"},
-        {"{\"probes\": [" TCP("a/b") "]}",
-         "config: probes[0].name: \"a/b\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)"},
-        {"{\"probes\": [" TCP("") "]}",
-         "config: probes[0].name: \"\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)"},
-        {"{\"probes\": [" TCP("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa") "]}",
-         "config: probes[0].name: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" "
-         "is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)"},
-        {"{\"probes\": [{\"type\": \"tcp\", \"address\": \"127.0.0.1:1\"}]}", "config: probes[0].name: is required"},
-        {"{\"probes\": [{\"name\": 7, \"type\": \"tcp\"}]}", "config: probes[0].name: 7 is not a string"},
+        { "{\"probes\": [" TCP("a") ", " TCP("b") ", " TCP("a") "]}",
+          "config: probes[2].name: \"a\" is already used by probes[0]" },
+        { "{\"probes\": [" TCP("a b") "]}",
+          "config: probes[0].name: \"a b\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)" },
+        { "{\"probes\": [" TCP("a/b") "]}",
+          "config: probes[0].name: \"a/b\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)" },
+        { "{\"probes\": [" TCP("") "]}",
+          "config: probes[0].name: \"\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)" },
+        { "{\"probes\": [" TCP("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa") "]}",
+          "config: probes[0].name: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" "
+          "is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)" },
+        { "{\"probes\": [{\"type\": \"tcp\", \"address\": \"127.0.0.1:1\"}]}", "config: probes[0].name: is required" },
+        { "{\"probes\": [{\"name\": 7, \"type\": \"tcp\"}]}", "config: probes[0].name: 7 is not a string" },
         /* types */
-        {"{\"probes\": [{\"name\": \"a\", \"address\": \"127.0.0.1:1\"}]}", "config: probes[0].type: is required"},
+        { "{\"probes\": [{\"name\": \"a\", \"address\": \"127.0.0.1:1\"}]}", "config: probes[0].type: is required" },
         /* scopes */
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
-         " \"scopes\": [\"startup\", \"live\"]}]}",
-         "config: probes[0].scopes[1]: \"live\" is not a scope (startup, liveness, readiness)"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
-         " \"scopes\": [\"startup\", \"startup\"]}]}",
-         "config: probes[0].scopes[1]: \"startup\" is listed twice"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"scopes\": []}]}",
-         "config: probes[0].scopes: must not be empty"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"scopes\": \"startup\"}]}",
-         "config: probes[0].scopes: \"startup\" is not an array of \"startup\", \"liveness\", \"readiness\""},
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
+          " \"scopes\": [\"startup\", \"live\"]}]}",
+          "config: probes[0].scopes[1]: \"live\" is not a scope (startup, liveness, readiness)" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
+          " \"scopes\": [\"startup\", \"startup\"]}]}",
+          "config: probes[0].scopes[1]: \"startup\" is listed twice" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"scopes\": []}]}",
+          "config: probes[0].scopes: must not be empty" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\", \"scopes\": \"startup\"}]}",
+          "config: probes[0].scopes: \"startup\" is not an array of \"startup\", \"liveness\", \"readiness\"" },
         /* backoff, listen, log_level, structure */
-        {"{\"backoff\": {\"initial\": \"2s\", \"max\": \"1s\"}}",
-         "config: backoff.max: \"1s\" is less than backoff.initial \"2s\""},
-        {"{\"backoff\": {\"initial\": \"10m\"}}", "config: backoff.max: \"5m\" is less than backoff.initial \"10m\""},
-        {"{\"listen\": \"0.0.0.0\"}",
-         "config: listen: \"0.0.0.0\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")"},
-        {"{\"listen\": \"0.0.0.0:65536\"}",
-         "config: listen: \"0.0.0.0:65536\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")"},
-        {"{\"listen\": \"::1:80\"}",
-         "config: listen: \"::1:80\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")"},
-        {"{\"listen\": \"example.com:80\"}",
-         "config: listen: \"example.com:80\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")"},
-        {"{\"listen\": \"1.2.3.4:-1\"}",
-         "config: listen: \"1.2.3.4:-1\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")"},
-        {"{\"listen\": 8081}", "config: listen: 8081 is not a string"},
-        {"{\"log_level\": \"verbose\"}", "config: log_level: \"verbose\" is not a log level (debug, info, warn, error)"},
-        {"{\"defaults\": []}", "config: defaults: [] is not an object"},
-        {"{\"probes\": {}}", "config: probes: {} is not an array"},
-        {"{\"probes\": [5]}", "config: probes[0]: 5 is not an object"},
+        { "{\"backoff\": {\"initial\": \"2s\", \"max\": \"1s\"}}",
+          "config: backoff.max: \"1s\" is less than backoff.initial \"2s\"" },
+        { "{\"backoff\": {\"initial\": \"10m\"}}", "config: backoff.max: \"5m\" is less than backoff.initial \"10m\"" },
+        { "{\"listen\": \"0.0.0.0\"}",
+          "config: listen: \"0.0.0.0\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
+        { "{\"listen\": \"0.0.0.0:65536\"}",
+          "config: listen: \"0.0.0.0:65536\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
+        { "{\"listen\": \"::1:80\"}",
+          "config: listen: \"::1:80\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
+        { "{\"listen\": \"example.com:80\"}",
+          "config: listen: \"example.com:80\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
+        { "{\"listen\": \"1.2.3.4:-1\"}",
+          "config: listen: \"1.2.3.4:-1\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
+        { "{\"listen\": 8081}", "config: listen: 8081 is not a string" },
+        { "{\"log_level\": \"verbose\"}",
+          "config: log_level: \"verbose\" is not a log level (debug, info, warn, error)" },
+        { "{\"defaults\": []}", "config: defaults: [] is not an object" },
+        { "{\"probes\": {}}", "config: probes: {} is not an array" },
+        { "{\"probes\": [5]}", "config: probes[0]: 5 is not an object" },
         /* a kind's own validation still names the path */
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"nohost\"}]}",
-         "config: probes[0].address: \"nohost\" is not HOST:PORT"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\"}]}", "config: probes[0].address: is required"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"http\", \"url\": \"http://127.0.0.1/\", \"method\": \"POST\"}]}",
-         "config: probes[0].method: \"POST\" is not GET or HEAD"},
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"nohost\"}]}",
+          "config: probes[0].address: \"nohost\" is not HOST:PORT" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\"}]}", "config: probes[0].address: is required" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"http\", \"url\": \"http://127.0.0.1/\", \"method\": \"POST\"}]}",
+          "config: probes[0].method: \"POST\" is not GET or HEAD" },
         /* ${VAR} syntax */
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${X\"}]}",
-         "config: probes[0].address: has \"${\" without a closing \"}\" (use ${VAR} or ${VAR:-default})"},
-        {"{\"probes\": [{\"name\": \"a\", \"type\": \"http\", \"url\": \"http://127.0.0.1/\","
-         " \"headers\": {\"X-A\": \"${1X}\"}}]}",
-         "config: probes[0].headers.X-A: has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})"},
-        {"{\"listen\": \"${}\"}", "config: listen: has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})"},
-        {"{\"defaults\": {\"period\": \"${A-5s}\"}}",
-         "config: defaults.period: has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})"},
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${X\"}]}",
+          "config: probes[0].address: has \"${\" without a closing \"}\" (use ${VAR} or ${VAR:-default})" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"http\", \"url\": \"http://127.0.0.1/\","
+          " \"headers\": {\"X-A\": \"${1X}\"}}]}",
+          "config: probes[0].headers.X-A: has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})" },
+        { "{\"listen\": \"${}\"}", "config: listen: has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})" },
+        { "{\"defaults\": {\"period\": \"${A-5s}\"}}",
+          "config: defaults.period: has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})" },
 };
 
 START_TEST(test_errors)
@@ -401,7 +406,7 @@ END_TEST
 START_TEST(test_unknown_type)
 {
         char want[256] = "config: probes[0].type: \"htp\" is not a known type (";
-        const char *kinds[] = {"http", "tcp", "websocket", "grpc", "exec"};
+        const char *kinds[] = { "http", "tcp", "websocket", "grpc", "exec" };
         bool first = true;
 
         for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
@@ -419,7 +424,7 @@ END_TEST
 
 START_TEST(test_valid_listen)
 {
-        const char *ok[] = {"0.0.0.0:8081", "127.0.0.1:0", "[::]:8081", "[::1]:65535", "localhost:80"};
+        const char *ok[] = { "0.0.0.0:8081", "127.0.0.1:0", "[::]:8081", "[::1]:65535", "localhost:80" };
 
         for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
                 char text[128];
@@ -435,9 +440,9 @@ END_TEST
 
 START_TEST(test_log_levels)
 {
-        const char *names[] = {"debug", "info", "warn", "warning", "error"};
-        const enum log_level want[] = {LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, LOG_LEVEL_WARNING,
-                                       LOG_LEVEL_ERROR};
+        const char *names[] = { "debug", "info", "warn", "warning", "error" };
+        const enum log_level want[] = { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, LOG_LEVEL_WARNING,
+                                        LOG_LEVEL_ERROR };
 
         for (size_t i = 0; i < ELEMENTSOF(names); i++) {
                 char text[64];
@@ -458,7 +463,7 @@ START_TEST(test_too_many_probes)
         size_t cap = (size_t) MAX_PROBES * 80 + 64, len = 0;
         char *text = malloc(cap);
         struct config *c;
-        const struct probe_flag extra = {"tcp", "extra=127.0.0.1:1"};
+        const struct probe_flag extra = { "tcp", "extra=127.0.0.1:1" };
 
         ck_assert_ptr_nonnull(text);
         len += (size_t) snprintf(text + len, cap - len, "{\"probes\": [");
@@ -487,14 +492,15 @@ START_TEST(test_env_expansion)
         ck_assert_int_eq(setenv("PT_EMPTY", "", 1), 0);
         ck_assert_int_eq(setenv("PT_PERIOD", "3s", 1), 0);
         ck_assert_int_eq(unsetenv("PT_UNSET"), 0);
-        c = load_ok("{\"listen\": \"${PT_LISTEN}\", \"drain\": \"${PT_UNSET:-1s}\","
-                    " \"defaults\": {\"period\": \"${PT_PERIOD}\"},"
-                    " \"probes\": ["
-                    "  {\"name\": \"a${PT_UNSET}\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${PT_PORT:-1}\"},"
-                    "  {\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${PT_UNSET:-2}\"},"
-                    "  {\"name\": \"c\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${PT_EMPTY:-3}\"},"
-                    "  {\"name\": \"d\", \"type\": \"http\", \"url\": \"http://127.0.0.1:${PT_PORT}${PT_EMPTY}/$PT_PORT\"}"
-                    "]}");
+        c = load_ok(
+                "{\"listen\": \"${PT_LISTEN}\", \"drain\": \"${PT_UNSET:-1s}\","
+                " \"defaults\": {\"period\": \"${PT_PERIOD}\"},"
+                " \"probes\": ["
+                "  {\"name\": \"a${PT_UNSET}\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${PT_PORT:-1}\"},"
+                "  {\"name\": \"b\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${PT_UNSET:-2}\"},"
+                "  {\"name\": \"c\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${PT_EMPTY:-3}\"},"
+                "  {\"name\": \"d\", \"type\": \"http\", \"url\": \"http://127.0.0.1:${PT_PORT}${PT_EMPTY}/$PT_PORT\"}"
+                "]}");
         ck_assert_str_eq(c->listen, "127.0.0.1:9999");
         ck_assert_uint_eq(c->drain_ms, 1000);
         ck_assert_uint_eq(c->defaults.period_ms, 3000);
@@ -502,7 +508,8 @@ START_TEST(test_env_expansion)
         ck_assert_str_eq(config_find_probe(c, "a")->target, "127.0.0.1:7171");
         ck_assert_str_eq(config_find_probe(c, "b")->target, "127.0.0.1:2");
         ck_assert_str_eq(config_find_probe(c, "c")->target, "127.0.0.1:3"); /* :- also when empty */
-        ck_assert_str_eq(pj_str(config_find_probe(c, "d"), "url"), "http://127.0.0.1:7171/$PT_PORT"); /* $VAR is literal */
+        ck_assert_str_eq(pj_str(config_find_probe(c, "d"), "url"),
+                         "http://127.0.0.1:7171/$PT_PORT"); /* $VAR is literal */
         config_free(c);
 
         /* an unset variable can still make a field invalid: the field's own error */
@@ -519,8 +526,10 @@ START_TEST(test_env_headers)
         const cJSON *h;
 
         ck_assert_int_eq(setenv("PT_TOKEN", "s3cr\"et", 1), 0);
-        c = load_ok("{\"probes\": [{\"name\": \"api\", \"type\": \"http\", \"url\": \"http://127.0.0.1:${PT_NOPE:-8080}/h\","
-                    " \"headers\": {\"Authorization\": \"Bearer ${PT_TOKEN}\", \"X-Default\": \"${PT_NOPE:-d e f}\"}}]}");
+        c = load_ok(
+                "{\"probes\": [{\"name\": \"api\", \"type\": \"http\", \"url\": "
+                "\"http://127.0.0.1:${PT_NOPE:-8080}/h\","
+                " \"headers\": {\"Authorization\": \"Bearer ${PT_TOKEN}\", \"X-Default\": \"${PT_NOPE:-d e f}\"}}]}");
         h = cJSON_GetObjectItemCaseSensitive(c->probes[0].json, "headers");
         ck_assert_ptr_nonnull(h);
         ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(h, "Authorization")->valuestring, "Bearer s3cr\"et");
@@ -545,8 +554,9 @@ START_TEST(test_env_exec_argv)
         ck_assert_str_eq(cJSON_GetArrayItem(cmd, 2)->valuestring, "/tmp");
         ck_assert_str_eq(cJSON_GetArrayItem(cmd, 3)->valuestring, "x y"); /* one argv element */
         config_free(c);
-        expect_error("{\"probes\": [{\"name\": \"disk\", \"type\": \"exec\", \"command\": [\"/bin/true\", \"${X\"]}]}",
-                     "config: probes[0].command[1]: has \"${\" without a closing \"}\" (use ${VAR} or ${VAR:-default})");
+        expect_error(
+                "{\"probes\": [{\"name\": \"disk\", \"type\": \"exec\", \"command\": [\"/bin/true\", \"${X\"]}]}",
+                "config: probes[0].command[1]: has \"${\" without a closing \"}\" (use ${VAR} or ${VAR:-default})");
 }
 END_TEST
 
@@ -555,8 +565,8 @@ END_TEST
 START_TEST(test_flags_http_tcp)
 {
         const struct probe_flag flags[] = {
-                {"tcp", "db=127.0.0.1:5432"},
-                {"http", "web=http://127.0.0.1:8080/healthz"},
+                { "tcp", "db=127.0.0.1:5432" },
+                { "http", "web=http://127.0.0.1:8080/healthz" },
         };
         struct config *c = load_flags_ok(NULL, flags, ELEMENTSOF(flags));
         const struct probe_config *db, *web;
@@ -590,19 +600,19 @@ static const struct {
         struct probe_flag flag;
         const char *err;
 } flag_errors[] = {
-        {{"tcp", "app=nohost"}, "--tcp app=nohost: address: \"nohost\" is not HOST:PORT"},
-        {{"tcp", "app"}, "--tcp app: expected NAME=HOST:PORT"},
-        {{"tcp", "=127.0.0.1:1"}, "--tcp =127.0.0.1:1: expected NAME=HOST:PORT"},
-        {{"http", "web="}, "--http web=: expected NAME=URL"},
-        {{"grpc", "rpc"}, "--grpc rpc: expected NAME=HOST:PORT[/SERVICE]"},
-        {{"exec", "x"}, "--exec x: expected NAME=CMD"},
-        {{"ws", "x"}, "--ws x: expected NAME=URL"},
-        {{"http", "a/b=http://127.0.0.1/"},
-         "--http a/b=http://127.0.0.1/: name: \"a/b\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)"},
-        {{"http", "web=ftp://127.0.0.1/"},
-         "--http web=ftp://127.0.0.1/: url: \"ftp://127.0.0.1/\" must be an http:// or https:// URL"},
-        {{"tcp", "file=127.0.0.1:2"}, "--tcp file=127.0.0.1:2: name: \"file\" is already used by probes[0]"},
-        {{"udp", "x=1"}, "--udp x=1: unknown probe flag"},
+        { { "tcp", "app=nohost" }, "--tcp app=nohost: address: \"nohost\" is not HOST:PORT" },
+        { { "tcp", "app" }, "--tcp app: expected NAME=HOST:PORT" },
+        { { "tcp", "=127.0.0.1:1" }, "--tcp =127.0.0.1:1: expected NAME=HOST:PORT" },
+        { { "http", "web=" }, "--http web=: expected NAME=URL" },
+        { { "grpc", "rpc" }, "--grpc rpc: expected NAME=HOST:PORT[/SERVICE]" },
+        { { "exec", "x" }, "--exec x: expected NAME=CMD" },
+        { { "ws", "x" }, "--ws x: expected NAME=URL" },
+        { { "http", "a/b=http://127.0.0.1/" },
+          "--http a/b=http://127.0.0.1/: name: \"a/b\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)" },
+        { { "http", "web=ftp://127.0.0.1/" },
+          "--http web=ftp://127.0.0.1/: url: \"ftp://127.0.0.1/\" must be an http:// or https:// URL" },
+        { { "tcp", "file=127.0.0.1:2" }, "--tcp file=127.0.0.1:2: name: \"file\" is already used by probes[0]" },
+        { { "udp", "x=1" }, "--udp x=1: unknown probe flag" },
 };
 
 START_TEST(test_flag_errors)
@@ -614,17 +624,18 @@ END_TEST
 START_TEST(test_flag_duplicate_between_flags)
 {
         const struct probe_flag flags[] = {
-                {"tcp", "a=127.0.0.1:1"},
-                {"http", "a=http://127.0.0.1/"},
+                { "tcp", "a=127.0.0.1:1" },
+                { "http", "a=http://127.0.0.1/" },
         };
 
-        expect_flags_error(NULL, flags, 2, "--http a=http://127.0.0.1/: name: \"a\" is already used by --tcp a=127.0.0.1:1");
+        expect_flags_error(NULL, flags, 2,
+                           "--http a=http://127.0.0.1/: name: \"a\" is already used by --tcp a=127.0.0.1:1");
 }
 END_TEST
 
 START_TEST(test_flag_ws)
 {
-        const struct probe_flag f = {"ws", "chat=ws://127.0.0.1:8080/ws"};
+        const struct probe_flag f = { "ws", "chat=ws://127.0.0.1:8080/ws" };
         struct config *c;
 
         if (!kind_or_skip("websocket", "test_flag_ws"))
@@ -640,8 +651,8 @@ END_TEST
 START_TEST(test_flag_grpc)
 {
         const struct probe_flag f[] = {
-                {"grpc", "rpc=127.0.0.1:50051/my.pkg.Svc"},
-                {"grpc", "all=127.0.0.1:50052"},
+                { "grpc", "rpc=127.0.0.1:50051/my.pkg.Svc" },
+                { "grpc", "all=127.0.0.1:50052" },
         };
         struct config *c;
 
@@ -658,7 +669,7 @@ END_TEST
 
 START_TEST(test_flag_exec)
 {
-        const struct probe_flag f = {"exec", "disk=/bin/test  -w /tmp "};
+        const struct probe_flag f = { "exec", "disk=/bin/test  -w /tmp " };
         struct config *c;
         const cJSON *cmd;
 
@@ -710,10 +721,12 @@ START_TEST(test_probe_config_equal)
         c = load_ok("{\"probes\": [{\"name\": \"x\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
                     " \"scopes\": [\"readiness\", \"startup\"]}]}");
         {
-                struct config *d = load_ok("{\"probes\": [{\"name\": \"x\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
-                                           " \"scopes\": [\"startup\", \"readiness\"]}]}");
-                struct config *e = load_ok("{\"probes\": [{\"name\": \"x\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
-                                           " \"scopes\": [\"startup\"]}]}");
+                struct config *d =
+                        load_ok("{\"probes\": [{\"name\": \"x\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
+                                " \"scopes\": [\"startup\", \"readiness\"]}]}");
+                struct config *e =
+                        load_ok("{\"probes\": [{\"name\": \"x\", \"type\": \"tcp\", \"address\": \"127.0.0.1:1\","
+                                " \"scopes\": [\"startup\"]}]}");
 
                 ck_assert(probe_config_equal(&c->probes[0], &d->probes[0]));
                 ck_assert(!probe_config_equal(&c->probes[0], &e->probes[0]));
@@ -737,10 +750,12 @@ START_TEST(test_to_json_round_trip)
         ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "log_level")->valuestring, "debug");
         ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "drain")->valuestring, "2s");
         ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "stall_threshold")->valuestring, "750ms");
-        ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "backoff"), "max")->valuestring,
-                         "1m");
         ck_assert_str_eq(
-                cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "defaults"), "startup_period")->valuestring,
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "backoff"), "max")->valuestring,
+                "1m");
+        ck_assert_str_eq(
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "defaults"), "startup_period")
+                        ->valuestring,
                 "200ms");
         ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "probes")), 2);
 

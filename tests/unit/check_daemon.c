@@ -17,7 +17,7 @@
 #include "util.h"
 
 static int marker;
-static struct attempt *running;     /* the attempt the manual kind holds, or NULL */
+static struct attempt *running; /* the attempt the manual kind holds, or NULL */
 static int starts, start_calls, cancels, start_rc;
 static uint64_t drain_ms;
 static struct snapshot *latest;
@@ -107,16 +107,19 @@ static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t
         c->backoff_max_ms = 80;
         c->n_probes = 1;
         c->probes = calloc(1, sizeof(*c->probes));
-        c->probes[0] = (struct probe_config) {
+        c->probes[0] = (struct probe_config){
                 .name = strdup("p"),
                 .ops = &manual_ops,
                 .scopes = scopes,
-                .timing = { .period_ms = 10, .timeout_ms = timeout_ms, .startup_period_ms = 10,
-                            .success_threshold = succ, .failure_threshold = fail },
+                .timing = { .period_ms = 10,
+                            .timeout_ms = timeout_ms,
+                            .startup_period_ms = 10,
+                            .success_threshold = succ,
+                            .failure_threshold = fail },
                 .target = strdup("manual"),
                 .json = cJSON_CreateObject(),
         };
-        daemon_ = daemon_new(loop, c, &(struct daemon_options) { .publish = on_publish });
+        daemon_ = daemon_new(loop, c, &(struct daemon_options){ .publish = on_publish });
         ck_assert_ptr_nonnull(daemon_);
         daemon_start(daemon_);
 }
@@ -154,7 +157,10 @@ static void run_until(bool (*pred)(void))
         ck_assert_msg(!s.timed_out, "condition not reached within 5 s");
 }
 
-static bool attempt_running(void) { return running != NULL; }
+static bool attempt_running(void)
+{
+        return running != NULL;
+}
 
 /* Ends the running attempt with o and waits for the next one to start. */
 static void step(enum outcome o)
@@ -170,7 +176,10 @@ static const struct probe_view *view(void)
 
 /* Waits until the published snapshot shows `n` ended attempts. */
 static uint64_t want_attempts;
-static bool attempts_published(void) { return latest && latest->probes[0].attempts >= want_attempts; }
+static bool attempts_published(void)
+{
+        return latest && latest->probes[0].attempts >= want_attempts;
+}
 static void sync_attempts(uint64_t n)
 {
         want_attempts = n;
@@ -222,7 +231,7 @@ START_TEST(test_readiness_only_probe_does_not_affect_live)
         run_until(attempt_running);
         ck_assert_ptr_nonnull(latest);
         ck_assert(latest->started); /* no startup-scope probe: started at once */
-        ck_assert(!latest->ready);   /* unknown is not ready */
+        ck_assert(!latest->ready);  /* unknown is not ready */
         step(OUTCOME_FAILURE);
         sync_attempts(1);
         ck_assert(latest->live);
@@ -295,7 +304,10 @@ START_TEST(test_cancelled_never_touches_health)
 }
 END_TEST
 
-static bool restarted_twice(void) { return latest && latest->probes[0].restarts >= 2; }
+static bool restarted_twice(void)
+{
+        return latest && latest->probes[0].restarts >= 2;
+}
 
 START_TEST(test_error_backs_off_and_keeps_health)
 {
@@ -314,7 +326,10 @@ START_TEST(test_error_backs_off_and_keeps_health)
 }
 END_TEST
 
-static bool draining(void) { return latest && latest->draining; }
+static bool draining(void)
+{
+        return latest && latest->draining;
+}
 
 START_TEST(test_sigterm_cancels_and_nothing_restarts)
 {
@@ -332,7 +347,10 @@ START_TEST(test_sigterm_cancels_and_nothing_restarts)
 }
 END_TEST
 
-static bool in_backoff(void) { return latest && latest->probes[0].state == PROBE_BACKOFF; }
+static bool in_backoff(void)
+{
+        return latest && latest->probes[0].state == PROBE_BACKOFF;
+}
 
 START_TEST(test_sigterm_during_backoff)
 {
@@ -348,7 +366,10 @@ START_TEST(test_sigterm_during_backoff)
 }
 END_TEST
 
-static bool stalled(void) { return latest && latest->stalls > 0 && running; }
+static bool stalled(void)
+{
+        return latest && latest->stalls > 0 && running;
+}
 
 START_TEST(test_stall_cancels_and_reruns)
 {

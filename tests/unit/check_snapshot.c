@@ -18,8 +18,8 @@
 #define PROMTOOL "/usr/bin/promtool"
 
 /* A view as the loop fills it before any attempt ended. */
-static void view_init(struct probe_view *v, const char *name, const char *type,
-                      const char *target, unsigned scopes) {
+static void view_init(struct probe_view *v, const char *name, const char *type, const char *target, unsigned scopes)
+{
         snprintf(v->name, sizeof(v->name), "%s", name);
         v->type = type;
         v->target = target ? strdup(target) : NULL;
@@ -31,13 +31,15 @@ static void view_init(struct probe_view *v, const char *name, const char *type,
         v->last_success = -1;
 }
 
-static void view_fail(struct probe_view *v, const char *err) {
+static void view_fail(struct probe_view *v, const char *err)
+{
         v->healthy = 0;
         snprintf(v->last_error, sizeof(v->last_error), "%s", err);
 }
 
 /* Two probes: "api" in all scopes and "port" in startup only. */
-static struct snapshot *two_probes(void) {
+static struct snapshot *two_probes(void)
+{
         struct snapshot *s = snapshot_new(2);
 
         ck_assert_ptr_nonnull(s);
@@ -46,15 +48,16 @@ static struct snapshot *two_probes(void) {
         return s;
 }
 
-static void set_flags(struct snapshot *s, bool started, bool live, bool ready, bool draining) {
+static void set_flags(struct snapshot *s, bool started, bool live, bool ready, bool draining)
+{
         s->started = started;
         s->live = live;
         s->ready = ready;
         s->draining = draining;
 }
 
-static void expect_verdict(const struct snapshot *s, unsigned scope, bool verbose, int status,
-                           const char *body) {
+static void expect_verdict(const struct snapshot *s, unsigned scope, bool verbose, int status, const char *body)
+{
         int got = 0;
         char *r = render_verdict(s, scope, verbose, &got);
 
@@ -66,7 +69,8 @@ static void expect_verdict(const struct snapshot *s, unsigned scope, bool verbos
 
 /* ---- enums ------------------------------------------------------------------- */
 
-START_TEST(test_to_string) {
+START_TEST(test_to_string)
+{
         ck_assert_str_eq(outcome_to_string(OUTCOME_SUCCESS), "success");
         ck_assert_str_eq(outcome_to_string(OUTCOME_FAILURE), "failure");
         ck_assert_str_eq(outcome_to_string(OUTCOME_TIMEOUT), "timeout");
@@ -83,7 +87,8 @@ START_TEST(test_to_string) {
 }
 END_TEST
 
-START_TEST(test_status_word) {
+START_TEST(test_status_word)
+{
         struct snapshot *s = snapshot_new(0);
 
         ck_assert_ptr_nonnull(s);
@@ -105,7 +110,8 @@ END_TEST
 
 /* ---- refcount ---------------------------------------------------------------- */
 
-START_TEST(test_refcount) {
+START_TEST(test_refcount)
+{
         struct snapshot *s = two_probes();
 
         s->probes[0].output = strdup("some output");
@@ -127,7 +133,8 @@ START_TEST(test_refcount) {
 }
 END_TEST
 
-START_TEST(test_refcount_empty) {
+START_TEST(test_refcount_empty)
+{
         struct snapshot *s = snapshot_new(0);
 
         ck_assert_ptr_nonnull(s);
@@ -137,7 +144,8 @@ START_TEST(test_refcount_empty) {
 }
 END_TEST
 
-static void *ref_unref_many(void *arg) {
+static void *ref_unref_many(void *arg)
+{
         struct snapshot *s = arg;
 
         for (int i = 0; i < 100000; i++) {
@@ -147,7 +155,8 @@ static void *ref_unref_many(void *arg) {
         return NULL;
 }
 
-START_TEST(test_refcount_threads) {
+START_TEST(test_refcount_threads)
+{
         struct snapshot *s = two_probes();
         pthread_t t[4];
 
@@ -162,7 +171,8 @@ END_TEST
 
 /* ---- verdicts ---------------------------------------------------------------- */
 
-START_TEST(test_verdict_starting) {
+START_TEST(test_verdict_starting)
+{
         struct snapshot *s = two_probes();
 
         set_flags(s, false, true, false, false);
@@ -198,7 +208,8 @@ START_TEST(test_verdict_starting) {
 }
 END_TEST
 
-START_TEST(test_verdict_ok) {
+START_TEST(test_verdict_ok)
+{
         struct snapshot *s = two_probes();
 
         set_flags(s, true, true, true, false);
@@ -214,7 +225,8 @@ START_TEST(test_verdict_ok) {
 }
 END_TEST
 
-START_TEST(test_verdict_failing) {
+START_TEST(test_verdict_failing)
+{
         struct snapshot *s = snapshot_new(3);
 
         ck_assert_ptr_nonnull(s);
@@ -249,7 +261,8 @@ START_TEST(test_verdict_failing) {
 }
 END_TEST
 
-START_TEST(test_verdict_unknown) {
+START_TEST(test_verdict_unknown)
+{
         struct snapshot *s = snapshot_new(2);
 
         /* after startup, a readiness-only probe without a verdict yet */
@@ -280,7 +293,8 @@ START_TEST(test_verdict_unknown) {
 }
 END_TEST
 
-START_TEST(test_verdict_draining) {
+START_TEST(test_verdict_draining)
+{
         struct snapshot *s = two_probes();
 
         s->probes[0].healthy = 1;
@@ -304,7 +318,8 @@ START_TEST(test_verdict_draining) {
 }
 END_TEST
 
-START_TEST(test_verdict_no_probes) {
+START_TEST(test_verdict_no_probes)
+{
         struct snapshot *s = snapshot_new(0);
 
         ck_assert_ptr_nonnull(s);
@@ -319,7 +334,8 @@ START_TEST(test_verdict_no_probes) {
 }
 END_TEST
 
-START_TEST(test_verdict_scope_without_probes) {
+START_TEST(test_verdict_scope_without_probes)
+{
         struct snapshot *s = snapshot_new(1);
 
         /* only a startup probe: liveness and readiness have nothing to wait for */
@@ -334,7 +350,8 @@ START_TEST(test_verdict_scope_without_probes) {
 }
 END_TEST
 
-START_TEST(test_verdict_one_line) {
+START_TEST(test_verdict_one_line)
+{
         struct snapshot *s = two_probes();
 
         /* an error with line breaks and control bytes still gives one line */
@@ -356,7 +373,8 @@ END_TEST
 
 /* ---- /status ------------------------------------------------------------------- */
 
-static bool utf8_valid(const char *s) {
+static bool utf8_valid(const char *s)
+{
         const unsigned char *p = (const unsigned char *) s;
 
         while (*p) {
@@ -388,39 +406,45 @@ static bool utf8_valid(const char *s) {
         return true;
 }
 
-static cJSON *get(const cJSON *obj, const char *key) {
+static cJSON *get(const cJSON *obj, const char *key)
+{
         cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
 
         ck_assert_msg(v != NULL, "missing key %s", key);
         return v;
 }
 
-static void expect_number(const cJSON *obj, const char *key, double want) {
+static void expect_number(const cJSON *obj, const char *key, double want)
+{
         cJSON *v = get(obj, key);
 
         ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", key);
         ck_assert_double_eq(v->valuedouble, want);
 }
 
-static void expect_string(const cJSON *obj, const char *key, const char *want) {
+static void expect_string(const cJSON *obj, const char *key, const char *want)
+{
         cJSON *v = get(obj, key);
 
         ck_assert_msg(cJSON_IsString(v), "%s is not a string", key);
         ck_assert_str_eq(v->valuestring, want);
 }
 
-static void expect_null(const cJSON *obj, const char *key) {
+static void expect_null(const cJSON *obj, const char *key)
+{
         ck_assert_msg(cJSON_IsNull(get(obj, key)), "%s is not null", key);
 }
 
-static void expect_bool(const cJSON *obj, const char *key, bool want) {
+static void expect_bool(const cJSON *obj, const char *key, bool want)
+{
         cJSON *v = get(obj, key);
 
         ck_assert_msg(cJSON_IsBool(v), "%s is not a bool", key);
         ck_assert_int_eq(cJSON_IsTrue(v), want);
 }
 
-static cJSON *status_parse(const struct snapshot *s, uint64_t now) {
+static cJSON *status_parse(const struct snapshot *s, uint64_t now)
+{
         char *text = render_status_json(s, now);
         cJSON *j;
 
@@ -436,13 +460,31 @@ static cJSON *status_parse(const struct snapshot *s, uint64_t now) {
 }
 
 static const char *const probe_keys[] = {
-        "name", "type", "target", "scopes", "state", "healthy", "consecutive_successes",
-        "consecutive_failures", "attempts", "successes", "failures", "timeouts",
-        "cancellations", "errors", "restarts", "last_outcome", "last_error",
-        "last_duration_ms", "last_attempt", "last_change", "output",
+        "name",
+        "type",
+        "target",
+        "scopes",
+        "state",
+        "healthy",
+        "consecutive_successes",
+        "consecutive_failures",
+        "attempts",
+        "successes",
+        "failures",
+        "timeouts",
+        "cancellations",
+        "errors",
+        "restarts",
+        "last_outcome",
+        "last_error",
+        "last_duration_ms",
+        "last_attempt",
+        "last_change",
+        "output",
 };
 
-START_TEST(test_status_fields) {
+START_TEST(test_status_fields)
+{
         struct snapshot *s = snapshot_new(3);
         char when[64], changed[64];
         cJSON *j, *probes, *p, *sc;
@@ -457,8 +499,7 @@ START_TEST(test_status_fields) {
         s->reloads_failed = 4;
         view_init(&s->probes[0], "fresh", "tcp", "127.0.0.1:8080", SCOPE_READINESS);
         view_init(&s->probes[1], "api", "http", "http://127.0.0.1:8080/health", SCOPE_ALL);
-        view_init(&s->probes[2], "disk", "exec", "/bin/test -w /tmp",
-                  SCOPE_STARTUP | SCOPE_LIVENESS);
+        view_init(&s->probes[2], "disk", "exec", "/bin/test -w /tmp", SCOPE_STARTUP | SCOPE_LIVENESS);
 
         v = &s->probes[1];
         v->state = PROBE_RUNNING;
@@ -502,7 +543,8 @@ START_TEST(test_status_fields) {
         probes = get(j, "probes");
         ck_assert(cJSON_IsArray(probes));
         ck_assert_int_eq(cJSON_GetArraySize(probes), 3);
-        cJSON_ArrayForEach(p, probes) {
+        cJSON_ArrayForEach(p, probes)
+        {
                 ck_assert_int_eq(cJSON_GetArraySize(p), (int) ELEMENTSOF(probe_keys));
                 for (size_t k = 0; k < ELEMENTSOF(probe_keys); k++)
                         get(p, probe_keys[k]);
@@ -579,7 +621,7 @@ START_TEST(test_status_fields) {
         expect_string(j, "status", "starting");
         expect_bool(j, "started", false);
         expect_bool(j, "live", true);
-        expect_number(j, "uptime_seconds", 0);   /* clock before start: no wrap-around */
+        expect_number(j, "uptime_seconds", 0); /* clock before start: no wrap-around */
         cJSON_Delete(j);
         set_flags(s, true, true, true, false);
         j = status_parse(s, 1000 * NSEC_PER_SEC);
@@ -599,7 +641,8 @@ START_TEST(test_status_fields) {
 }
 END_TEST
 
-START_TEST(test_status_empty) {
+START_TEST(test_status_empty)
+{
         struct snapshot *s = snapshot_new(0);
         char *text;
 
@@ -617,18 +660,17 @@ START_TEST(test_status_empty) {
 }
 END_TEST
 
-START_TEST(test_status_escaping) {
+START_TEST(test_status_escaping)
+{
         static const char err[] = "say \"hi\" C:\\dir\x01\x1f\t\n\r\b\f end";
-        static const char out[] =
-                "ok \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 |"   /* valid: é € 😀 */
-                "\xff|\xc3\x28|\xc0\xaf|\xed\xa0\x80|\xf4\x90\x80\x80|\x80|"
-                "\x7f\x01|\xe2\x82";                          /* truncated at the end */
-        static const char out_want[] =
-                "ok \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 |"
-                "\xef\xbf\xbd|\xef\xbf\xbd(|\xef\xbf\xbd\xef\xbf\xbd|"
-                "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
-                "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd|"
-                "\x7f\x01|\xef\xbf\xbd\xef\xbf\xbd";
+        static const char out[] = "ok \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 |" /* valid: é € 😀 */
+                                  "\xff|\xc3\x28|\xc0\xaf|\xed\xa0\x80|\xf4\x90\x80\x80|\x80|"
+                                  "\x7f\x01|\xe2\x82"; /* truncated at the end */
+        static const char out_want[] = "ok \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 |"
+                                       "\xef\xbf\xbd|\xef\xbf\xbd(|\xef\xbf\xbd\xef\xbf\xbd|"
+                                       "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                                       "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd|"
+                                       "\x7f\x01|\xef\xbf\xbd\xef\xbf\xbd";
         struct snapshot *s = snapshot_new(1);
         struct probe_view *v;
         char *text;
@@ -661,7 +703,8 @@ END_TEST
 
 /* Three probes: "api" healthy with attempts, "rpc" unknown and never run, and one
  * whose name needs every label escape. */
-static struct snapshot *metrics_snapshot(void) {
+static struct snapshot *metrics_snapshot(void)
+{
         struct snapshot *s = snapshot_new(3);
         struct probe_view *v;
 
@@ -697,7 +740,8 @@ static struct snapshot *metrics_snapshot(void) {
         return s;
 }
 
-static void expect_line(const char *text, const char *line) {
+static void expect_line(const char *text, const char *line)
+{
         char *want = strdup_printf("\n%s\n", line);
 
         ck_assert_ptr_nonnull(want);
@@ -705,25 +749,27 @@ static void expect_line(const char *text, const char *line) {
         free(want);
 }
 
-static void expect_no(const char *text, const char *needle) {
+static void expect_no(const char *text, const char *needle)
+{
         ck_assert_msg(strstr(text, needle) == NULL, "unexpected %s in:\n%s", needle, text);
 }
 
-START_TEST(test_metrics_lines) {
+START_TEST(test_metrics_lines)
+{
         static const char *const families[][2] = {
-                {"probed_started", "gauge"},
-                {"probed_live", "gauge"},
-                {"probed_ready", "gauge"},
-                {"probed_draining", "gauge"},
-                {"probed_probe_healthy", "gauge"},
-                {"probed_probe_success", "gauge"},
-                {"probed_probe_duration_seconds", "histogram"},
-                {"probed_probe_attempts_total", "counter"},
-                {"probed_probe_restarts_total", "counter"},
-                {"probed_stalls_total", "counter"},
-                {"probed_config_reloads_total", "counter"},
-                {"process_resident_memory_bytes", "gauge"},
-                {"process_cpu_seconds_total", "counter"},
+                { "probed_started", "gauge" },
+                { "probed_live", "gauge" },
+                { "probed_ready", "gauge" },
+                { "probed_draining", "gauge" },
+                { "probed_probe_healthy", "gauge" },
+                { "probed_probe_success", "gauge" },
+                { "probed_probe_duration_seconds", "histogram" },
+                { "probed_probe_attempts_total", "counter" },
+                { "probed_probe_restarts_total", "counter" },
+                { "probed_stalls_total", "counter" },
+                { "probed_config_reloads_total", "counter" },
+                { "process_resident_memory_bytes", "gauge" },
+                { "process_cpu_seconds_total", "counter" },
         };
         struct snapshot *s = metrics_snapshot();
         char *text = render_metrics(s, 1234567, 1.25);
@@ -737,8 +783,7 @@ START_TEST(test_metrics_lines) {
                 expect_line(text, line);
                 /* "\n# HELP name ", or the same at the very start of the text */
                 snprintf(line, sizeof(line), "\n# HELP %s ", families[i][0]);
-                ck_assert_msg(strstr(text, line) != NULL ||
-                                      strncmp(text, line + 1, strlen(line + 1)) == 0,
+                ck_assert_msg(strstr(text, line) != NULL || strncmp(text, line + 1, strlen(line + 1)) == 0,
                               "no HELP for %s", families[i][0]);
         }
         expect_line(text, "probed_started 1");
@@ -753,39 +798,27 @@ START_TEST(test_metrics_lines) {
         expect_line(text, "probed_probe_success{probe=\"we\\\"ird\\\\na\\nme\",type=\"tcp\"} 0");
         expect_no(text, "probed_probe_success{probe=\"rpc\"");
 
-        expect_line(text,
-                    "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"0.005\"} 2");
-        expect_line(text,
-                    "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"0.025\"} 2");
-        expect_line(text,
-                    "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"0.05\"} 5");
+        expect_line(text, "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"0.005\"} 2");
+        expect_line(text, "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"0.025\"} 2");
+        expect_line(text, "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"0.05\"} 5");
         expect_line(text, "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"1\"} 5");
-        expect_line(text,
-                    "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"2.5\"} 5");
+        expect_line(text, "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"2.5\"} 5");
         expect_line(text, "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"10\"} 5");
-        expect_line(text,
-                    "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"+Inf\"} 6");
+        expect_line(text, "probed_probe_duration_seconds_bucket{probe=\"api\",type=\"http\",le=\"+Inf\"} 6");
         expect_line(text, "probed_probe_duration_seconds_sum{probe=\"api\",type=\"http\"} 12.5");
         expect_line(text, "probed_probe_duration_seconds_count{probe=\"api\",type=\"http\"} 6");
-        expect_line(text,
-                    "probed_probe_duration_seconds_bucket{probe=\"rpc\",type=\"grpc\",le=\"+Inf\"} 0");
+        expect_line(text, "probed_probe_duration_seconds_bucket{probe=\"rpc\",type=\"grpc\",le=\"+Inf\"} 0");
         expect_line(text, "probed_probe_duration_seconds_sum{probe=\"rpc\",type=\"grpc\"} 0");
         expect_line(text, "probed_probe_duration_seconds_count{probe=\"rpc\",type=\"grpc\"} 0");
         expect_line(text, "probed_probe_duration_seconds_sum{probe=\"we\\\"ird\\\\na\\nme\","
                           "type=\"tcp\"} 0.003");
 
-        expect_line(text,
-                    "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"success\"} 5");
-        expect_line(text,
-                    "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"failure\"} 0");
-        expect_line(text,
-                    "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"timeout\"} 1");
-        expect_line(text,
-                    "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"cancelled\"} 3");
-        expect_line(text,
-                    "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"error\"} 0");
-        expect_line(text,
-                    "probed_probe_attempts_total{probe=\"rpc\",type=\"grpc\",outcome=\"error\"} 0");
+        expect_line(text, "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"success\"} 5");
+        expect_line(text, "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"failure\"} 0");
+        expect_line(text, "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"timeout\"} 1");
+        expect_line(text, "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"cancelled\"} 3");
+        expect_line(text, "probed_probe_attempts_total{probe=\"api\",type=\"http\",outcome=\"error\"} 0");
+        expect_line(text, "probed_probe_attempts_total{probe=\"rpc\",type=\"grpc\",outcome=\"error\"} 0");
         expect_line(text, "probed_probe_restarts_total{probe=\"api\",type=\"http\"} 4");
         expect_line(text, "probed_probe_restarts_total{probe=\"rpc\",type=\"grpc\"} 0");
         expect_line(text, "probed_stalls_total 7");
@@ -810,7 +843,8 @@ END_TEST
 
 /* Runs promtool on text; returns its exit status. Its output goes to stderr, or
  * nowhere when quiet (a check that is expected to fail). */
-static int promtool_check(const char *text, bool quiet) {
+static int promtool_check(const char *text, bool quiet)
+{
         char path[] = "/tmp/check_snapshot_metrics_XXXXXX";
         char *cmd;
         FILE *f;
@@ -822,8 +856,7 @@ static int promtool_check(const char *text, bool quiet) {
         ck_assert_ptr_nonnull(f);
         ck_assert_int_eq(fputs(text, f) >= 0, 1);
         ck_assert_int_eq(fclose(f), 0);
-        cmd = strdup_printf(PROMTOOL " check metrics < %s %s", path,
-                            quiet ? ">/dev/null 2>&1" : "1>&2");
+        cmd = strdup_printf(PROMTOOL " check metrics < %s %s", path, quiet ? ">/dev/null 2>&1" : "1>&2");
         ck_assert_ptr_nonnull(cmd);
         r = system(cmd);
         free(cmd);
@@ -833,7 +866,8 @@ static int promtool_check(const char *text, bool quiet) {
         return WEXITSTATUS(r);
 }
 
-START_TEST(test_metrics_promtool) {
+START_TEST(test_metrics_promtool)
+{
         struct snapshot *s;
         char *text;
 
@@ -862,7 +896,8 @@ START_TEST(test_metrics_promtool) {
 }
 END_TEST
 
-static Suite *snapshot_suite(void) {
+static Suite *snapshot_suite(void)
+{
         Suite *s = suite_create("snapshot");
         TCase *tc;
 
@@ -902,7 +937,8 @@ static Suite *snapshot_suite(void) {
         return s;
 }
 
-int main(void) {
+int main(void)
+{
         SRunner *sr = srunner_create(snapshot_suite());
         int failed;
 

@@ -18,32 +18,31 @@ static const struct {
         const char *s;
         uint64_t ms;
 } valid_durations[] = {
-        {"0s", 0},
-        {"0ms", 0},
-        {"1ms", 1},
-        {"500ms", 500},
-        {"1s", 1000},
-        {"2s", 2000},
-        {"90s", 90000},
-        {"1m", 60000},
-        {"1m30s", 90000},
-        {"1h", 3600000},
-        {"1s500ms", 1500},
-        {"1h2m3s500ms", 3723500},
-        {"0h0m1s", 1000},
-        {"007s", 7000},
-        {"24h", 86400000},
-        {"1m5ms", 60005},
-        {"5124095h", 5124095ULL * 3600000ULL},
-        {"18446744073709ms", 18446744073709ULL}, /* UINT64_MAX ns, in ms */
+        { "0s", 0 },
+        { "0ms", 0 },
+        { "1ms", 1 },
+        { "500ms", 500 },
+        { "1s", 1000 },
+        { "2s", 2000 },
+        { "90s", 90000 },
+        { "1m", 60000 },
+        { "1m30s", 90000 },
+        { "1h", 3600000 },
+        { "1s500ms", 1500 },
+        { "1h2m3s500ms", 3723500 },
+        { "0h0m1s", 1000 },
+        { "007s", 7000 },
+        { "24h", 86400000 },
+        { "1m5ms", 60005 },
+        { "5124095h", 5124095ULL * 3600000ULL },
+        { "18446744073709ms", 18446744073709ULL }, /* UINT64_MAX ns, in ms */
 };
 
 START_TEST(test_duration_valid)
 {
         uint64_t ms = 12345;
 
-        ck_assert_msg(duration_parse(valid_durations[_i].s, &ms) == 0, "rejected \"%s\"",
-                      valid_durations[_i].s);
+        ck_assert_msg(duration_parse(valid_durations[_i].s, &ms) == 0, "rejected \"%s\"", valid_durations[_i].s);
         ck_assert_uint_eq(ms, valid_durations[_i].ms);
 }
 END_TEST
@@ -52,32 +51,32 @@ static const struct {
         const char *s;
         int r;
 } invalid_durations[] = {
-        {"", -EINVAL},
-        {"5", -EINVAL},
-        {"-1s", -EINVAL},
-        {"+1s", -EINVAL},
-        {"5x", -EINVAL},
-        {"1d", -EINVAL},
-        {"1.5s", -EINVAL},
-        {" 1s", -EINVAL},
-        {"1s ", -EINVAL},
-        {"1 s", -EINVAL},
-        {"s", -EINVAL},
-        {"ms", -EINVAL},
-        {"1S", -EINVAL},
-        {"1sm", -EINVAL},
-        {"30s1m", -EINVAL},  /* units in decreasing order only */
-        {"1s1s", -EINVAL},   /* each unit once */
-        {"1ms1s", -EINVAL},
-        {"1h5", -EINVAL},
-        {"0x10s", -EINVAL},
-        {"1e3ms", -EINVAL},
-        {"18446744073710ms", -ERANGE},
-        {"5124096h", -ERANGE},
-        {"99999999999999999999s", -ERANGE},
-        {"18446744073709551616ms", -ERANGE},
-        {"5124095h1h", -EINVAL}, /* syntax wins over size */
-        {"5124095h60m", -ERANGE},
+        { "", -EINVAL },
+        { "5", -EINVAL },
+        { "-1s", -EINVAL },
+        { "+1s", -EINVAL },
+        { "5x", -EINVAL },
+        { "1d", -EINVAL },
+        { "1.5s", -EINVAL },
+        { " 1s", -EINVAL },
+        { "1s ", -EINVAL },
+        { "1 s", -EINVAL },
+        { "s", -EINVAL },
+        { "ms", -EINVAL },
+        { "1S", -EINVAL },
+        { "1sm", -EINVAL },
+        { "30s1m", -EINVAL }, /* units in decreasing order only */
+        { "1s1s", -EINVAL },  /* each unit once */
+        { "1ms1s", -EINVAL },
+        { "1h5", -EINVAL },
+        { "0x10s", -EINVAL },
+        { "1e3ms", -EINVAL },
+        { "18446744073710ms", -ERANGE },
+        { "5124096h", -ERANGE },
+        { "99999999999999999999s", -ERANGE },
+        { "18446744073709551616ms", -ERANGE },
+        { "5124095h1h", -EINVAL }, /* syntax wins over size */
+        { "5124095h60m", -ERANGE },
 };
 
 START_TEST(test_duration_invalid)
@@ -85,8 +84,8 @@ START_TEST(test_duration_invalid)
         uint64_t ms = 4242;
 
         ck_assert_msg(duration_parse(invalid_durations[_i].s, &ms) == invalid_durations[_i].r,
-                      "\"%s\": got %d, want %d", invalid_durations[_i].s,
-                      duration_parse(invalid_durations[_i].s, &ms), invalid_durations[_i].r);
+                      "\"%s\": got %d, want %d", invalid_durations[_i].s, duration_parse(invalid_durations[_i].s, &ms),
+                      invalid_durations[_i].r);
         ck_assert_uint_eq(ms, 4242); /* never written on failure */
 }
 END_TEST
@@ -104,18 +103,9 @@ static const struct {
         uint64_t ms;
         const char *s;
 } formats[] = {
-        {0, "0s"},
-        {1, "1ms"},
-        {500, "500ms"},
-        {1000, "1s"},
-        {1500, "1s500ms"},
-        {60000, "1m"},
-        {90000, "1m30s"},
-        {300000, "5m"},
-        {3600000, "1h"},
-        {3723500, "1h2m3s500ms"},
-        {86400000, "24h"},
-        {3600001, "1h1ms"},
+        { 0, "0s" },         { 1, "1ms" },         { 500, "500ms" }, { 1000, "1s" },    { 1500, "1s500ms" },
+        { 60000, "1m" },     { 90000, "1m30s" },   { 300000, "5m" }, { 3600000, "1h" }, { 3723500, "1h2m3s500ms" },
+        { 86400000, "24h" }, { 3600001, "1h1ms" },
 };
 
 START_TEST(test_duration_format)
@@ -172,7 +162,7 @@ START_TEST(test_duration_format_small_buffer)
 
         duration_format(3723500, buf, sizeof(buf));
         ck_assert_uint_lt(strlen(buf), sizeof(buf)); /* terminated, never overrun */
-        duration_format(0, buf, 0);                 /* n == 0: writes nothing */
+        duration_format(0, buf, 0);                  /* n == 0: writes nothing */
         ck_assert_uint_lt(strlen(buf), sizeof(buf));
 }
 END_TEST
@@ -302,12 +292,11 @@ START_TEST(test_log_json_fields)
 {
         cJSON *j, *c;
         char *out;
-        const char *order[] = {"severity", "message", "time", "probe", "event", "error"};
+        const char *order[] = { "severity", "message", "time", "probe", "event", "error" };
         size_t i = 0;
 
         capture_start();
-        log_kv(LOG_LEVEL_WARNING, "Probe failed", "probe", "api", "event", "unhealthy", "error", NULL,
-               NULL);
+        log_kv(LOG_LEVEL_WARNING, "Probe failed", "probe", "api", "event", "unhealthy", "error", NULL, NULL);
         out = capture_read();
         j = one_json_line(out);
         ck_assert_str_eq(jstr(j, "severity"), "WARNING");
@@ -316,7 +305,8 @@ START_TEST(test_log_json_fields)
         ck_assert_str_eq(jstr(j, "probe"), "api");
         ck_assert_str_eq(jstr(j, "event"), "unhealthy");
         ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "error")));
-        cJSON_ArrayForEach(c, j) {
+        cJSON_ArrayForEach(c, j)
+        {
                 ck_assert_uint_lt(i, ELEMENTSOF(order));
                 ck_assert_str_eq(c->string, order[i++]);
         }
@@ -388,8 +378,8 @@ START_TEST(test_log_text)
 
         capture_start();
         log_setup(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
-        log_kv(LOG_LEVEL_INFO, "Probe healthy", "probe", "api", "error", "connection refused", "x", "",
-               "n", NULL, NULL);
+        log_kv(LOG_LEVEL_INFO, "Probe healthy", "probe", "api", "error", "connection refused", "x", "", "n", NULL,
+               NULL);
         out = capture_read();
         /* "2026-11-28T21:28:12.123Z INFO message key=value ..." */
         ck_assert_uint_gt(strlen(out), 25);
@@ -451,15 +441,14 @@ START_TEST(test_log_truncation)
                 for (int k = 0; k < 64; k++)
                         snprintf(keybuf[k], sizeof(keybuf[k]), "key%d", k);
                 log_kv(LOG_LEVEL_INFO, "many", keybuf[0], val, keybuf[1], val, keybuf[2], val, keybuf[3], val,
-                       keybuf[4], val, keybuf[5], val, keybuf[6], val, keybuf[7], val, keybuf[8], val,
-                       keybuf[9], val, keybuf[10], val, keybuf[11], val, keybuf[12], val, keybuf[13], val,
-                       keybuf[14], val, keybuf[15], val, keybuf[16], val, keybuf[17], val, keybuf[18], val,
-                       keybuf[19], val, keybuf[20], val, keybuf[21], val, keybuf[22], val, keybuf[23], val,
-                       keybuf[24], val, keybuf[25], val, keybuf[26], val, keybuf[27], val, keybuf[28], val,
-                       keybuf[29], val, keybuf[30], val, keybuf[31], val, keybuf[32], val, keybuf[33], val,
-                       keybuf[34], val, keybuf[35], val, keybuf[36], val, keybuf[37], val, keybuf[38], val,
-                       keybuf[39], val, keybuf[40], val, keybuf[41], val, keybuf[42], val, keybuf[43], val,
-                       keybuf[44], val, keybuf[45], val, keybuf[46], val, keybuf[47], val, NULL);
+                       keybuf[4], val, keybuf[5], val, keybuf[6], val, keybuf[7], val, keybuf[8], val, keybuf[9], val,
+                       keybuf[10], val, keybuf[11], val, keybuf[12], val, keybuf[13], val, keybuf[14], val, keybuf[15],
+                       val, keybuf[16], val, keybuf[17], val, keybuf[18], val, keybuf[19], val, keybuf[20], val,
+                       keybuf[21], val, keybuf[22], val, keybuf[23], val, keybuf[24], val, keybuf[25], val, keybuf[26],
+                       val, keybuf[27], val, keybuf[28], val, keybuf[29], val, keybuf[30], val, keybuf[31], val,
+                       keybuf[32], val, keybuf[33], val, keybuf[34], val, keybuf[35], val, keybuf[36], val, keybuf[37],
+                       val, keybuf[38], val, keybuf[39], val, keybuf[40], val, keybuf[41], val, keybuf[42], val,
+                       keybuf[43], val, keybuf[44], val, keybuf[45], val, keybuf[46], val, keybuf[47], val, NULL);
         }
         out = capture_read();
         ck_assert_uint_le(strlen(out), LOG_LINE_MAX);

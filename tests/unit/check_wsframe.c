@@ -159,7 +159,7 @@ static const struct {
         { { 0x89, 0x85, 1, 2, 3, 4, 0 }, 7, -EPROTO, "masked server frame" },
         { { 0xC1, 0x00 }, 2, -EPROTO, "reserved bits set" },
         { { 0xA1, 0x00 }, 2, -EPROTO, "reserved bits set" },
-        { { 0x09, 0x00 }, 2, -EPROTO, "fragmented control frame" },  /* ping without FIN */
+        { { 0x09, 0x00 }, 2, -EPROTO, "fragmented control frame" }, /* ping without FIN */
         { { 0x08, 0x02, 0x03, 0xe8 }, 4, -EPROTO, "fragmented control frame" },
         { { 0x8A, 0x7E, 0x00, 0x7E }, 4, -EPROTO, "control frame longer than 125 bytes" },
         { { 0x83, 0x00 }, 2, -EPROTO, "unknown opcode" },
@@ -248,13 +248,14 @@ static const struct {
         { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\nSec-WebSocket-Accept: " ACCEPT "\r\n\r\n", NULL, 101,
           "bad Sec-WebSocket-Accept" },
         { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\nSec-WebSocket-Protocol: chat\r\n\r\n", "chat", 101, NULL },
-        { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\n\r\n", "chat", 101, "handshake: no subprotocol (asked \"chat\")" },
+        { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\n\r\n", "chat", 101,
+          "handshake: no subprotocol (asked \"chat\")" },
         { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n", "chat", 101,
           "handshake: subprotocol \"mqtt\" (asked \"chat\")" },
         { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\nSec-WebSocket-Protocol: chat\r\n\r\n", NULL, 101,
           "handshake: unrequested subprotocol \"chat\"" },
-        { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n", NULL,
-          101, "handshake: unrequested extension \"permessage-deflate\"" },
+        { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n", NULL, 101,
+          "handshake: unrequested extension \"permessage-deflate\"" },
         { OK_HEAD "Sec-WebSocket-Accept: " ACCEPT "\r\nSec-WebSocket-Protocol: \x01\x7f\r\n\r\n", "chat", 101,
           "handshake: subprotocol \"??\" (asked \"chat\")" },
 };
@@ -267,9 +268,9 @@ START_TEST(test_response_check)
         size_t end = wsframe_response_end(head, strlen(head));
 
         ck_assert_uint_eq(end, strlen(head));
-        ck_assert_int_eq(wsframe_response_check(head, end, KEY, responses[_i].subprotocol, &status, reason,
-                                                sizeof(reason)),
-                         responses[_i].want ? -EPROTO : 0);
+        ck_assert_int_eq(
+                wsframe_response_check(head, end, KEY, responses[_i].subprotocol, &status, reason, sizeof(reason)),
+                responses[_i].want ? -EPROTO : 0);
         ck_assert_int_eq(status, responses[_i].want_status);
         if (responses[_i].want)
                 ck_assert_str_eq(reason, responses[_i].want);
