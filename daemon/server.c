@@ -223,9 +223,16 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
         enum MHD_Result ret;
         bool verbose = false;
 
+        static int headers_seen; /* only its address is used, as a marker */
+
         (void) version;
         (void) upload_data;
-        (void) con_cls;
+        if (!*con_cls) {
+                /* First call: headers only. Answering now would be an "early response",
+                 * after which MHD 0.9.75 closes the connection: no keep-alive. */
+                *con_cls = &headers_seen;
+                return MHD_YES;
+        }
         if (*upload_data_size) {
                 *upload_data_size = 0; /* we take no body: discard it */
                 return MHD_YES;
