@@ -41,7 +41,7 @@ TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 # keep objects (they are intermediate for the test binaries)
 .SECONDARY:
 
-.PHONY: all run test check integration sanitize valgrind noopt install clean deps lint
+.PHONY: all run test check integration sanitize valgrind noopt install clean deps lint bench
 all: $(BUILD)/probed
 
 $(BUILD)/%.o: %.c
@@ -63,6 +63,8 @@ $(BUILD)/tests/check_%: $(BUILD)/tests/unit/check_%.o $(BUILD)/libprobed.a
 $(BUILD)/tests/%: $(BUILD)/tests/tools/%.o
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+include tests/fuzz/fuzz.mk
 
 deps:
 	@sh deploy/deps.sh
@@ -90,14 +92,19 @@ test: deps
 	$(MAKE) check
 	$(MAKE) integration
 	$(MAKE) sanitize
+	$(MAKE) fuzz-replay
 	$(MAKE) valgrind
 	@echo "make test: all suites passed"
+
+# Benchmarks against peers (nginx, HAProxy, blackbox_exporter, curl); not part of test.
+bench: all
+	BUILD=$(BUILD) sh tests/bench/bench.sh
 
 noopt:
 	$(MAKE) OPT=-O0
 
 lint:
-	clang-format --dry-run --Werror daemon/*.c probes/*.c include/*.h
+	clang-format --dry-run --Werror daemon/*.c probes/*.c include/*.h tests/unit/*.c
 
 install: $(BUILD)/probed
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "bounds.h"
 #include "config.h"
@@ -91,6 +92,18 @@ static int cmd_check(int argc, char **argv)
         if (rc == CURLE_OK && !(code >= 200 && code < 400))
                 fprintf(stderr, "probed: check %s: status %ld\n", url, code);
         return rc == CURLE_OK && code >= 200 && code < 400 ? 0 : 1;
+}
+
+/* Probes and status connections both need fds: raise the soft limit towards
+ * NOFILE_WANTED, as far as the hard limit allows. */
+static void raise_nofile_limit(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= NOFILE_WANTED)
+                return;
+        rl.rlim_cur = rl.rlim_max < NOFILE_WANTED ? rl.rlim_max : NOFILE_WANTED;
+        (void) setrlimit(RLIMIT_NOFILE, &rl);
 }
 
 static void publish_to_server(struct snapshot *s, void *data)
@@ -236,6 +249,8 @@ int main(int argc, char **argv)
                 log_setup(level, format);
         else if (cfg->log_level_set)
                 log_setup(cfg->log_level, format);
+
+        raise_nofile_limit();
 
         /* Before any thread exists (libcurl's resolver, MHD's pool): they inherit this. */
         sigemptyset(&mask);

@@ -14,10 +14,10 @@
 #define GRPC_MAX_REPLY_BYTES 4096   /* gRPC health reply body bytes read (one tiny message) */
 #define LOG_LINE_MAX 8192           /* one log line, truncated beyond */
 
-#define SERVER_CONNECTION_LIMIT 256   /* status server: concurrent connections */
+#define SERVER_CONNECTION_LIMIT 4096  /* status server connections: thousands of idle ones must not lock out probes */
 #define SERVER_PER_IP_LIMIT 0         /* 0: unlimited per IP (the platform probes from one IP) */
 #define SERVER_CONNECTION_TIMEOUT_S 5 /* idle connection closed after this */
-#define SERVER_MEMORY_LIMIT 16384     /* per-connection buffer: bounds request line + headers */
+#define SERVER_MEMORY_LIMIT 8192      /* per-connection buffer: bounds request line + headers */
 #define SERVER_THREADS 2              /* MHD epoll thread pool size */
 #define SERVER_ACCEPT_BATCH 64        /* accepts per wake-up of the listen socket */
 #define SERVER_ACCEPT_PAUSE_MS 100    /* out of fds: stop accepting this long */
@@ -26,3 +26,4 @@
 #define SNAPSHOT_STATS_INTERVAL_MS 100 /* counters-only changes are published at most this often */
 #define STALL_WAKE_DIVISOR 4           /* wake every stall_threshold/4 while attempts run */
 #define CHECK_DEFAULT_TIMEOUT_MS 1000  /* probed check URL */
+#define NOFILE_WANTED 65536            /* soft RLIMIT_NOFILE raised towards this (hard limit permitting) */

@@ -18,6 +18,8 @@ It asserts:
   - the "steady" probes (never changed by any reload, against a target that never
     flips) never count a failure or a timeout -- in particular none during a pause --
     and their counters never go backwards;
+  - every pause of 1 s or more (twice stall_threshold) is detected as a stall
+    (steady_slow always has an attempt in flight);
   - every valid reload is applied (/status reloads, a "reload" log line) and every
     invalid one is refused (a "reload_failed" ERROR line,
     probed_config_reloads_total{result="failure"});
@@ -168,11 +170,13 @@ def base_probes(stable, flappers, flap_tcp, dead_port):
 def valid_config(rng, probes, generation):
     """The base probes with random changes to the non-steady ones, plus a few extras."""
     out = []
+    removed = 0
     for p in probes:
         p = dict(p)
         if p["name"] not in STEADY:
             r = rng.random()
-            if r < 0.15:
+            if r < 0.15 and removed < 2:  # base 13 probes: at least 11 remain
+                removed += 1
                 continue  # removed for this generation
             if r < 0.45:
                 p["period"] = rng.choice(["100ms", "150ms", "200ms", "300ms"])
@@ -386,6 +390,7 @@ def run(seconds, seed=None):
     reloads_ok = reloads_failed = 0
     pauses, frozen_s = 0, 0.0
     usr1 = usr1_truncated = 0
+    missed_stalls = 0
     false_during_pauses = 0
     next_valid = True
     t0 = time.monotonic()
@@ -432,7 +437,7 @@ def run(seconds, seed=None):
                     reloads_failed += 1
                 next_valid = not next_valid
             elif r < 0.55:
-                # SIGUSR1: one "status" line whose status parses like /status
+                # SIGUSR1: "status" line(s), the first of which parses like /status
                 n = len([l for l in d.logs() if l.get("event") == "status"])
                 d.signal(signal.SIGUSR1)
                 line = wait_until(lambda: ([l for l in d.logs()
@@ -440,15 +445,15 @@ def run(seconds, seed=None):
                                   timeout=5, msg="the status line of SIGUSR1")
                 try:
                     if line.get("truncated"):
-                        usr1_truncated += 1  # LOG_LINE_MAX: see test_lifecycle's own test
-                    else:
-                        check_status(json.loads(line["status"]))
+                        usr1_truncated += 1
+                        raise AssertionError("truncated (LOG_LINE_MAX)")
+                    check_status(json.loads(line["status"]))
                 except (AssertionError, ValueError, KeyError, TypeError) as e:
                     problems.append("SIGUSR1 status line does not parse (%s): %r" % (e, line))
                 usr1 += 1
             elif r < 0.85:
                 # a pause: the steady probes must not count a failure or timeout for it
-                _, before = steady_view(d)
+                st_before, before = steady_view(d)
                 length = rng.uniform(0.5, 3.0)
                 stop_at = time.monotonic() + length
                 d.signal(signal.SIGSTOP)
@@ -463,6 +468,13 @@ def run(seconds, seed=None):
                 after = wait_until(lambda: (lambda v: v if all(
                     v[n]["attempts"] >= before[n]["attempts"] + 2 for n in STEADY) else None)(
                     steady_view(d)[1]), timeout=10, msg="steady attempts after a pause")
+                # steady_slow is in flight nearly all the time: a pause of 1 s or more
+                # (twice stall_threshold) must be seen as a stall
+                st_after = steady_view(d)[0]
+                if length >= 1.0 and st_after["stalls"] <= st_before["stalls"]:
+                    missed_stalls += 1
+                    problems.append("pause %d (%.1fs, attempts in flight) not detected as a stall"
+                                    % (pauses, length))
                 extra = false_count(after) - false_count(before)
                 if extra:
                     false_during_pauses += extra
@@ -523,10 +535,10 @@ def run(seconds, seed=None):
                         % (rss_before, rss_after))
     duration = time.monotonic() - t0
     print("chaos: seed=%d duration=%.1fs probes=%d reloads ok=%d failed=%d pauses=%d "
-          "(%.1fs frozen) stalls=%d usr1=%d (%d truncated) flips=%d attempts=%d false_failures=%d status_answers=%d "
+          "(%.1fs frozen) stalls=%d (missed %d) usr1=%d (%d truncated) flips=%d attempts=%d false_failures=%d status_answers=%d "
           "status_conn_errors=%d rss_before=%dKiB rss_after=%dKiB%s exit=%r in %.2fs"
           % (seed, duration, len(good["probes"]), reloads_ok, reloads_failed, pauses, frozen_s,
-             stalls, usr1, usr1_truncated, flips[0], poller.attempts_total(), false_total, poller.answers,
+             stalls, missed_stalls, usr1, usr1_truncated, flips[0], poller.attempts_total(), false_total, poller.answers,
              poller.conn_errors, rss_before, rss_after, rss_note, rc, exit_s), flush=True)
     if problems:
         raise AssertionError("chaos (seed %d): %s" % (seed, "; ".join(problems)))

@@ -1,6 +1,8 @@
 """Integration tests of the probe lifecycle (issue 3, SPEC 4 "Events") against the real
 daemon process: SIGHUP reload by probe name, invalid reloads, a changed `listen`, stall
-detection under SIGSTOP/SIGCONT, backoff on `error` outcomes (a real EMFILE, made by
+detection under SIGSTOP/SIGCONT (also a freeze shorter than the attempt's timeout, and a
+stall that begins while the loop is busy: blocked writing to a full stderr pipe), the
+status server under fd exhaustion, backoff on `error` outcomes (a real EMFILE, made by
 lowering the running daemon's RLIMIT_NOFILE with prlimit(2)), shutdown during backoff,
 during hung attempts and while frozen, the second signal, and SIGUSR1.
 
@@ -9,6 +11,8 @@ server itself cannot accept a connection (no free fd), from the SIGUSR1 "status"
 The only fixed sleeps are the freeze durations themselves (the point of those tests);
 everything else polls with deadlines. See harness.py for the API."""
 
+import calendar
+import fcntl
 import json
 import os
 import re
@@ -16,6 +20,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -351,7 +356,6 @@ def test_stall_freeze_flips_nothing():
 
 def wall_of(rfc3339):
     """Seconds since the epoch of an RFC 3339 UTC time as /status writes it."""
-    import calendar
     m = re.match(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(\.\d+)?", rfc3339)
     y, mo, da, h, mi, se = (int(x) for x in m.groups()[:6])
     return calendar.timegm((y, mo, da, h, mi, se)) + float(m.group(7) or 0)
@@ -384,6 +388,83 @@ def test_stall_shorter_than_timeout_detected():
         "%d freezes of 2 s with an attempt in flight, %d stall(s) detected (stall_threshold " \
         "500ms); view: %s" % (freezes, st["stalls"], json.dumps(p))
     eq((p["failures"], p["timeouts"], p["healthy"]), (0, 0, True), "failures, timeouts, healthy")
+
+
+def thread_wchan(pid):
+    try:
+        with open("/proc/%d/task/%d/wchan" % (pid, pid)) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_stall_while_loop_busy_detected():
+    """A stall that begins while the loop thread is busy (not asleep in epoll_wait) must
+    be seen too: here the loop blocks for 2.5 s writing a log line to a full stderr pipe
+    (as it would stop if frozen or throttled in the middle of an iteration). When it
+    runs again it is 2.5 s past the wake-up it should have had (stall_threshold 500ms)."""
+    t = start_target()
+    d = harness.tmpdir()
+    path = os.path.join(d, "config.json")
+    with open(path, "w") as f:
+        json.dump(config(http("slow", t.url("/delay/300"), timeout="2s", failure_threshold=1),
+                         tcp("chatty", "127.0.0.1:%d" % t.port, period="50ms")), f)
+    proc = subprocess.Popen([harness.PROBED, "-l", "127.0.0.1:0", "-c", path, "--log-level", "debug"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=harness._clean_env(None))
+    fcntl.fcntl(proc.stderr.fileno(), 1031, 4096)  # F_SETPIPE_SZ: fills within a second
+    lines, reading, done = [], threading.Event(), threading.Event()
+    reading.set()
+
+    def reader():
+        for raw in proc.stderr:
+            lines.append(raw.decode("utf-8", "replace"))
+            reading.wait()
+        done.set()
+    threading.Thread(target=reader, daemon=True).start()
+
+    def logs():
+        out = []
+        for l in list(lines):
+            try:
+                out.append(json.loads(l))
+            except ValueError:
+                pass
+        return out
+    try:
+        port = int(wait_until(lambda: next((l["port"] for l in logs() if l.get("event") == "listening"),
+                                           None), msg="listening"))
+
+        def slow():
+            code, body, _ = curl("http://127.0.0.1:%d/status" % port)
+            eq(code, 200, "/status")
+            st = json.loads(body)
+            return st, probes_by_name(st)["slow"]
+        before = wait_until(lambda: (lambda v: v if v[1]["healthy"] else None)(slow()),
+                            msg="slow healthy")[1]
+        reading.clear()  # stop reading: the daemon's next log write blocks
+        wait_until(lambda: thread_wchan(proc.pid).endswith("pipe_write"), msg="the loop blocked on stderr")
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            time.sleep(end - time.monotonic())  # the loop's stall itself
+        reading.set()
+        st, p = wait_until(lambda: (lambda v: v if v[1]["successes"] >= before["successes"] + 2
+                                    else None)(slow()), msg="slow runs again")
+        assert (p["failures"], p["timeouts"], p["healthy"], st["stalls"] >= 1) == (0, 0, True, True), \
+            "the loop did not run for 2.5 s (blocked mid-iteration): stalls=%d, and slow (a " \
+            "healthy /delay/300 target, timeout 2s) counted failures=%d timeouts=%d, healthy=%r, " \
+            "last_error=%r" % (st["stalls"], p["failures"], p["timeouts"], p["healthy"], p["last_error"])
+    finally:
+        reading.set()
+        proc.terminate()
+        try:
+            proc.wait(10 * harness.SCALE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        done.wait(5)
+    rep = harness._sanitizer_report("".join(lines))
+    assert not rep, "sanitizer report:\n" + rep
 
 
 # ------------------------------------------------------------ backoff on error
@@ -617,20 +698,24 @@ def test_sigusr1_logs_status_once():
 
 def test_sigusr1_logs_full_status_of_many_probes():
     """SPEC 4: SIGUSR1 logs the *full* status once, also with more probes than fit in
-    one LOG_LINE_MAX (8 KiB) line."""
+    one LOG_LINE_MAX (8 KiB) line: then the probes are split over several "status"
+    lines, none truncated, each a parseable status object, together every probe once."""
     t = start_target()
     names = ["probe-with-a-rather-long-name-%02d" % i for i in range(30)]
     d = start_daemon(config(*[tcp(n, "127.0.0.1:%d" % t.port, period="1s") for n in names]))
     wait_until(lambda: all(p["healthy"] for p in status(d)["probes"]), msg="all probes healthy")
     d.signal(signal.SIGUSR1)
-    lines = wait_count(d, "status", 1)
-    seen = []
-    for line in lines:
-        assert not line.get("truncated"), \
-            "the SIGUSR1 status line was truncated (%d bytes of status)" % len(line.get("status", ""))
-        st = json.loads(line["status"]) if isinstance(line["status"], str) else line["status"]
-        seen += [p["name"] for p in st["probes"]]
-    eq(sorted(seen), sorted(names), "probes in the SIGUSR1 status")
+
+    def seen():
+        out = []
+        for line in events(d, "status"):
+            assert not line.get("truncated"), \
+                "a SIGUSR1 status line was truncated (%d bytes of status)" % len(line.get("status", ""))
+            st = json.loads(line["status"]) if isinstance(line["status"], str) else line["status"]
+            out += [p["name"] for p in st["probes"]]
+        return out
+    wait_until(lambda: len(seen()) >= len(names), msg="every probe in the SIGUSR1 status lines")
+    eq(sorted(seen()), sorted(names), "probes in the SIGUSR1 status (each once)")
 
 
 if __name__ == "__main__":
