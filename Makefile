@@ -41,7 +41,7 @@ TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 # keep objects (they are intermediate for the test binaries)
 .SECONDARY:
 
-.PHONY: all run test check integration sanitize valgrind noopt install clean deps lint bench
+.PHONY: all run test check integration sanitize valgrind noopt install clean deps lint bench chaos
 all: $(BUILD)/probed
 
 $(BUILD)/%.o: %.c
@@ -95,6 +95,11 @@ test: deps
 	$(MAKE) fuzz-replay
 	$(MAKE) valgrind
 	@echo "make test: all suites passed"
+
+# The chaos test for as long as asked (make test runs a 20 s form).
+CHAOS_SECONDS ?= 60
+chaos: $(BUILD)/probed $(TOOL_BIN)
+	PROBED=$(BUILD)/probed TOOLS=$(BUILD)/tests CHAOS_SECONDS=$(CHAOS_SECONDS) /usr/bin/python3 tests/chaos.py
 
 # Benchmarks against peers (nginx, HAProxy, blackbox_exporter, curl); not part of test.
 bench: all

@@ -29,6 +29,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -607,6 +608,12 @@ static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char 
         r = ops->parse(eff, path, &pc->spec, &pc->target, reterr);
         if (r < 0)
                 goto fail;
+        r = -ENOMEM;
+        char *canon = cJSON_PrintUnformatted(eff);
+        if (!canon)
+                goto fail;
+        SHA256((const unsigned char *) canon, strlen(canon), pc->digest);
+        free(canon);
         pc->json = eff;
         return 0;
 fail:
@@ -993,7 +1000,7 @@ cJSON *config_to_json(const struct config *c)
         if (!arr)
                 goto fail;
         for (size_t i = 0; i < c->n_probes; i++) {
-                cJSON *p = cJSON_Duplicate(c->probes[i].json, true);
+                cJSON *p = c->probes[i].json ? cJSON_Duplicate(c->probes[i].json, true) : NULL;
 
                 if (!p || !cJSON_AddItemToArray(arr, p)) {
                         cJSON_Delete(p);
@@ -1041,5 +1048,13 @@ bool probe_config_equal(const struct probe_config *a, const struct probe_config 
                 return false;
         if (!a->name || !b->name || strcmp(a->name, b->name) != 0 || a->ops != b->ops)
                 return false;
-        return cJSON_Compare(a->json, b->json, true);
+        return memcmp(a->digest, b->digest, sizeof(a->digest)) == 0;
+}
+
+void config_compact(struct config *c)
+{
+        for (size_t i = 0; i < c->n_probes; i++) {
+                cJSON_Delete(c->probes[i].json);
+                c->probes[i].json = NULL;
+        }
 }

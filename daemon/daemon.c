@@ -17,6 +17,7 @@
  * O(1) even with 10,000 probes; the snapshot for the status server is rebuilt when a
  * verdict or a probe's health changes, and at most every SNAPSHOT_STATS_INTERVAL_MS for
  * counters alone. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -359,9 +360,17 @@ static struct probe *probe_free(struct probe *p)
         return NULL;
 }
 
-static void probe_begin(struct probe *p)
+/* Schedules the first attempt of the i-th of n probes starting together: after its
+ * initial_delay, staggered FIRST_ATTEMPT_STAGGER_US apart but within one period, so that
+ * 10,000 probes do not open 10,000 sockets in the same instant (HAProxy spreads its
+ * checks the same way), while a handful start at once. */
+static void probe_begin(struct probe *p, size_t i, size_t n)
 {
-        loop_timer_arm(p->d->loop, &p->timer, now_ns() + p->cfg->timing.initial_delay_ms * NSEC_PER_MSEC);
+        uint64_t spread = (uint64_t) i * FIRST_ATTEMPT_STAGGER_US * 1000, cap = probe_period_ms(p) * NSEC_PER_MSEC;
+
+        if (n > 0 && spread > cap * i / n)
+                spread = cap * i / n;
+        loop_timer_arm(p->d->loop, &p->timer, now_ns() + p->cfg->timing.initial_delay_ms * NSEC_PER_MSEC + spread);
 }
 
 /* ---- snapshots ------------------------------------------------------------------------ */
@@ -532,12 +541,13 @@ static void daemon_reload(struct daemon *d)
                 return;
         if (daemon_load(d, &nc, &err) < 0) {
                 d->reloads_failed++;
-                d->dirty_stats = true;
+                d->dirty_verdict = true; /* publish at once: /metrics counts it */
                 log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event", "reload_failed",
                        "error", err ? err : "out of memory", NULL);
                 free(err);
                 return;
         }
+        config_compact(nc);
         np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
         if (!np) {
                 d->reloads_failed++;
@@ -591,7 +601,7 @@ static void daemon_reload(struct daemon *d)
                                NULL);
                         continue;
                 }
-                probe_begin(np[i]);
+                probe_begin(np[i], added, nc->n_probes);
                 added++;
         }
         /* compact out any probe that could not be created */
@@ -605,6 +615,7 @@ static void daemon_reload(struct daemon *d)
                 log_kv(LOG_LEVEL_WARNING, "The listen address changed; it takes effect on restart, ignoring", "event",
                        "reload", "listen", nc->listen, NULL);
         config_free(old);
+        (void) malloc_trim(0); /* give the parser's freed memory back */
         daemon_apply_settings(d);
         aggregates_recount(d);
         daemon_check_started(d);
@@ -684,6 +695,7 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
                 config_free(cfg);
                 return NULL;
         }
+        config_compact(cfg);
         d->loop = l;
         d->cfg = cfg;
         d->opts = *opts;
@@ -702,13 +714,14 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
         hooks.data = d;
         loop_set_hooks(l, &hooks);
         daemon_apply_settings(d);
+        (void) malloc_trim(0); /* give the parser's freed memory back */
         return d;
 }
 
 void daemon_start(struct daemon *d)
 {
         for (size_t i = 0; i < d->n_probes; i++)
-                probe_begin(d->probes[i]);
+                probe_begin(d->probes[i], i, d->n_probes);
         aggregates_recount(d);
         daemon_check_started(d);
         daemon_publish(d);

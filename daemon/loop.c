@@ -426,6 +426,19 @@ static uint64_t loop_arm_wake(struct loop *l)
         return wake;
 }
 
+/* Was the loop `late` ns behind where it should be? Past the threshold the process was
+ * frozen or starved of CPU: signals that arrived meanwhile come first (a SIGTERM queued
+ * then must stop the stall's re-runs), then hooks.stall. Returns whether it fired. */
+static bool loop_check_stall(struct loop *l, uint64_t late)
+{
+        if (l->stall_threshold_ns == 0 || late <= l->stall_threshold_ns || !l->hooks.stall)
+                return false;
+        signal_on_io(l, l->sfd, EPOLLIN, NULL);
+        if (!l->exiting)
+                l->hooks.stall(l, late, l->hooks.data);
+        return true;
+}
+
 int loop_run(struct loop *l)
 {
         struct epoll_event evs[MAX_EVENTS];
@@ -433,6 +446,7 @@ int loop_run(struct loop *l)
         while (!l->exiting) {
                 uint64_t wake = loop_arm_wake(l), now;
                 int n = epoll_wait(l->epfd, evs, MAX_EVENTS, -1);
+                bool stalled;
 
                 if (n < 0) {
                         /* A stopped process resumed by SIGCONT sees EINTR here (signal(7)),
@@ -442,14 +456,8 @@ int loop_run(struct loop *l)
                         n = 0;
                 }
                 now = now_ns();
-                if (wake != NO_DEADLINE && now > wake && now - wake > l->stall_threshold_ns &&
-                    l->stall_threshold_ns > 0 && l->hooks.stall) {
-                        /* Signals that arrived during the freeze come first: a SIGTERM
-                         * queued then must stop the stall's re-runs. */
-                        signal_on_io(l, l->sfd, EPOLLIN, NULL);
-                        if (!l->exiting)
-                                l->hooks.stall(l, now - wake, l->hooks.data);
-                }
+                /* frozen while asleep: woken later than it asked */
+                stalled = wake != NO_DEADLINE && now > wake && loop_check_stall(l, now - wake);
                 for (int i = 0; i < n; i++) {
                         int fd = (int) (uint32_t) evs[i].data.u64;
                         uint32_t gen = (uint32_t) (evs[i].data.u64 >> 32);
@@ -462,6 +470,12 @@ int loop_run(struct loop *l)
                                 continue; /* removed or reused during this batch */
                         s->fn(l, fd, evs[i].events, s->data);
                 }
+                /* frozen while working: the earliest timer is overdue by more than the
+                 * threshold (checked before it fires, or a deadline would end an attempt
+                 * whose answer is waiting unread) */
+                now = now_ns();
+                if (!stalled && l->heap_len > 0 && now > l->heap[0]->when_ns)
+                        (void) loop_check_stall(l, now - l->heap[0]->when_ns);
                 timers_run(l);
                 if (l->hooks.iteration)
                         l->hooks.iteration(l, l->hooks.data);

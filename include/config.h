@@ -36,8 +36,10 @@ struct probe_config {
         struct timing timing;        /* defaults applied */
         void *spec;                  /* owned: from ops->parse, freed by ops->free_spec */
         char *target;                /* owned: URL or address, for /status */
-        cJSON *json;                 /* owned: the effective probe object (defaults filled in);
-                                       * two probes with equal json are the same config */
+        cJSON *json;                 /* owned: the effective probe object (defaults filled in),
+                                      * or NULL after config_compact */
+        unsigned char digest[32];    /* SHA-256 of json printed canonically: two probes with
+                                      * equal digests are the same config */
 };
 
 struct config {
@@ -76,10 +78,14 @@ int config_load(const char *text, const struct probe_flag *flags, size_t n_flags
 int config_read_file(const char *path, char **ret_text, char **reterr);
 
 /* The effective config as JSON (defaults filled in), as --check-config prints it.
- * Caller owns the result (cJSON_Delete). NULL on ENOMEM. */
+ * Caller owns the result (cJSON_Delete). NULL on ENOMEM or after config_compact. */
 cJSON *config_to_json(const struct config *c);
 
 struct config *config_free(struct config *c); /* NULL-safe, returns NULL */
+
+/* Frees each probe's json (about 2 KB a probe; the daemon keeps only the digests, which
+ * is what reload compares). config_to_json returns NULL afterwards. */
+void config_compact(struct config *c);
 
 /* The probe with that name, or NULL. Borrowed from c. */
 const struct probe_config *config_find_probe(const struct config *c, const char *name);
