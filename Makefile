@@ -64,7 +64,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/tools/%.o
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-include tests/fuzz/fuzz.mk
+-include tests/fuzz/fuzz.mk
 
 deps:
 	@sh deploy/deps.sh

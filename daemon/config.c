@@ -439,6 +439,7 @@ struct load {
         struct name_set names;
         size_t n_file; /* probes from the file come first */
         const struct probe_flag *flags;
+        bool lean;     /* keep digests only, not each probe's json */
 };
 
 /* The path under which probe i was given: "probes[i]" or its flag. malloc'd. */
@@ -614,6 +615,11 @@ static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char 
                 goto fail;
         SHA256((const unsigned char *) canon, strlen(canon), pc->digest);
         free(canon);
+        if (ld->lean) {
+                /* freed at once, while it is the newest allocation: no heap holes */
+                cJSON_Delete(eff);
+                return 0;
+        }
         pc->json = eff;
         return 0;
 fail:
@@ -844,10 +850,10 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
         return 0;
 }
 
-int config_load(const char *text, const struct probe_flag *flags, size_t n_flags, struct config **ret_config,
-                char **reterr)
+static int config_load_impl(const char *text, const struct probe_flag *flags, size_t n_flags, bool lean,
+                            struct config **ret_config, char **reterr)
 {
-        struct load ld = { 0 };
+        struct load ld = { .lean = lean };
         struct config *c;
         cJSON *root = NULL;
         const char *end = NULL;
@@ -1051,10 +1057,14 @@ bool probe_config_equal(const struct probe_config *a, const struct probe_config 
         return memcmp(a->digest, b->digest, sizeof(a->digest)) == 0;
 }
 
-void config_compact(struct config *c)
+int config_load(const char *text, const struct probe_flag *flags, size_t n_flags, struct config **ret_config,
+                char **reterr)
 {
-        for (size_t i = 0; i < c->n_probes; i++) {
-                cJSON_Delete(c->probes[i].json);
-                c->probes[i].json = NULL;
-        }
+        return config_load_impl(text, flags, n_flags, false, ret_config, reterr);
+}
+
+int config_load_lean(const char *text, const struct probe_flag *flags, size_t n_flags, struct config **ret_config,
+                     char **reterr)
+{
+        return config_load_impl(text, flags, n_flags, true, ret_config, reterr);
 }

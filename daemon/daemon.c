@@ -29,29 +29,22 @@
 #include "probe.h"
 #include "util.h"
 
+/* A probe's counters and last results live in its view (v), the very object snapshots
+ * show: copy-on-write (probe_mut) instead of a copy per snapshot, so 10,000 probes hold
+ * one set of numbers each. state and healthy are kept here too, for the lifecycle's own
+ * decisions. */
 struct probe {
         struct daemon *d;
         const struct probe_config *cfg; /* entry of d->cfg->probes */
         enum probe_state state;
+        int healthy; /* -1 unknown, 0, 1 */
+        bool ever_healthy;
         struct attempt attempt;
         struct timer timer;    /* next attempt, or end of backoff */
         struct timer deadline; /* the running attempt's timeout */
         uint64_t last_start_ns;
-        uint64_t backoff_ms; /* 0: not backing off */
-        int healthy;         /* -1 unknown, 0, 1 */
-        bool ever_healthy;
-        unsigned consecutive_successes, consecutive_failures;
-        uint64_t attempts, successes, failures, timeouts, cancellations, errors, restarts;
-        uint64_t outcome_total[_OUTCOME_MAX];
-        enum outcome last_outcome;
-        int last_success;
-        char last_error[ERROR_MAX];
-        uint64_t last_duration_ms;
-        uint64_t last_attempt_wall_ns, last_change_wall_ns;
-        char *output; /* last completed exec output */
-        uint64_t duration_bucket[N_DURATION_BUCKETS];
-        uint64_t duration_count;
-        double duration_sum_s;
+        uint64_t backoff_ms;  /* 0: not backing off */
+        struct probe_view *v; /* owned reference; snapshots take more */
 };
 
 struct daemon {
@@ -76,6 +69,43 @@ struct daemon {
 static const double duration_bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
 
 static void probe_run(struct probe *p);
+
+/* The probe's view, made its own before it is written: a view that a snapshot holds
+ * (refs > 1) is immutable, so it is copied first. Only the loop thread makes snapshots,
+ * so refs == 1 cannot change under us. NULL when out of memory: the caller then drops
+ * that piece of bookkeeping (the lifecycle itself goes on). */
+static struct probe_view *probe_mut(struct probe *p)
+{
+        struct probe_view *v = p->v, *c;
+
+        p->d->dirty_stats = true;
+        if (atomic_load_explicit(&v->refs, memory_order_acquire) == 1)
+                return v;
+        c = probe_view_new();
+        if (!c)
+                return NULL;
+        memcpy((char *) c + sizeof(c->refs), (const char *) v + sizeof(v->refs), sizeof(*c) - sizeof(c->refs));
+        c->target = strdup(v->target);
+        c->output = v->output ? strdup(v->output) : NULL;
+        if (!c->target || (v->output && !c->output)) {
+                free(c->output);
+                c->output = NULL;
+                probe_view_unref(c);
+                return NULL;
+        }
+        probe_view_unref(v);
+        p->v = c;
+        return c;
+}
+
+static void probe_set_state(struct probe *p, enum probe_state state)
+{
+        struct probe_view *v = probe_mut(p);
+
+        p->state = state;
+        if (v)
+                v->state = state;
+}
 
 /* ---- aggregates ------------------------------------------------------------------ */
 
@@ -109,6 +139,8 @@ static void probe_set_health(struct probe *p, int healthy)
         struct daemon *d = p->d;
         unsigned s = p->cfg->scopes;
 
+        struct probe_view *v;
+
         if (p->healthy == healthy)
                 return;
         if (s & SCOPE_LIVENESS)
@@ -116,18 +148,21 @@ static void probe_set_health(struct probe *p, int healthy)
         if (s & SCOPE_READINESS)
                 d->ready_bad += (healthy != 1) - (p->healthy != 1);
         p->healthy = healthy;
-        p->last_change_wall_ns = wall_ns();
+        if ((v = probe_mut(p))) {
+                v->healthy = healthy;
+                v->last_change_wall_ns = wall_ns();
+        }
         d->dirty_verdict = true;
         if (healthy == 1) {
                 if (!p->ever_healthy && (s & SCOPE_STARTUP))
                         d->startup_pending--;
                 p->ever_healthy = true;
                 log_kv(LOG_LEVEL_INFO, "Probe is healthy", "event", "healthy", "probe", p->cfg->name, "type",
-                       p->cfg->ops->type, "outcome", outcome_to_string(p->last_outcome), NULL);
+                       p->cfg->ops->type, "outcome", outcome_to_string(p->v->last_outcome), NULL);
                 daemon_check_started(d);
         } else {
                 log_kv(LOG_LEVEL_WARNING, "Probe is unhealthy", "event", "unhealthy", "probe", p->cfg->name, "type",
-                       p->cfg->ops->type, "outcome", outcome_to_string(p->last_outcome), "error", p->last_error, NULL);
+                       p->cfg->ops->type, "outcome", outcome_to_string(p->v->last_outcome), "error", p->v->last_error, NULL);
         }
 }
 
@@ -147,8 +182,11 @@ static void probe_on_timer(struct loop *l, void *data)
         (void) l;
         if (p->d->draining)
                 return;
-        if (p->state == PROBE_BACKOFF)
-                p->restarts++;
+        if (p->state == PROBE_BACKOFF) {
+                struct probe_view *v = probe_mut(p);
+                if (v)
+                        v->restarts++;
+        }
         probe_run(p);
 }
 
@@ -159,22 +197,22 @@ static void probe_schedule(struct probe *p, enum outcome o)
         uint64_t now = now_ns(), next;
 
         if (d->draining) {
-                p->state = PROBE_STOPPED;
+                probe_set_state(p, PROBE_STOPPED);
                 return;
         }
         if (o == OUTCOME_ERROR) {
                 uint64_t initial = d->cfg->backoff_initial_ms, max = d->cfg->backoff_max_ms;
                 char buf[32];
                 p->backoff_ms = p->backoff_ms ? (p->backoff_ms * 2 > max ? max : p->backoff_ms * 2) : initial;
-                p->state = PROBE_BACKOFF;
+                probe_set_state(p, PROBE_BACKOFF);
                 duration_format(p->backoff_ms, buf, sizeof(buf));
                 log_kv(LOG_LEVEL_WARNING, "Probe could not run, backing off", "event", "backoff", "probe", p->cfg->name,
-                       "error", p->last_error, "backoff", buf, NULL);
+                       "error", p->v->last_error, "backoff", buf, NULL);
                 loop_timer_arm(d->loop, &p->timer, now + p->backoff_ms * NSEC_PER_MSEC);
                 return;
         }
         p->backoff_ms = 0; /* a completed attempt resets the backoff */
-        p->state = PROBE_WAITING;
+        probe_set_state(p, PROBE_WAITING);
         /* attempts never overlap: next at previous start + period, or at once */
         next = p->last_start_ns + probe_period_ms(p) * NSEC_PER_MSEC;
         loop_timer_arm(d->loop, &p->timer, next > now ? next : now);
@@ -199,8 +237,7 @@ static void probe_run(struct probe *p)
         if (d->draining || a->state != ATTEMPT_IDLE)
                 return;
         loop_timer_disarm(d->loop, &p->timer);
-        p->state = PROBE_RUNNING;
-        d->dirty_stats = true; /* /status shows the attempt running */
+        probe_set_state(p, PROBE_RUNNING); /* /status shows the attempt running */
         p->last_start_ns = now_ns();
         a->id = ++d->next_attempt_id;
         a->state = ATTEMPT_RUNNING;
@@ -220,53 +257,54 @@ static void probe_run(struct probe *p)
 static void probe_record(struct probe *p, enum outcome o, const char *reason, uint64_t dur_ns)
 {
         double secs = (double) dur_ns / NSEC_PER_SEC;
+        struct probe_view *v = probe_mut(p);
 
-        p->attempts++;
-        p->outcome_total[o]++;
-        p->last_outcome = o;
-        p->last_attempt_wall_ns = wall_ns();
-        p->last_duration_ms = dur_ns / NSEC_PER_MSEC;
-        p->d->dirty_stats = true;
         if (log_enabled(LOG_LEVEL_DEBUG)) {
                 char ms[24];
-                snprintf(ms, sizeof(ms), "%llu", (unsigned long long) p->last_duration_ms);
+                snprintf(ms, sizeof(ms), "%llu", (unsigned long long) (dur_ns / NSEC_PER_MSEC));
                 log_kv(LOG_LEVEL_DEBUG, "Attempt ended", "event", "attempt", "probe", p->cfg->name, "outcome",
                        outcome_to_string(o), "duration_ms", ms, "error", o == OUTCOME_SUCCESS ? NULL : reason, NULL);
         }
+        if (!v)
+                return; /* out of memory: this attempt goes unrecorded */
+        v->attempts++;
+        v->last_outcome = o;
+        v->last_attempt_wall_ns = wall_ns();
+        v->last_duration_ms = dur_ns / NSEC_PER_MSEC;
         switch (o) {
         case OUTCOME_CANCELLED:
-                p->cancellations++; /* no threshold and no health change, ever */
+                v->cancellations++; /* no threshold and no health change, ever */
                 return;
         case OUTCOME_ERROR:
-                p->errors++; /* the target's health is unchanged */
-                snprintf(p->last_error, sizeof(p->last_error), "%s", reason);
+                v->errors++; /* the target's health is unchanged */
+                snprintf(v->last_error, sizeof(v->last_error), "%s", reason);
                 return;
         default:
                 break;
         }
-        p->duration_count++;
-        p->duration_sum_s += secs;
+        v->duration_count++;
+        v->duration_sum_s += secs;
         for (size_t i = 0; i < N_DURATION_BUCKETS; i++)
                 if (secs <= duration_bounds[i])
-                        p->duration_bucket[i]++;
+                        v->duration_bucket[i]++;
         if (o == OUTCOME_SUCCESS) {
-                p->successes++;
-                p->last_success = 1;
-                p->last_error[0] = '\0';
-                p->consecutive_successes++;
-                p->consecutive_failures = 0;
-                if (p->consecutive_successes >= p->cfg->timing.success_threshold)
+                v->successes++;
+                v->last_success = 1;
+                v->last_error[0] = '\0';
+                v->consecutive_successes++;
+                v->consecutive_failures = 0;
+                if (v->consecutive_successes >= p->cfg->timing.success_threshold)
                         probe_set_health(p, 1);
         } else {
                 if (o == OUTCOME_TIMEOUT)
-                        p->timeouts++;
+                        v->timeouts++;
                 else
-                        p->failures++;
-                p->last_success = 0;
-                snprintf(p->last_error, sizeof(p->last_error), "%s", reason);
-                p->consecutive_failures++;
-                p->consecutive_successes = 0;
-                if (p->consecutive_failures >= p->cfg->timing.failure_threshold)
+                        v->failures++;
+                v->last_success = 0;
+                snprintf(v->last_error, sizeof(v->last_error), "%s", reason);
+                v->consecutive_failures++;
+                v->consecutive_successes = 0;
+                if (v->consecutive_failures >= p->cfg->timing.failure_threshold)
                         probe_set_health(p, 0);
         }
 }
@@ -289,9 +327,12 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         if (a->data)
                 p->cfg->ops->cancel(a);
         if (a->output && o != OUTCOME_CANCELLED) {
-                free(p->output);
-                p->output = a->output;
-                a->output = NULL;
+                struct probe_view *v = probe_mut(p);
+                if (v) {
+                        free(v->output);
+                        v->output = a->output;
+                        a->output = NULL;
+                }
         }
         free(a->output);
         a->output = NULL;
@@ -301,7 +342,7 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         if (o != OUTCOME_CANCELLED)
                 probe_schedule(p, o);
         else
-                p->state = PROBE_WAITING; /* the canceller decides what comes next */
+                probe_set_state(p, PROBE_WAITING); /* the canceller decides what comes next */
 }
 
 void attempt_set_output(struct attempt *a, const char *buf, size_t len)
@@ -330,10 +371,19 @@ static struct probe *probe_new(struct daemon *d, const struct probe_config *cfg)
                 return NULL;
         p->d = d;
         p->cfg = cfg;
-        p->state = PROBE_WAITING;
-        p->healthy = -1;
-        p->last_outcome = _OUTCOME_INVALID;
-        p->last_success = -1;
+        p->v = probe_view_new();
+        if (!p->v || !(p->v->target = strdup(cfg->target))) {
+                probe_view_unref(p->v);
+                free(p);
+                return NULL;
+        }
+        snprintf(p->v->name, sizeof(p->v->name), "%s", cfg->name);
+        p->v->type = cfg->ops->type;
+        p->v->scopes = cfg->scopes;
+        p->v->state = p->state = PROBE_WAITING;
+        p->v->healthy = p->healthy = -1;
+        p->v->last_outcome = _OUTCOME_INVALID;
+        p->v->last_success = -1;
         p->attempt.probe = p;
         p->attempt.loop = d->loop;
         timer_init(&p->timer, probe_on_timer, p);
@@ -346,7 +396,7 @@ static void probe_stop(struct probe *p)
 {
         attempt_end(&p->attempt, OUTCOME_CANCELLED, "cancelled");
         loop_timer_disarm(p->d->loop, &p->timer);
-        p->state = PROBE_STOPPED;
+        probe_set_state(p, PROBE_STOPPED);
 }
 
 static struct probe *probe_free(struct probe *p)
@@ -355,7 +405,7 @@ static struct probe *probe_free(struct probe *p)
                 return NULL;
         probe_stop(p);
         loop_timer_disarm(p->d->loop, &p->deadline);
-        free(p->output);
+        probe_view_unref(p->v);
         free(p);
         return NULL;
 }
@@ -375,39 +425,12 @@ static void probe_begin(struct probe *p, size_t i, size_t n)
 
 /* ---- snapshots ------------------------------------------------------------------------ */
 
-static void probe_view_fill(struct probe_view *v, const struct probe *p)
-{
-        snprintf(v->name, sizeof(v->name), "%s", p->cfg->name);
-        v->type = p->cfg->ops->type;
-        v->target = strdup(p->cfg->target);
-        v->scopes = p->cfg->scopes;
-        v->state = p->state;
-        v->healthy = p->healthy;
-        v->consecutive_successes = p->consecutive_successes;
-        v->consecutive_failures = p->consecutive_failures;
-        v->attempts = p->attempts;
-        v->successes = p->successes;
-        v->failures = p->failures;
-        v->timeouts = p->timeouts;
-        v->cancellations = p->cancellations;
-        v->errors = p->errors;
-        v->restarts = p->restarts;
-        v->last_outcome = p->last_outcome;
-        v->last_success = p->last_success;
-        memcpy(v->last_error, p->last_error, sizeof(v->last_error));
-        v->last_duration_ms = p->last_duration_ms;
-        v->last_attempt_wall_ns = p->last_attempt_wall_ns;
-        v->last_change_wall_ns = p->last_change_wall_ns;
-        v->output = p->output ? strdup(p->output) : NULL;
-        memcpy(v->duration_bucket, p->duration_bucket, sizeof(v->duration_bucket));
-        v->duration_count = p->duration_count;
-        v->duration_sum_s = p->duration_sum_s;
-        memcpy(v->outcome_total, p->outcome_total, sizeof(v->outcome_total));
-}
 
-static struct snapshot *daemon_snapshot(const struct daemon *d)
+/* Takes a reference to every probe's view: from now on they are immutable (probe_mut
+ * copies before the next write). */
+static struct snapshot *daemon_snapshot(struct daemon *d)
 {
-        struct snapshot *s = snapshot_new(d->n_probes);
+        struct snapshot *s = snapshot_new(d->n_probes, false);
 
         if (!s)
                 return NULL;
@@ -421,7 +444,7 @@ static struct snapshot *daemon_snapshot(const struct daemon *d)
         s->reloads_ok = d->reloads_ok;
         s->reloads_failed = d->reloads_failed;
         for (size_t i = 0; i < d->n_probes; i++)
-                probe_view_fill(&s->probes[i], d->probes[i]);
+                s->probes[i] = probe_view_ref(d->probes[i]->v);
         return s;
 }
 
@@ -518,7 +541,7 @@ static int daemon_load(struct daemon *d, struct config **ret, char **reterr)
                 if (r < 0)
                         return r;
         }
-        r = config_load(text, d->opts.flags, d->opts.n_flags, ret, reterr);
+        r = config_load_lean(text, d->opts.flags, d->opts.n_flags, ret, reterr);
         free(text);
         return r;
 }
@@ -547,7 +570,6 @@ static void daemon_reload(struct daemon *d)
                 free(err);
                 return;
         }
-        config_compact(nc);
         np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
         if (!np) {
                 d->reloads_failed++;
@@ -695,7 +717,6 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
                 config_free(cfg);
                 return NULL;
         }
-        config_compact(cfg);
         d->loop = l;
         d->cfg = cfg;
         d->opts = *opts;

@@ -85,9 +85,10 @@ static int cmd_check(int argc, char **argv)
                 (void) probe_curl_error(e, rc, 0, err, sizeof(err));
                 fprintf(stderr, "probed: check %s: %s\n", url, err);
         }
-        curl_easy_cleanup(e);
+        probe_curl_free(e);
         if (devnull)
                 fclose(devnull);
+        probe_curl_pool_drain();
         curl_global_cleanup();
         if (rc == CURLE_OK && !(code >= 200 && code < 400))
                 fprintf(stderr, "probed: check %s: status %ld\n", url, code);
@@ -222,7 +223,11 @@ int main(int argc, char **argv)
 
         if (config_path && config_read_file(config_path, &text, &err) < 0)
                 goto config_error;
-        if (config_load(text, flags, n_flags, &cfg, &err) < 0)
+        r = check_config ? config_load(text, flags, n_flags, &cfg, &err)
+                         : config_load_lean(text, flags, n_flags, &cfg, &err);
+        free(text); /* up to MAX_CONFIG_BYTES, no longer needed */
+        text = NULL;
+        if (r < 0)
                 goto config_error;
         if (check_config) {
                 cJSON *j = config_to_json(cfg);
@@ -306,6 +311,7 @@ out_curl:
         d = daemon_free(d);     /* cancels attempts: every easy handle removed and cleaned up */
         srv = server_free(srv); /* needs the loop (its listen socket is watched there) */
         loop = loop_free(loop); /* curl_multi_cleanup while epoll is open, then the loop's fds */
+        probe_curl_pool_drain();
         curl_global_cleanup();
         goto out;
 config_error:

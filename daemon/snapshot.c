@@ -64,7 +64,60 @@ const char *probe_state_to_string(enum probe_state s)
         return table[s];
 }
 
-struct snapshot *snapshot_new(size_t n_probes)
+/* Attempts that ended with outcome o: the per-outcome counters are the only count. */
+static uint64_t view_outcome_count(const struct probe_view *v, enum outcome o)
+{
+        switch (o) {
+        case OUTCOME_SUCCESS:
+                return v->successes;
+        case OUTCOME_FAILURE:
+                return v->failures;
+        case OUTCOME_TIMEOUT:
+                return v->timeouts;
+        case OUTCOME_CANCELLED:
+                return v->cancellations;
+        case OUTCOME_ERROR:
+                return v->errors;
+        default:
+                return 0;
+        }
+}
+
+struct probe_view *probe_view_new(void)
+{
+        struct probe_view *v = calloc(1, sizeof(*v));
+
+        if (v)
+                atomic_init(&v->refs, 1);
+        return v;
+}
+
+struct probe_view *probe_view_ref(struct probe_view *v)
+{
+        if (v)
+                atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+        return v;
+}
+
+struct probe_view *probe_view_unref(struct probe_view *v)
+{
+        if (v && atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1) {
+                free(v->target);
+                free(v->output);
+                free(v);
+        }
+        return NULL;
+}
+
+static void snapshot_free(struct snapshot *s)
+{
+        for (size_t i = 0; i < s->n_probes; i++)
+                probe_view_unref(s->probes[i]);
+        free(s->probes);
+        free(s);
+}
+
+struct snapshot *snapshot_new(size_t n_probes, bool with_views)
 {
         struct snapshot *s;
 
@@ -80,6 +133,11 @@ struct snapshot *snapshot_new(size_t n_probes)
                 }
         }
         s->n_probes = n_probes;
+        for (size_t i = 0; with_views && i < n_probes; i++)
+                if (!(s->probes[i] = probe_view_new())) {
+                        snapshot_free(s);
+                        return NULL;
+                }
         return s;
 }
 
@@ -88,16 +146,6 @@ struct snapshot *snapshot_ref(struct snapshot *s)
         if (s)
                 atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
         return s;
-}
-
-static void snapshot_free(struct snapshot *s)
-{
-        for (size_t i = 0; i < s->n_probes; i++) {
-                free(s->probes[i].target);
-                free(s->probes[i].output);
-        }
-        free(s->probes);
-        free(s);
 }
 
 struct snapshot *snapshot_unref(struct snapshot *s)
@@ -261,7 +309,7 @@ static void buf_put_reason(struct buf *b, const char *err)
 static const struct probe_view *first_bad(const struct snapshot *s, unsigned scope, bool unknown_counts)
 {
         for (size_t i = 0; i < s->n_probes; i++) {
-                const struct probe_view *v = &s->probes[i];
+                const struct probe_view *v = s->probes[i];
 
                 if (!(v->scopes & scope))
                         continue;
@@ -298,7 +346,7 @@ static void verdict_reason(struct buf *b, const struct snapshot *s, unsigned sco
 static void verdict_verbose(struct buf *b, const struct snapshot *s, unsigned scope, bool pass)
 {
         for (size_t i = 0; i < s->n_probes; i++) {
-                const struct probe_view *v = &s->probes[i];
+                const struct probe_view *v = s->probes[i];
 
                 if (!(v->scopes & scope))
                         continue;
@@ -562,7 +610,7 @@ char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns)
         for (size_t i = 0; i < s->n_probes; i++) {
                 if (i > 0)
                         buf_putc(&b, ',');
-                json_probe(&b, &s->probes[i]);
+                json_probe(&b, s->probes[i]);
         }
         buf_puts(&b, "]}");
         return buf_steal(&b);
@@ -624,9 +672,9 @@ static int prom_labels_build(struct prom_labels *l, const struct snapshot *s)
         for (size_t i = 0; i < s->n_probes; i++) {
                 l->off[i] = b.len;
                 buf_puts(&b, "probe=");
-                prom_label_value(&b, s->probes[i].name);
+                prom_label_value(&b, s->probes[i]->name);
                 buf_puts(&b, ",type=");
-                prom_label_value(&b, s->probes[i].type);
+                prom_label_value(&b, s->probes[i]->type);
         }
         l->off[s->n_probes] = b.len;
         l->text = buf_steal(&b);
@@ -678,7 +726,7 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
 
         prom_family(&b, "probed_probe_healthy", "gauge", "Probe health: 1 healthy, 0 unhealthy, absent while unknown.");
         for (size_t i = 0; i < s->n_probes; i++) {
-                int h = s->probes[i].healthy;
+                int h = s->probes[i]->healthy;
 
                 if (h != 0 && h != 1)
                         continue;
@@ -689,7 +737,7 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
         prom_family(&b, "probed_probe_success", "gauge",
                     "1 if the last completed attempt of the probe succeeded, else 0.");
         for (size_t i = 0; i < s->n_probes; i++) {
-                int ok = s->probes[i].last_success;
+                int ok = s->probes[i]->last_success;
 
                 if (ok != 0 && ok != 1)
                         continue;
@@ -700,7 +748,7 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
         prom_family(&b, "probed_probe_duration_seconds", "histogram",
                     "Duration of completed probe attempts (success, failure, timeout).");
         for (size_t i = 0; i < s->n_probes; i++) {
-                const struct probe_view *v = &s->probes[i];
+                const struct probe_view *v = s->probes[i];
 
                 for (size_t k = 0; k < N_DURATION_BUCKETS; k++) {
                         prom_open(&b, "probed_probe_duration_seconds_bucket", &l, i);
@@ -720,14 +768,14 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
                         prom_open(&b, "probed_probe_attempts_total", &l, i);
                         buf_puts(&b, ",outcome=\"");
                         buf_puts(&b, outcome_to_string(o));
-                        prom_value(&b, "\"} ", s->probes[i].outcome_total[o]);
+                        prom_value(&b, "\"} ", view_outcome_count(s->probes[i], o));
                 }
         }
 
         prom_family(&b, "probed_probe_restarts_total", "counter", "Times the probe came back from backoff.");
         for (size_t i = 0; i < s->n_probes; i++) {
                 prom_open(&b, "probed_probe_restarts_total", &l, i);
-                prom_value(&b, "} ", s->probes[i].restarts);
+                prom_value(&b, "} ", s->probes[i]->restarts);
         }
 
         prom_family(&b, "probed_stalls_total", "counter",

@@ -11,6 +11,8 @@
 #define HTTP_MAX_REDIRECTS 10       /* a chain reaching this many fails, as kubelet */
 #define HTTP_MAX_HEADER_BYTES 16384 /* response header bytes a probe accepts */
 #define EXEC_OUTPUT_MAX 1024        /* stdout+stderr bytes kept in /status */
+#define CURL_BUFFER_BYTES 4096      /* libcurl receive buffer per handle */
+#define CURL_POOL_MAX 64            /* idle libcurl easy handles kept for reuse */
 #define GRPC_MAX_REPLY_BYTES 4096   /* gRPC health reply body bytes read (one tiny message) */
 #define LOG_LINE_MAX 8192           /* one log line, truncated beyond */
 

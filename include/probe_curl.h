@@ -17,6 +17,12 @@
  * NULL on ENOMEM. Caller owns it (curl_easy_cleanup). */
 CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int *ret_socket_errno);
 
+/* Gives back a handle from probe_curl_new (removed from the multi first): kept for
+ * reuse, at most CURL_POOL_MAX of them, else cleaned up. NULL-safe. */
+void probe_curl_free(CURL *easy);
+/* Cleans up the kept handles (before curl_global_cleanup). */
+void probe_curl_pool_drain(void);
+
 /* Judges a failed transfer: OUTCOME_ERROR when probed itself could not open a socket
  * (socket_errno EMFILE, ENFILE, ENOBUFS, ENOMEM: the target is not at fault), else
  * OUTCOME_FAILURE. A short lower-case reason goes into buf: "connection refused",

@@ -29,8 +29,11 @@ const char *probe_state_to_string(enum probe_state s); /* "waiting", ... */
         }
 #define N_DURATION_BUCKETS 11
 
-/* One probe as seen in a snapshot: plain values, no pointers into live state. */
+/* One probe as seen in a snapshot: plain values, no pointers into live state.
+ * Immutable once published and refcounted, so that consecutive snapshots share the views
+ * of probes that did not change (10,000 probes cost one copy, not one per snapshot). */
 struct probe_view {
+        atomic_int refs;
         char name[MAX_NAME_LEN + 1];
         const char *type; /* static string ("http") */
         char *target;     /* owned by the snapshot */
@@ -51,8 +54,6 @@ struct probe_view {
         uint64_t duration_bucket[N_DURATION_BUCKETS]; /* cumulative counts: le bound */
         uint64_t duration_count;
         double duration_sum_s;
-        /* attempts by outcome, index enum outcome */
-        uint64_t outcome_total[_OUTCOME_MAX];
 };
 
 struct snapshot {
@@ -63,12 +64,22 @@ struct snapshot {
         uint64_t stalls;
         uint64_t reloads_ok, reloads_failed;
         size_t n_probes;
-        struct probe_view *probes; /* owned array, config order */
+        struct probe_view **probes; /* owned array of references, config order */
 };
 
-struct snapshot *snapshot_new(size_t n_probes); /* refs = 1, zeroed views; NULL on ENOMEM */
+/* refs = 1; with_views: n zeroed views, else n NULL slots the caller fills with
+ * references. NULL on ENOMEM. */
+struct snapshot *snapshot_new(size_t n_probes, bool with_views);
 struct snapshot *snapshot_ref(struct snapshot *s);
 struct snapshot *snapshot_unref(struct snapshot *s); /* frees at 0; NULL-safe; returns NULL */
+
+struct probe_view *probe_view_new(void); /* refs = 1, zeroed; NULL on ENOMEM */
+struct probe_view *probe_view_ref(struct probe_view *v);
+struct probe_view *probe_view_unref(struct probe_view *v); /* frees at 0; NULL-safe; returns NULL */
+
+struct probe_view *probe_view_new(void); /* refs = 1, zeroed; NULL on ENOMEM */
+struct probe_view *probe_view_ref(struct probe_view *v);
+struct probe_view *probe_view_unref(struct probe_view *v); /* frees at 0; NULL-safe; returns NULL */
 
 /* "starting" | "ok" | "failing" | "draining" */
 const char *snapshot_status(const struct snapshot *s);

@@ -261,7 +261,7 @@ static void grpc_cancel(struct attempt *a)
                 return;
         if (g->easy) {
                 loop_curl_remove(a->loop, g->easy);
-                curl_easy_cleanup(g->easy);
+                probe_curl_free(g->easy);
         }
         curl_slist_free_all(g->headers);
         free(g);
@@ -313,7 +313,7 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         return 0;
 fail:
         if (g->easy) {
-                curl_easy_cleanup(g->easy);
+                probe_curl_free(g->easy);
                 g->easy = NULL;
         }
         grpc_cancel(a);

@@ -274,7 +274,7 @@ static void http_release_easy(struct http_attempt *h)
         if (!h->easy)
                 return;
         loop_curl_remove(h->a->loop, h->easy);
-        curl_easy_cleanup(h->easy);
+        probe_curl_free(h->easy);
         h->easy = NULL;
 }
 

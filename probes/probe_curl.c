@@ -37,9 +37,32 @@ bool probe_errno_is_local(int err)
         return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
+/* Idle easy handles kept for the next attempts: an attempt then costs no handle
+ * allocation (libcurl keeps its buffers in the handle). The loop is the only user. */
+static CURL *pool[CURL_POOL_MAX];
+static size_t pool_len;
+
+void probe_curl_free(CURL *e)
+{
+        if (!e)
+                return;
+        if (pool_len == CURL_POOL_MAX) {
+                curl_easy_cleanup(e);
+                return;
+        }
+        curl_easy_reset(e);
+        pool[pool_len++] = e;
+}
+
+void probe_curl_pool_drain(void)
+{
+        while (pool_len > 0)
+                curl_easy_cleanup(pool[--pool_len]);
+}
+
 CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int *ret_socket_errno)
 {
-        CURL *e = curl_easy_init();
+        CURL *e = pool_len > 0 ? pool[--pool_len] : curl_easy_init();
 
         if (!e)
                 return NULL;
@@ -58,9 +81,11 @@ CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int 
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, tls_verify ? 1L : 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, tls_verify ? 2L : 0L);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        /* a probe reads a few KB at most: 4 KB instead of libcurl's 16 KB per handle */
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long) CURL_BUFFER_BYTES);
         return e;
 fail:
-        curl_easy_cleanup(e);
+        probe_curl_free(e);
         return NULL;
 }
 

@@ -21,7 +21,11 @@
 #include "util.h"
 
 struct tcp_spec {
-        struct sockaddr_storage addr;
+        union { /* not sockaddr_storage: 28 bytes instead of 128, times 10,000 probes */
+                struct sockaddr sa;
+                struct sockaddr_in in4;
+                struct sockaddr_in6 in6;
+        } addr;
         socklen_t addr_len;
 };
 
@@ -41,7 +45,12 @@ static int tcp_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_t
         spec = calloc(1, sizeof(*spec));
         if (!spec)
                 return -ENOMEM;
-        r = address_resolve(address, false, &spec->addr, &spec->addr_len);
+        struct sockaddr_storage ss;
+        r = address_resolve(address, false, &ss, &spec->addr_len);
+        if (r == 0 && spec->addr_len <= sizeof(spec->addr))
+                memcpy(&spec->addr, &ss, spec->addr_len);
+        else if (r == 0)
+                r = -EINVAL;
         if (r == -EINVAL) {
                 free(spec);
                 return cfg_error(reterr, path, "address", "\"%s\" is not HOST:PORT", address);
@@ -116,14 +125,14 @@ static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
-        t->fd = socket(spec->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        t->fd = socket(spec->addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (t->fd < 0) {
                 r = negative_errno();
                 free(t);
                 return r;
         }
         a->data = t;
-        if (connect(t->fd, (const struct sockaddr *) &spec->addr, spec->addr_len) == 0) {
+        if (connect(t->fd, &spec->addr.sa, spec->addr_len) == 0) {
                 attempt_end(a, OUTCOME_SUCCESS, "connected");
                 return 0;
         }

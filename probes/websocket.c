@@ -289,7 +289,7 @@ static void ws_release(struct ws_attempt *w)
         if (w->easy) {
                 /* closes the CONNECT_ONLY connection (SO_LINGER 0: abortive) */
                 loop_curl_remove(w->a->loop, w->easy);
-                curl_easy_cleanup(w->easy);
+                probe_curl_free(w->easy);
                 w->easy = NULL;
         }
         free(w->out);
@@ -639,7 +639,7 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         curl_easy_setopt(w->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
         r = loop_curl_add(a->loop, w->easy, &w->lc);
         if (r < 0) {
-                curl_easy_cleanup(w->easy);
+                probe_curl_free(w->easy);
                 w->easy = NULL;
                 goto fail;
         }

@@ -117,7 +117,6 @@ static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t
                             .success_threshold = succ,
                             .failure_threshold = fail },
                 .target = strdup("manual"),
-                .json = cJSON_CreateObject(),
         };
         daemon_ = daemon_new(loop, c, &(struct daemon_options){ .publish = on_publish });
         ck_assert_ptr_nonnull(daemon_);
@@ -171,14 +170,14 @@ static void step(enum outcome o)
 
 static const struct probe_view *view(void)
 {
-        return &latest->probes[0];
+        return latest->probes[0];
 }
 
 /* Waits until the published snapshot shows `n` ended attempts. */
 static uint64_t want_attempts;
 static bool attempts_published(void)
 {
-        return latest && latest->probes[0].attempts >= want_attempts;
+        return latest && latest->probes[0]->attempts >= want_attempts;
 }
 static void sync_attempts(uint64_t n)
 {
@@ -306,7 +305,7 @@ END_TEST
 
 static bool restarted_twice(void)
 {
-        return latest && latest->probes[0].restarts >= 2;
+        return latest && latest->probes[0]->restarts >= 2;
 }
 
 START_TEST(test_error_backs_off_and_keeps_health)
@@ -349,7 +348,7 @@ END_TEST
 
 static bool in_backoff(void)
 {
-        return latest && latest->probes[0].state == PROBE_BACKOFF;
+        return latest && latest->probes[0]->state == PROBE_BACKOFF;
 }
 
 START_TEST(test_sigterm_during_backoff)

@@ -40,11 +40,11 @@ static void view_fail(struct probe_view *v, const char *err)
 /* Two probes: "api" in all scopes and "port" in startup only. */
 static struct snapshot *two_probes(void)
 {
-        struct snapshot *s = snapshot_new(2);
+        struct snapshot *s = snapshot_new(2, true);
 
         ck_assert_ptr_nonnull(s);
-        view_init(&s->probes[0], "api", "http", "http://127.0.0.1:8080/health", SCOPE_ALL);
-        view_init(&s->probes[1], "port", "tcp", "127.0.0.1:8080", SCOPE_STARTUP);
+        view_init(s->probes[0], "api", "http", "http://127.0.0.1:8080/health", SCOPE_ALL);
+        view_init(s->probes[1], "port", "tcp", "127.0.0.1:8080", SCOPE_STARTUP);
         return s;
 }
 
@@ -89,7 +89,7 @@ END_TEST
 
 START_TEST(test_status_word)
 {
-        struct snapshot *s = snapshot_new(0);
+        struct snapshot *s = snapshot_new(0, true);
 
         ck_assert_ptr_nonnull(s);
         set_flags(s, false, true, false, false);
@@ -114,8 +114,8 @@ START_TEST(test_refcount)
 {
         struct snapshot *s = two_probes();
 
-        s->probes[0].output = strdup("some output");
-        ck_assert_ptr_nonnull(s->probes[0].output);
+        s->probes[0]->output = strdup("some output");
+        ck_assert_ptr_nonnull(s->probes[0]->output);
         ck_assert_int_eq(atomic_load(&s->refs), 1);
         ck_assert_ptr_eq(snapshot_ref(s), s);
         ck_assert_ptr_eq(snapshot_ref(s), s);
@@ -124,8 +124,8 @@ START_TEST(test_refcount)
         ck_assert_ptr_null(snapshot_unref(s));
         /* still alive: ASan would flag these reads after a premature free */
         ck_assert_int_eq(atomic_load(&s->refs), 1);
-        ck_assert_str_eq(s->probes[0].target, "http://127.0.0.1:8080/health");
-        ck_assert_str_eq(s->probes[0].output, "some output");
+        ck_assert_str_eq(s->probes[0]->target, "http://127.0.0.1:8080/health");
+        ck_assert_str_eq(s->probes[0]->output, "some output");
         /* final unref frees views, strings and array: LeakSanitizer proves it */
         ck_assert_ptr_null(snapshot_unref(s));
         ck_assert_ptr_null(snapshot_unref(NULL));
@@ -135,7 +135,7 @@ END_TEST
 
 START_TEST(test_refcount_empty)
 {
-        struct snapshot *s = snapshot_new(0);
+        struct snapshot *s = snapshot_new(0, true);
 
         ck_assert_ptr_nonnull(s);
         ck_assert_uint_eq(s->n_probes, 0);
@@ -176,7 +176,7 @@ START_TEST(test_verdict_starting)
         struct snapshot *s = two_probes();
 
         set_flags(s, false, true, false, false);
-        view_fail(&s->probes[1], "connection refused");
+        view_fail(s->probes[1], "connection refused");
 
         expect_verdict(s, SCOPE_STARTUP, false, 503, "starting: api: no result yet\n");
         expect_verdict(s, SCOPE_LIVENESS, false, 200, "ok\n");
@@ -193,7 +193,7 @@ START_TEST(test_verdict_starting)
                        "readyz check failed\n");
 
         /* api became healthy: port is now what startup waits for */
-        s->probes[0].healthy = 1;
+        s->probes[0]->healthy = 1;
         expect_verdict(s, SCOPE_STARTUP, false, 503, "starting: port: connection refused\n");
         expect_verdict(s, SCOPE_READINESS, false, 503, "starting: port: connection refused\n");
         expect_verdict(s, SCOPE_STARTUP, true, 503,
@@ -202,7 +202,7 @@ START_TEST(test_verdict_starting)
                        "startup check failed\n");
 
         /* flags say not started but every startup probe is healthy (latch not yet set) */
-        s->probes[1].healthy = 1;
+        s->probes[1]->healthy = 1;
         expect_verdict(s, SCOPE_STARTUP, false, 503, "starting\n");
         snapshot_unref(s);
 }
@@ -213,8 +213,8 @@ START_TEST(test_verdict_ok)
         struct snapshot *s = two_probes();
 
         set_flags(s, true, true, true, false);
-        s->probes[0].healthy = 1;
-        s->probes[1].healthy = 1;
+        s->probes[0]->healthy = 1;
+        s->probes[1]->healthy = 1;
         expect_verdict(s, SCOPE_STARTUP, false, 200, "ok\n");
         expect_verdict(s, SCOPE_LIVENESS, false, 200, "ok\n");
         expect_verdict(s, SCOPE_READINESS, false, 200, "ok\n");
@@ -227,15 +227,15 @@ END_TEST
 
 START_TEST(test_verdict_failing)
 {
-        struct snapshot *s = snapshot_new(3);
+        struct snapshot *s = snapshot_new(3, true);
 
         ck_assert_ptr_nonnull(s);
-        view_init(&s->probes[0], "port", "tcp", "127.0.0.1:8080", SCOPE_ALL);
-        view_init(&s->probes[1], "api", "http", "http://127.0.0.1:8080/", SCOPE_ALL);
-        view_init(&s->probes[2], "chat", "websocket", "ws://127.0.0.1:8080/ws", SCOPE_ALL);
-        s->probes[0].healthy = 1;
-        view_fail(&s->probes[1], "connection refused");
-        view_fail(&s->probes[2], "handshake: status 503");
+        view_init(s->probes[0], "port", "tcp", "127.0.0.1:8080", SCOPE_ALL);
+        view_init(s->probes[1], "api", "http", "http://127.0.0.1:8080/", SCOPE_ALL);
+        view_init(s->probes[2], "chat", "websocket", "ws://127.0.0.1:8080/ws", SCOPE_ALL);
+        s->probes[0]->healthy = 1;
+        view_fail(s->probes[1], "connection refused");
+        view_fail(s->probes[2], "handshake: status 503");
         set_flags(s, true, false, false, false);
 
         /* started is latched: startup stays 200 whatever the probes say now */
@@ -263,13 +263,13 @@ END_TEST
 
 START_TEST(test_verdict_unknown)
 {
-        struct snapshot *s = snapshot_new(2);
+        struct snapshot *s = snapshot_new(2, true);
 
         /* after startup, a readiness-only probe without a verdict yet */
         ck_assert_ptr_nonnull(s);
-        view_init(&s->probes[0], "api", "http", "http://127.0.0.1:8080/", SCOPE_ALL);
-        view_init(&s->probes[1], "rpc", "grpc", "127.0.0.1:50051", SCOPE_READINESS);
-        s->probes[0].healthy = 1;
+        view_init(s->probes[0], "api", "http", "http://127.0.0.1:8080/", SCOPE_ALL);
+        view_init(s->probes[1], "rpc", "grpc", "127.0.0.1:50051", SCOPE_READINESS);
+        s->probes[0]->healthy = 1;
         set_flags(s, true, true, false, false);
         expect_verdict(s, SCOPE_LIVENESS, false, 200, "ok\n");
         expect_verdict(s, SCOPE_READINESS, false, 503, "failing: rpc: no result yet\n");
@@ -279,7 +279,7 @@ START_TEST(test_verdict_unknown)
                        "readyz check failed\n");
 
         /* unknown but with an error already (failures below the threshold) */
-        snprintf(s->probes[1].last_error, sizeof(s->probes[1].last_error), "timed out after 1s");
+        snprintf(s->probes[1]->last_error, sizeof(s->probes[1]->last_error), "timed out after 1s");
         expect_verdict(s, SCOPE_READINESS, false, 503, "failing: rpc: timed out after 1s\n");
         expect_verdict(s, SCOPE_READINESS, true, 503,
                        "[+]api ok\n"
@@ -287,7 +287,7 @@ START_TEST(test_verdict_unknown)
                        "readyz check failed\n");
 
         /* a liveness probe that is unknown does not make livez fail */
-        s->probes[0].healthy = -1;
+        s->probes[0]->healthy = -1;
         expect_verdict(s, SCOPE_LIVENESS, false, 200, "ok\n");
         snapshot_unref(s);
 }
@@ -297,8 +297,8 @@ START_TEST(test_verdict_draining)
 {
         struct snapshot *s = two_probes();
 
-        s->probes[0].healthy = 1;
-        s->probes[1].healthy = 1;
+        s->probes[0]->healthy = 1;
+        s->probes[1]->healthy = 1;
         set_flags(s, true, true, false, true);
         expect_verdict(s, SCOPE_READINESS, false, 503, "draining\n");
         expect_verdict(s, SCOPE_READINESS, true, 503,
@@ -310,7 +310,7 @@ START_TEST(test_verdict_draining)
         expect_verdict(s, SCOPE_LIVENESS, true, 200, "[+]api ok\nlivez check passed\n");
 
         /* draining wins over a failing probe and over not started */
-        view_fail(&s->probes[0], "connection refused");
+        view_fail(s->probes[0], "connection refused");
         expect_verdict(s, SCOPE_READINESS, false, 503, "draining\n");
         s->started = false;
         expect_verdict(s, SCOPE_READINESS, false, 503, "draining\n");
@@ -320,7 +320,7 @@ END_TEST
 
 START_TEST(test_verdict_no_probes)
 {
-        struct snapshot *s = snapshot_new(0);
+        struct snapshot *s = snapshot_new(0, true);
 
         ck_assert_ptr_nonnull(s);
         set_flags(s, true, true, true, false);
@@ -336,12 +336,12 @@ END_TEST
 
 START_TEST(test_verdict_scope_without_probes)
 {
-        struct snapshot *s = snapshot_new(1);
+        struct snapshot *s = snapshot_new(1, true);
 
         /* only a startup probe: liveness and readiness have nothing to wait for */
         ck_assert_ptr_nonnull(s);
-        view_init(&s->probes[0], "port", "tcp", "127.0.0.1:8080", SCOPE_STARTUP);
-        view_fail(&s->probes[0], "connection refused");
+        view_init(s->probes[0], "port", "tcp", "127.0.0.1:8080", SCOPE_STARTUP);
+        view_fail(s->probes[0], "connection refused");
         set_flags(s, true, true, true, false);
         expect_verdict(s, SCOPE_LIVENESS, false, 200, "ok\n");
         expect_verdict(s, SCOPE_LIVENESS, true, 200, "livez check passed\n");
@@ -356,16 +356,16 @@ START_TEST(test_verdict_one_line)
 
         /* an error with line breaks and control bytes still gives one line */
         set_flags(s, true, false, false, false);
-        view_fail(&s->probes[0], "bad\nbody\r\x01x");
+        view_fail(s->probes[0], "bad\nbody\r\x01x");
         expect_verdict(s, SCOPE_LIVENESS, false, 503, "failing: api: bad body  x\n");
         expect_verdict(s, SCOPE_LIVENESS, true, 503,
                        "[-]api failed: bad body  x\n"
                        "livez check failed\n");
 
         /* unhealthy without an error text, and flags no probe explains */
-        view_fail(&s->probes[0], "");
+        view_fail(s->probes[0], "");
         expect_verdict(s, SCOPE_LIVENESS, false, 503, "failing: api: no result yet\n");
-        s->probes[0].healthy = 1;
+        s->probes[0]->healthy = 1;
         expect_verdict(s, SCOPE_LIVENESS, false, 503, "failing\n");
         snapshot_unref(s);
 }
@@ -485,7 +485,7 @@ static const char *const probe_keys[] = {
 
 START_TEST(test_status_fields)
 {
-        struct snapshot *s = snapshot_new(3);
+        struct snapshot *s = snapshot_new(3, true);
         char when[64], changed[64];
         cJSON *j, *probes, *p, *sc;
         struct probe_view *v;
@@ -497,11 +497,11 @@ START_TEST(test_status_fields)
         s->stalls = 2;
         s->reloads_ok = 3;
         s->reloads_failed = 4;
-        view_init(&s->probes[0], "fresh", "tcp", "127.0.0.1:8080", SCOPE_READINESS);
-        view_init(&s->probes[1], "api", "http", "http://127.0.0.1:8080/health", SCOPE_ALL);
-        view_init(&s->probes[2], "disk", "exec", "/bin/test -w /tmp", SCOPE_STARTUP | SCOPE_LIVENESS);
+        view_init(s->probes[0], "fresh", "tcp", "127.0.0.1:8080", SCOPE_READINESS);
+        view_init(s->probes[1], "api", "http", "http://127.0.0.1:8080/health", SCOPE_ALL);
+        view_init(s->probes[2], "disk", "exec", "/bin/test -w /tmp", SCOPE_STARTUP | SCOPE_LIVENESS);
 
-        v = &s->probes[1];
+        v = s->probes[1];
         v->state = PROBE_RUNNING;
         v->healthy = 0;
         v->consecutive_successes = 0;
@@ -520,7 +520,7 @@ START_TEST(test_status_fields)
         v->last_attempt_wall_ns = UINT64_C(1795555692123000000);
         v->last_change_wall_ns = UINT64_C(1795555600000000000);
 
-        v = &s->probes[2];
+        v = s->probes[2];
         v->state = PROBE_BACKOFF;
         v->healthy = 1;
         v->last_outcome = OUTCOME_SUCCESS;
@@ -643,7 +643,7 @@ END_TEST
 
 START_TEST(test_status_empty)
 {
-        struct snapshot *s = snapshot_new(0);
+        struct snapshot *s = snapshot_new(0, true);
         char *text;
 
         ck_assert_ptr_nonnull(s);
@@ -671,13 +671,13 @@ START_TEST(test_status_escaping)
                                        "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
                                        "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd|"
                                        "\x7f\x01|\xef\xbf\xbd\xef\xbf\xbd";
-        struct snapshot *s = snapshot_new(1);
+        struct snapshot *s = snapshot_new(1, true);
         struct probe_view *v;
         char *text;
         cJSON *j, *p;
 
         ck_assert_ptr_nonnull(s);
-        v = &s->probes[0];
+        v = s->probes[0];
         view_init(v, "disk", "exec", "/bin/sh -c \"echo \xff\"", SCOPE_ALL);
         snprintf(v->last_error, sizeof(v->last_error), "%s", err);
         v->output = strdup(out);
@@ -705,7 +705,7 @@ END_TEST
  * whose name needs every label escape. */
 static struct snapshot *metrics_snapshot(void)
 {
-        struct snapshot *s = snapshot_new(3);
+        struct snapshot *s = snapshot_new(3, true);
         struct probe_view *v;
 
         ck_assert_ptr_nonnull(s);
@@ -713,11 +713,11 @@ static struct snapshot *metrics_snapshot(void)
         s->stalls = 7;
         s->reloads_ok = 2;
         s->reloads_failed = 1;
-        view_init(&s->probes[0], "api", "http", "http://127.0.0.1:8080/", SCOPE_ALL);
-        view_init(&s->probes[1], "rpc", "grpc", "127.0.0.1:50051", SCOPE_READINESS);
-        view_init(&s->probes[2], "we\"ird\\na\nme", "tcp", "127.0.0.1:1", SCOPE_LIVENESS);
+        view_init(s->probes[0], "api", "http", "http://127.0.0.1:8080/", SCOPE_ALL);
+        view_init(s->probes[1], "rpc", "grpc", "127.0.0.1:50051", SCOPE_READINESS);
+        view_init(s->probes[2], "we\"ird\\na\nme", "tcp", "127.0.0.1:1", SCOPE_LIVENESS);
 
-        v = &s->probes[0];
+        v = s->probes[0];
         v->healthy = 1;
         v->last_success = 1;
         v->restarts = 4;
@@ -725,14 +725,14 @@ static struct snapshot *metrics_snapshot(void)
                 v->duration_bucket[k] = k < 3 ? 2 : 5;
         v->duration_count = 6;
         v->duration_sum_s = 12.5;
-        v->outcome_total[OUTCOME_SUCCESS] = 5;
-        v->outcome_total[OUTCOME_TIMEOUT] = 1;
-        v->outcome_total[OUTCOME_CANCELLED] = 3;
+        v->successes = 5;
+        v->timeouts = 1;
+        v->cancellations = 3;
 
-        v = &s->probes[2];
+        v = s->probes[2];
         v->healthy = 0;
         v->last_success = 0;
-        v->outcome_total[OUTCOME_FAILURE] = 3;
+        v->failures = 3;
         v->duration_count = 3;
         v->duration_sum_s = 0.003;
         for (size_t k = 0; k < N_DURATION_BUCKETS; k++)
@@ -829,7 +829,7 @@ START_TEST(test_metrics_lines)
         free(text);
 
         /* once it becomes unknown again (a reload restarted it) the line goes away */
-        s->probes[0].healthy = -1;
+        s->probes[0]->healthy = -1;
         s->draining = true;
         text = render_metrics(s, 0, 0);
         ck_assert_ptr_nonnull(text);
@@ -883,7 +883,7 @@ START_TEST(test_metrics_promtool)
         snapshot_unref(s);
 
         /* no probes at all: families without samples */
-        s = snapshot_new(0);
+        s = snapshot_new(0, true);
         ck_assert_ptr_nonnull(s);
         text = render_metrics(s, 0, 0);
         ck_assert_ptr_nonnull(text);
