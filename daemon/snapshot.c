@@ -547,20 +547,19 @@ static void json_probe(struct buf *b, const struct probe_view *v)
         buf_putc(b, ',');
         json_u64(b, "consecutive_failures", v->consecutive_failures);
         buf_putc(b, ',');
-        json_u64(b, "attempts", v->attempts);
-        buf_putc(b, ',');
-        json_u64(b, "successes", v->successes);
-        buf_putc(b, ',');
-        json_u64(b, "failures", v->failures);
-        buf_putc(b, ',');
-        json_u64(b, "timeouts", v->timeouts);
-        buf_putc(b, ',');
-        json_u64(b, "cancellations", v->cancellations);
-        buf_putc(b, ',');
-        json_u64(b, "errors", v->errors);
-        buf_putc(b, ',');
-        json_u64(b, "restarts", v->restarts);
-        buf_putc(b, ',');
+        const struct {
+                const char *key;
+                uint64_t value;
+        } counters[] = {
+                { "attempts", v->attempts }, { "successes", v->successes },
+                { "failures", v->failures }, { "timeouts", v->timeouts },
+                { "cancellations", v->cancellations }, { "errors", v->errors },
+                { "restarts", v->restarts },
+        };
+        for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+                json_u64(b, counters[i].key, counters[i].value);
+                buf_putc(b, ',');
+        }
         json_key(b, "last_outcome");
         json_string(b, ended ? outcome_to_string(v->last_outcome) : NULL);
         buf_putc(b, ',');
