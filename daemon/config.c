@@ -27,9 +27,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -439,7 +439,7 @@ struct load {
         struct name_set names;
         size_t n_file; /* probes from the file come first */
         const struct probe_flag *flags;
-        bool lean;     /* keep digests only, not each probe's json */
+        bool lean; /* keep digests only, not each probe's json */
 };
 
 /* The path under which probe i was given: "probes[i]" or its flag. malloc'd. */

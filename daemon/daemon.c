@@ -162,7 +162,8 @@ static void probe_set_health(struct probe *p, int healthy)
                 daemon_check_started(d);
         } else {
                 log_kv(LOG_LEVEL_WARNING, "Probe is unhealthy", "event", "unhealthy", "probe", p->cfg->name, "type",
-                       p->cfg->ops->type, "outcome", outcome_to_string(p->v->last_outcome), "error", p->v->last_error, NULL);
+                       p->cfg->ops->type, "outcome", outcome_to_string(p->v->last_outcome), "error", p->v->last_error,
+                       NULL);
         }
 }
 
@@ -424,7 +425,6 @@ static void probe_begin(struct probe *p, size_t i, size_t n)
 }
 
 /* ---- snapshots ------------------------------------------------------------------------ */
-
 
 /* Takes a reference to every probe's view: from now on they are immutable (probe_mut
  * copies before the next write). */

@@ -551,9 +551,8 @@ static void json_probe(struct buf *b, const struct probe_view *v)
                 const char *key;
                 uint64_t value;
         } counters[] = {
-                { "attempts", v->attempts }, { "successes", v->successes },
-                { "failures", v->failures }, { "timeouts", v->timeouts },
-                { "cancellations", v->cancellations }, { "errors", v->errors },
+                { "attempts", v->attempts }, { "successes", v->successes },         { "failures", v->failures },
+                { "timeouts", v->timeouts }, { "cancellations", v->cancellations }, { "errors", v->errors },
                 { "restarts", v->restarts },
         };
         for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {

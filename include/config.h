@@ -89,7 +89,6 @@ cJSON *config_to_json(const struct config *c);
 
 struct config *config_free(struct config *c); /* NULL-safe, returns NULL */
 
-
 /* The probe with that name, or NULL. Borrowed from c. */
 const struct probe_config *config_find_probe(const struct config *c, const char *name);
 
