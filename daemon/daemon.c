@@ -45,6 +45,8 @@ struct probe {
         uint64_t last_start_ns;
         uint64_t backoff_ms;  /* 0: not backing off */
         struct probe_view *v; /* owned reference; snapshots take more */
+        struct probe *q_prev, *q_next; /* in d's queue of probes waiting for a slot */
+        bool queued;
 };
 
 struct daemon {
@@ -64,6 +66,9 @@ struct daemon {
         uint64_t last_publish_ns;
         struct timer publish_timer;
         struct timer drain_timer;
+        size_t running;                /* attempts in flight, at most MAX_INFLIGHT_ATTEMPTS */
+        struct probe *q_head, *q_tail; /* due probes waiting for a slot, FIFO */
+        struct timer slot_timer;       /* starts queued probes once slots are free */
 };
 
 static const double duration_bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
@@ -130,6 +135,7 @@ static void daemon_check_started(struct daemon *d)
                 return;
         d->started = true; /* latched: never goes back */
         d->dirty_verdict = true;
+        (void) malloc_trim(0); /* the startup burst (startup_period) is over: give memory back */
         log_kv(LOG_LEVEL_INFO, "Startup complete", "event", "started", NULL);
 }
 
@@ -229,6 +235,44 @@ static void attempt_on_deadline(struct loop *l, void *data)
         attempt_end(a, OUTCOME_TIMEOUT, "timeout: no %s within %s", a->waiting_for ? a->waiting_for : "answer", buf);
 }
 
+/* ---- the slot queue: at most MAX_INFLIGHT_ATTEMPTS attempts in flight ----------------- */
+
+static void queue_remove(struct probe *p)
+{
+        struct daemon *d = p->d;
+
+        if (!p->queued)
+                return;
+        *(p->q_prev ? &p->q_prev->q_next : &d->q_head) = p->q_next;
+        *(p->q_next ? &p->q_next->q_prev : &d->q_tail) = p->q_prev;
+        p->q_prev = p->q_next = NULL;
+        p->queued = false;
+}
+
+static void queue_push(struct probe *p)
+{
+        struct daemon *d = p->d;
+
+        if (p->queued)
+                return;
+        p->q_prev = d->q_tail;
+        p->q_next = NULL;
+        *(d->q_tail ? &d->q_tail->q_next : &d->q_head) = p;
+        d->q_tail = p;
+        p->queued = true;
+}
+
+/* Started from a timer, not from attempt_end, so that attempts ending at once (a refused
+ * connect) cannot recurse through the whole queue. */
+static void slot_on_timer(struct loop *l, void *data)
+{
+        struct daemon *d = data;
+
+        (void) l;
+        while (d->q_head && d->running < MAX_INFLIGHT_ATTEMPTS && !d->draining)
+                probe_run(d->q_head);
+}
+
 static void probe_run(struct probe *p)
 {
         struct daemon *d = p->d;
@@ -238,6 +282,12 @@ static void probe_run(struct probe *p)
         if (d->draining || a->state != ATTEMPT_IDLE)
                 return;
         loop_timer_disarm(d->loop, &p->timer);
+        if (d->running >= MAX_INFLIGHT_ATTEMPTS) {
+                queue_push(p); /* bounded: thousands of sockets and handles at once cost memory */
+                return;
+        }
+        queue_remove(p);
+        d->running++;
         probe_set_state(p, PROBE_RUNNING); /* /status shows the attempt running */
         p->last_start_ns = now_ns();
         a->id = ++d->next_attempt_id;
@@ -325,6 +375,9 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         va_end(ap);
         loop_timer_disarm(a->loop, &p->deadline);
         loop_inflight(a->loop, -1);
+        p->d->running--;
+        if (p->d->q_head && !timer_armed(&p->d->slot_timer))
+                loop_timer_arm(a->loop, &p->d->slot_timer, now_ns());
         if (a->data)
                 p->cfg->ops->cancel(a);
         if (a->output && o != OUTCOME_CANCELLED) {
@@ -397,6 +450,7 @@ static void probe_stop(struct probe *p)
 {
         attempt_end(&p->attempt, OUTCOME_CANCELLED, "cancelled");
         loop_timer_disarm(p->d->loop, &p->timer);
+        queue_remove(p);
         probe_set_state(p, PROBE_STOPPED);
 }
 
@@ -723,6 +777,7 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
         d->start_mono_ns = now_ns();
         timer_init(&d->publish_timer, publish_on_timer, d);
         timer_init(&d->drain_timer, drain_on_timer, d);
+        timer_init(&d->slot_timer, slot_on_timer, d);
         d->probes = calloc(cfg->n_probes ? cfg->n_probes : 1, sizeof(*d->probes));
         if (!d->probes)
                 return daemon_free(d);
@@ -758,6 +813,7 @@ struct daemon *daemon_free(struct daemon *d)
         free(d->probes);
         loop_timer_disarm(d->loop, &d->publish_timer);
         loop_timer_disarm(d->loop, &d->drain_timer);
+        loop_timer_disarm(d->loop, &d->slot_timer);
         config_free(d->cfg);
         free(d);
         return NULL;

@@ -46,6 +46,7 @@ struct loop {
         struct timer curl_timer;
         struct loop_hooks hooks;
         uint64_t stall_threshold_ns;
+        uint64_t armed_ns; /* what the timerfd is armed to (NO_DEADLINE: disarmed) */
         int inflight;
         bool exiting;
 };
@@ -359,6 +360,7 @@ struct loop *loop_new(const int *signals, size_t n_signals, int *ret_errno)
         curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
         curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
         l->stall_threshold_ns = 500 * NSEC_PER_MSEC;
+        l->armed_ns = NO_DEADLINE;
         return l;
 fail:
         if (ret_errno)
@@ -409,20 +411,25 @@ void loop_exit(struct loop *l)
 /* Arms the timerfd for the next wake-up and returns that instant (NO_DEADLINE: none). */
 static uint64_t loop_arm_wake(struct loop *l)
 {
-        uint64_t wake = l->heap_len ? l->heap[0]->when_ns : NO_DEADLINE;
+        uint64_t wake = l->heap_len ? l->heap[0]->when_ns : NO_DEADLINE, now = now_ns();
         struct itimerspec its = { 0 };
 
         if (l->inflight > 0 && l->stall_threshold_ns > 0) {
-                uint64_t cap = now_ns() + l->stall_threshold_ns / STALL_WAKE_DIVISOR;
+                uint64_t cap = now + l->stall_threshold_ns / STALL_WAKE_DIVISOR;
                 if (cap < wake)
                         wake = cap;
         }
+        /* Already armed to wake us no later than needed: spare the syscall (waking a
+         * little early is harmless; this runs at every iteration). */
+        if (l->armed_ns > now && l->armed_ns <= wake)
+                return l->armed_ns;
         if (wake != NO_DEADLINE) {
                 uint64_t w = wake ? wake : 1; /* 0 would disarm */
                 its.it_value.tv_sec = (time_t) (w / NSEC_PER_SEC);
                 its.it_value.tv_nsec = (long) (w % NSEC_PER_SEC);
         }
         (void) timerfd_settime(l->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+        l->armed_ns = wake;
         return wake;
 }
 

@@ -3,6 +3,7 @@
  * shutdown in one place (daemon_free cancels and removes every easy handle, then
  * curl_multi_cleanup inside loop_free while epoll is open, then MHD stop). */
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +257,9 @@ int main(int argc, char **argv)
                 log_setup(cfg->log_level, format);
 
         raise_nofile_limit();
+        /* One malloc arena: the status server's threads allocate little, and an arena each
+         * would cost more memory than it saves in contention. */
+        (void) mallopt(M_ARENA_MAX, 1);
 
         /* Before any thread exists (libcurl's resolver, MHD's pool): they inherit this. */
         sigemptyset(&mask);

@@ -26,6 +26,7 @@
 #define SERVER_LOG_BURST 5            /* status server log lines per second, more are counted */
 
 #define SNAPSHOT_STATS_INTERVAL_MS 100 /* counters-only changes are published at most this often */
+#define MAX_INFLIGHT_ATTEMPTS 1024     /* attempts in flight at once; more wait for a slot */
 #define FIRST_ATTEMPT_STAGGER_US 100   /* first attempts of probes starting together: this far apart */
 #define STALL_WAKE_DIVISOR 4           /* wake every stall_threshold/4 while attempts run */
 #define CHECK_DEFAULT_TIMEOUT_MS 1000  /* probed check URL */

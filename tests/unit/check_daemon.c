@@ -14,6 +14,7 @@
 #include "log.h"
 #include "loop.h"
 #include "probe.h"
+#include "bounds.h"
 #include "util.h"
 
 static int marker;
@@ -83,6 +84,7 @@ static void setup(void)
         running = NULL;
         starts = start_calls = cancels = start_rc = 0;
         drain_ms = 0;
+        n_probes = 1;
         latest = NULL;
 }
 
@@ -95,6 +97,8 @@ static void teardown(void)
 }
 
 /* One probe of the manual kind with these thresholds and scopes. */
+static size_t n_probes = 1; /* probes start_daemon makes, all alike */
+
 static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t timeout_ms)
 {
         struct config *c = calloc(1, sizeof(*c));
@@ -105,10 +109,11 @@ static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t
         c->drain_ms = drain_ms;
         c->backoff_initial_ms = 20;
         c->backoff_max_ms = 80;
-        c->n_probes = 1;
-        c->probes = calloc(1, sizeof(*c->probes));
-        c->probes[0] = (struct probe_config){
-                .name = strdup("p"),
+        c->n_probes = n_probes;
+        c->probes = calloc(n_probes, sizeof(*c->probes));
+        for (size_t i = 0; i < n_probes; i++)
+                c->probes[i] = (struct probe_config){
+                .name = strdup_printf("p%zu", i),
                 .ops = &manual_ops,
                 .scopes = scopes,
                 .timing = { .period_ms = 10,
@@ -117,7 +122,7 @@ static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t
                             .success_threshold = succ,
                             .failure_threshold = fail },
                 .target = strdup("manual"),
-        };
+                };
         daemon_ = daemon_new(loop, c, &(struct daemon_options){ .publish = on_publish });
         ck_assert_ptr_nonnull(daemon_);
         daemon_start(daemon_);
@@ -398,6 +403,32 @@ START_TEST(test_stall_cancels_and_reruns)
 }
 END_TEST
 
+static bool all_slots_taken(void)
+{
+        return starts >= MAX_INFLIGHT_ATTEMPTS;
+}
+
+static int starts_then;
+static bool one_more_started(void)
+{
+        return starts > starts_then;
+}
+
+START_TEST(test_inflight_attempts_bounded)
+{
+        n_probes = MAX_INFLIGHT_ATTEMPTS + 5; /* attempts that never end on their own */
+        start_daemon(SCOPE_READINESS, 1, 1, 60000);
+        run_until(all_slots_taken);
+        ck_assert_int_eq(starts, MAX_INFLIGHT_ATTEMPTS);
+        /* the loop keeps turning: nobody else starts while every slot is taken */
+        drain_ms = 0;
+        starts_then = starts;
+        attempt_end(running, OUTCOME_SUCCESS, "ok"); /* frees one slot */
+        run_until(one_more_started);
+        ck_assert_int_eq(starts, MAX_INFLIGHT_ATTEMPTS + 1);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
         Suite *s = suite_create("daemon");
@@ -418,6 +449,7 @@ static Suite *daemon_suite(void)
         tcase_add_test(tc, test_completion_then_cancel_is_one_success);
         tcase_add_test(tc, test_cancelled_never_touches_health);
         tcase_add_test(tc, test_error_backs_off_and_keeps_health);
+        tcase_add_test(tc, test_inflight_attempts_bounded);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("events");
