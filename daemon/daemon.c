@@ -43,8 +43,8 @@ struct probe {
         struct timer timer;    /* next attempt, or end of backoff */
         struct timer deadline; /* the running attempt's timeout */
         uint64_t last_start_ns;
-        uint64_t backoff_ms;  /* 0: not backing off */
-        struct probe_view *v; /* owned reference; snapshots take more */
+        uint64_t backoff_ms;           /* 0: not backing off */
+        struct probe_view *v;          /* owned reference; snapshots take more */
         struct probe *q_prev, *q_next; /* in d's queue of probes waiting for a slot */
         bool queued;
 };

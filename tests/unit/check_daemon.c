@@ -10,17 +10,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bounds.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
 #include "probe.h"
-#include "bounds.h"
 #include "util.h"
 
 static int marker;
 static struct attempt *running; /* the attempt the manual kind holds, or NULL */
 static int starts, start_calls, cancels, start_rc;
 static uint64_t drain_ms;
+static size_t n_probes = 1; /* probes start_daemon makes, all alike */
 static struct snapshot *latest;
 
 static int manual_start(struct attempt *a, const void *spec, uint64_t timeout_ms)
@@ -97,8 +98,6 @@ static void teardown(void)
 }
 
 /* One probe of the manual kind with these thresholds and scopes. */
-static size_t n_probes = 1; /* probes start_daemon makes, all alike */
-
 static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t timeout_ms)
 {
         struct config *c = calloc(1, sizeof(*c));
@@ -113,15 +112,15 @@ static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t
         c->probes = calloc(n_probes, sizeof(*c->probes));
         for (size_t i = 0; i < n_probes; i++)
                 c->probes[i] = (struct probe_config){
-                .name = strdup_printf("p%zu", i),
-                .ops = &manual_ops,
-                .scopes = scopes,
-                .timing = { .period_ms = 10,
-                            .timeout_ms = timeout_ms,
-                            .startup_period_ms = 10,
-                            .success_threshold = succ,
-                            .failure_threshold = fail },
-                .target = strdup("manual"),
+                        .name = strdup_printf("p%zu", i),
+                        .ops = &manual_ops,
+                        .scopes = scopes,
+                        .timing = { .period_ms = 10,
+                                    .timeout_ms = timeout_ms,
+                                    .startup_period_ms = 10,
+                                    .success_threshold = succ,
+                                    .failure_threshold = fail },
+                        .target = strdup("manual"),
                 };
         daemon_ = daemon_new(loop, c, &(struct daemon_options){ .publish = on_publish });
         ck_assert_ptr_nonnull(daemon_);
