@@ -607,6 +607,24 @@ static void daemon_apply_settings(struct daemon *d)
                 log_setup(d->cfg->log_level, _LOG_FORMAT_INVALID);
 }
 
+static void daemon_reload_failed(struct daemon *d, const char *err)
+{
+        d->reloads_failed++;
+        d->dirty_verdict = true; /* publish at once: /metrics counts it */
+        log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event", "reload_failed", "error",
+               err, NULL);
+}
+
+/* FNV-1a: spreads probe names over the reload's hash table. */
+static size_t name_hash(const char *name)
+{
+        uint64_t h = 1469598103934665603ULL;
+
+        for (; *name; name++)
+                h = (h ^ (unsigned char) *name) * 1099511628211ULL;
+        return (size_t) h;
+}
+
 static void daemon_reload(struct daemon *d)
 {
         struct config *nc = NULL, *old = d->cfg;
@@ -617,52 +635,73 @@ static void daemon_reload(struct daemon *d)
         if (d->draining)
                 return;
         if (daemon_load(d, &nc, &err) < 0) {
-                d->reloads_failed++;
-                d->dirty_verdict = true; /* publish at once: /metrics counts it */
-                log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event", "reload_failed",
-                       "error", err ? err : "out of memory", NULL);
+                daemon_reload_failed(d, err ? err : "out of memory");
                 free(err);
                 return;
         }
         np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
         if (!np) {
-                d->reloads_failed++;
-                log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event", "reload_failed",
-                       "error", "out of memory", NULL);
+                daemon_reload_failed(d, "out of memory");
                 config_free(nc);
                 return;
         }
-        /* Match by name: unchanged probes keep their state and counters (their config
-         * entry, spec included, moves into the new config, since an attempt in flight
-         * points at it); changed ones restart fresh; removed ones are cancelled. */
+        /* Match by name (a hash of the running probes' names: 10,000 probes must not cost
+         * 10^8 compares on the loop): unchanged probes keep their state and counters
+         * (their config entry, spec included, moves into the new config, since an attempt
+         * in flight points at it); changed ones restart fresh; removed ones are cancelled. */
+        size_t cap = 16;
+        while (cap < 2 * d->n_probes)
+                cap *= 2;
+        size_t *slot = malloc(cap * sizeof(*slot)); /* index + 1 into d->probes, 0: empty */
+        bool *changed_cfg = calloc(d->n_probes ? d->n_probes : 1, sizeof(*changed_cfg)); /* same name, another config */
+        if (!slot || !changed_cfg) {
+                free(slot);
+                free(changed_cfg);
+                free(np);
+                daemon_reload_failed(d, "out of memory");
+                config_free(nc);
+                return;
+        }
+        memset(slot, 0, cap * sizeof(*slot));
+        for (size_t j = 0; j < d->n_probes; j++) {
+                size_t h = name_hash(d->probes[j]->cfg->name) & (cap - 1);
+                while (slot[h])
+                        h = (h + 1) & (cap - 1);
+                slot[h] = j + 1;
+        }
         for (size_t i = 0; i < nc->n_probes; i++) {
                 struct probe_config *npc = &nc->probes[i];
-                for (size_t j = 0; j < d->n_probes; j++) {
-                        struct probe *p = d->probes[j];
-                        if (!p || strcmp(p->cfg->name, npc->name) != 0)
-                                continue;
-                        if (probe_config_equal(p->cfg, npc)) {
-                                struct probe_config *opc = (struct probe_config *) p->cfg, tmp = *npc;
-                                *npc = *opc;
-                                *opc = tmp;
-                                p->cfg = npc;
-                                np[i] = p;
-                                d->probes[j] = NULL;
-                                kept++;
-                        }
-                        break;
+                size_t h = name_hash(npc->name) & (cap - 1), j;
+                for (; slot[h]; h = (h + 1) & (cap - 1))
+                        if (d->probes[slot[h] - 1] && strcmp(d->probes[slot[h] - 1]->cfg->name, npc->name) == 0)
+                                break;
+                if (!slot[h])
+                        continue; /* a new probe */
+                j = slot[h] - 1;
+                if (!probe_config_equal(d->probes[j]->cfg, npc)) {
+                        changed_cfg[j] = true;
+                        continue;
                 }
+                struct probe *p = d->probes[j];
+                struct probe_config *opc = (struct probe_config *) p->cfg, tmp = *npc;
+                *npc = *opc;
+                *opc = tmp;
+                p->cfg = npc;
+                np[i] = p;
+                kept++;
+                d->probes[j] = NULL; /* moved (names are unique: never looked up again) */
         }
         for (size_t j = 0; j < d->n_probes; j++) {
-                struct probe *p = d->probes[j];
-                if (!p)
+                if (!d->probes[j])
                         continue;
-                if (config_find_probe(nc, p->cfg->name))
+                if (changed_cfg[j])
                         changed++;
                 else
                         removed++;
-                d->probes[j] = probe_free(p);
+                d->probes[j] = probe_free(d->probes[j]);
         }
+        free(slot);
+        free(changed_cfg);
         free(d->probes);
         d->probes = np;
         d->n_probes = nc->n_probes;
