@@ -545,6 +545,38 @@ def _on_alarm(signum, frame):
     raise _TestTimeout("test exceeded its overall deadline")
 
 
+
+# ---------------------------------------------------------------- config helpers
+
+FAST = {"period": "100ms", "timeout": "1s", "startup_period": "50ms",
+        "success_threshold": 1, "failure_threshold": 2}
+
+
+def config(*probes, **top):
+    """A config dict: FAST defaults, the given probes, top-level keys from top."""
+    c = {"defaults": dict(FAST), "probes": list(probes)}
+    c.update(top)
+    return c
+
+
+def http(name, url, **kw):
+    p = {"name": name, "type": "http", "url": url}
+    p.update(kw)
+    return p
+
+
+def tcp(name, address, **kw):
+    p = {"name": name, "type": "tcp", "address": address}
+    p.update(kw)
+    return p
+
+
+def status(d):
+    """The daemon's /status, parsed (asserts a 200)."""
+    code, body, _ = curl(d.url("/status"))
+    eq(code, 200, "/status code")
+    return json.loads(body)
+
 def main():
     mod = sys.modules["__main__"]
     tests = [(name, fn) for name, fn in vars(mod).items()

@@ -12,36 +12,12 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import curl, eq, start_daemon, start_target, wait_until  # noqa: E402
+from harness import config, curl, eq, http, start_daemon, start_target, status, tcp, wait_until  # noqa: E402
 
-FAST = {"period": "100ms", "timeout": "1s", "startup_period": "50ms",
-        "success_threshold": 1, "failure_threshold": 2}
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]00:00)$")
 OUTCOMES = {"success", "failure", "timeout", "cancelled", "error"}
 
 
-def config(*probes, **top):
-    c = {"defaults": dict(FAST), "probes": list(probes)}
-    c.update(top)
-    return c
-
-
-def http(name, url, **kw):
-    p = {"name": name, "type": "http", "url": url}
-    p.update(kw)
-    return p
-
-
-def tcp(name, address, **kw):
-    p = {"name": name, "type": "tcp", "address": address}
-    p.update(kw)
-    return p
-
-
-def status(d):
-    code, body, _ = curl(d.url("/status"))
-    eq(code, 200, "/status code")
-    return json.loads(body)
 
 
 def probe(d, name):
