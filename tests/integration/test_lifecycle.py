@@ -217,6 +217,29 @@ def test_reload_defaults_change_restarts_inheriting_probes():
     assert ps["y"]["attempts"] >= before["y"]["attempts"], "y (own timings) was reset"
 
 
+def test_reload_many_probes_by_name():
+    """600 probes: the reload's name matching (a hash table) keeps, changes, removes and
+    adds exactly the right ones, whatever the collisions."""
+    t = start_target()
+    addr = "127.0.0.1:%d" % t.port
+    slow = {"period": "5s", "startup_period": "5s"}
+    old = [tcp("p%03d" % i, addr, **slow) for i in range(600)]
+    d = start_daemon(config(*old))
+    wait_until(lambda: all(p["attempts"] >= 1 for p in status(d)["probes"]), timeout=30,
+               msg="every probe attempted")
+    # keep 0-199, change 200-399 (another period), drop 400-599, add 600-799
+    new = old[:200] + [tcp("p%03d" % i, addr, period="6s", startup_period="6s")
+                       for i in range(200, 400)]
+    new += [tcp("p%03d" % i, addr, **slow) for i in range(600, 800)]
+    d.write_config(config(*new))
+    d.signal(signal.SIGHUP)
+    line = d.wait_log({"event": "reload"})
+    eq((line.get("kept"), line.get("changed"), line.get("added"), line.get("removed")),
+       ("200", "200", "200", "200"), "reload line kept/changed/added/removed")
+    names = sorted(p["name"] for p in status(d)["probes"])
+    eq(names, sorted(p["name"] for p in new), "probes after reload")
+
+
 def test_reload_invalid_changes_nothing():
     t = start_target()
     cfg = config(http("a", t.url("/status/200")), tcp("b", "127.0.0.1:%d" % t.port))
