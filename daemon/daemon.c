@@ -296,7 +296,7 @@ static void probe_run(struct probe *p)
         a->data = NULL;
         a->waiting_for = NULL;
         a->loop = d->loop;
-        loop_inflight(d->loop, +1);
+        loop_set_busy(d->loop, true);
         loop_timer_arm(d->loop, &p->deadline, a->start_ns + p->cfg->timing.timeout_ms * NSEC_PER_MSEC);
         r = p->cfg->ops->start(a, p->cfg->spec, p->cfg->timing.timeout_ms);
         if (r < 0 && a->state == ATTEMPT_RUNNING)
@@ -374,8 +374,8 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         vsnprintf(reason, sizeof(reason), fmt, ap);
         va_end(ap);
         loop_timer_disarm(a->loop, &p->deadline);
-        loop_inflight(a->loop, -1);
         p->d->running--;
+        loop_set_busy(a->loop, p->d->running > 0);
         if (p->d->q_head && !timer_armed(&p->d->slot_timer))
                 loop_timer_arm(a->loop, &p->d->slot_timer, now_ns());
         if (a->data)
@@ -835,7 +835,6 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
         hooks.data = d;
         loop_set_hooks(l, &hooks);
         daemon_apply_settings(d);
-        (void) malloc_trim(0); /* give the parser's freed memory back */
         return d;
 }
 
@@ -862,9 +861,4 @@ struct daemon *daemon_free(struct daemon *d)
         config_free(d->cfg);
         free(d);
         return NULL;
-}
-
-const struct config *daemon_config(const struct daemon *d)
-{
-        return d->cfg;
 }

@@ -47,7 +47,7 @@ struct loop {
         struct loop_hooks hooks;
         uint64_t stall_threshold_ns;
         uint64_t armed_ns; /* what the timerfd is armed to (NO_DEADLINE: disarmed) */
-        int inflight;
+        bool busy;         /* attempts are in flight: wake at least every threshold/divisor */
         bool exiting;
 };
 
@@ -398,9 +398,9 @@ void loop_set_stall_threshold(struct loop *l, uint64_t threshold_ns)
         l->stall_threshold_ns = threshold_ns;
 }
 
-void loop_inflight(struct loop *l, int delta)
+void loop_set_busy(struct loop *l, bool busy)
 {
-        l->inflight += delta;
+        l->busy = busy;
 }
 
 void loop_exit(struct loop *l)
@@ -414,7 +414,7 @@ static uint64_t loop_arm_wake(struct loop *l)
         uint64_t wake = l->heap_len ? l->heap[0]->when_ns : NO_DEADLINE, now = now_ns();
         struct itimerspec its = { 0 };
 
-        if (l->inflight > 0 && l->stall_threshold_ns > 0) {
+        if (l->busy && l->stall_threshold_ns > 0) {
                 uint64_t cap = now + l->stall_threshold_ns / STALL_WAKE_DIVISOR;
                 if (cap < wake)
                         wake = cap;

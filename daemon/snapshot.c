@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -695,6 +696,22 @@ static void prom_value(struct buf *b, const char *tail, uint64_t v)
         buf_putc(b, '\n');
 }
 
+/* A per-probe 0/1 gauge read from the int at `field` of each view; -1 (unknown) is
+ * left out. */
+static void prom_probe01(struct buf *b, const struct prom_labels *l, const struct snapshot *s, const char *name,
+                         const char *help, size_t field)
+{
+        prom_family(b, name, "gauge", help);
+        for (size_t i = 0; i < s->n_probes; i++) {
+                int v = *(const int *) ((const char *) s->probes[i] + field);
+
+                if (v != 0 && v != 1)
+                        continue;
+                prom_open(b, name, l, i);
+                prom_value(b, "} ", (uint64_t) v);
+        }
+}
+
 static void prom_gauge01(struct buf *b, const char *name, const char *help, bool v)
 {
         prom_family(b, name, "gauge", help);
@@ -722,26 +739,11 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
                      s->ready);
         prom_gauge01(&b, "probed_draining", "1 once shutdown has begun.", s->draining);
 
-        prom_family(&b, "probed_probe_healthy", "gauge", "Probe health: 1 healthy, 0 unhealthy, absent while unknown.");
-        for (size_t i = 0; i < s->n_probes; i++) {
-                int h = s->probes[i]->healthy;
-
-                if (h != 0 && h != 1)
-                        continue;
-                prom_open(&b, "probed_probe_healthy", &l, i);
-                prom_value(&b, "} ", (uint64_t) h);
-        }
-
-        prom_family(&b, "probed_probe_success", "gauge",
-                    "1 if the last completed attempt of the probe succeeded, else 0.");
-        for (size_t i = 0; i < s->n_probes; i++) {
-                int ok = s->probes[i]->last_success;
-
-                if (ok != 0 && ok != 1)
-                        continue;
-                prom_open(&b, "probed_probe_success", &l, i);
-                prom_value(&b, "} ", (uint64_t) ok);
-        }
+        prom_probe01(&b, &l, s, "probed_probe_healthy", "Probe health: 1 healthy, 0 unhealthy, absent while unknown.",
+                     offsetof(struct probe_view, healthy));
+        prom_probe01(&b, &l, s, "probed_probe_success",
+                     "1 if the last completed attempt of the probe succeeded, else 0.",
+                     offsetof(struct probe_view, last_success));
 
         prom_family(&b, "probed_probe_duration_seconds", "histogram",
                     "Duration of completed probe attempts (success, failure, timeout).");

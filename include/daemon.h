@@ -29,5 +29,3 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
 void daemon_start(struct daemon *d);
 /* Cancels whatever is in flight and frees everything (probes, config). NULL-safe. */
 struct daemon *daemon_free(struct daemon *d);
-/* The config in force (borrowed until the next reload). */
-const struct config *daemon_config(const struct daemon *d);

@@ -49,9 +49,10 @@ struct loop *loop_free(struct loop *l); /* NULL-safe; removes nothing it does no
 
 void loop_set_hooks(struct loop *l, const struct loop_hooks *hooks);
 /* Stall detection: wake later than its deadline by more than threshold -> hooks.stall.
- * While loop_inflight > 0 the loop wakes at least every threshold/STALL_WAKE_DIVISOR. */
+ * While busy (attempts in flight) the loop wakes at least every threshold/STALL_WAKE_DIVISOR,
+ * so that any freeze longer than the threshold is seen. */
 void loop_set_stall_threshold(struct loop *l, uint64_t threshold_ns);
-void loop_inflight(struct loop *l, int delta);
+void loop_set_busy(struct loop *l, bool busy);
 
 int loop_run(struct loop *l); /* until loop_exit; 0, or negative errno */
 void loop_exit(struct loop *l);

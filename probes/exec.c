@@ -59,6 +59,8 @@ struct exec_attempt {
         int out_fd;        /* pipe read end, registered with the loop, or -1 */
         size_t out_len;
         char out[EXEC_OUTPUT_MAX];
+        struct reaper *spare; /* allocated up front, so that handing a killed child to the
+                               * reaper cannot fail (and the loop never waits for it) */
 };
 
 /* A killed child not reaped yet: owned by the list below, freed when reaped. */
@@ -187,28 +189,21 @@ static void reaper_on_poll(struct loop *l, void *data)
 }
 
 /* Takes over pid (and pidfd, -1 when there is none) of a killed child the loop will
- * reap. 0 or negative errno (then the caller still owns both). */
-static int reaper_add(struct loop *l, pid_t pid, int pidfd)
+ * reap, with r allocated by the caller beforehand: it cannot fail. A pidfd the loop
+ * cannot watch is closed and the child polled instead. */
+static void reaper_add(struct loop *l, pid_t pid, int pidfd, struct reaper *r)
 {
-        struct reaper *r = calloc(1, sizeof(*r));
-        int ret;
-
-        if (!r)
-                return -ENOMEM;
         *r = (struct reaper){ .loop = l, .pid = pid, .pidfd = pidfd, .next = reapers };
         timer_init(&r->poll, reaper_on_poll, r);
-        if (pidfd >= 0) {
-                ret = loop_io_add(l, pidfd, EPOLLIN, reaper_on_exit, r);
-                if (ret < 0) {
-                        free(r);
-                        return ret;
-                }
-        } else
+        if (pidfd >= 0 && loop_io_add(l, pidfd, EPOLLIN, reaper_on_exit, r) < 0) {
+                (void) close(pidfd);
+                r->pidfd = -1;
+        }
+        if (r->pidfd < 0)
                 loop_timer_arm(l, &r->poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
         if (reapers)
                 reapers->prev = r;
         reapers = r;
-        return 0;
 }
 
 /* ---- attempt ----------------------------------------------------------------------- */
@@ -270,15 +265,11 @@ static void exec_kill(struct exec_attempt *x)
         /* the leader is not reaped yet, so pgid x->pid still names our group */
         (void) kill(-x->pid, SIGKILL);
         if (waitpid(x->pid, NULL, WNOHANG) == 0) {
-                if (reaper_add(x->a->loop, x->pid, x->pidfd) == 0) {
-                        x->pidfd = -1;
-                        x->pid = -1;
-                        return;
-                }
-                /* no memory for the reaper: SIGKILL is pending, so this wait is short
-                 * unless the child sleeps uninterruptibly */
-                while (waitpid(x->pid, NULL, 0) < 0 && errno == EINTR)
-                        ;
+                reaper_add(x->a->loop, x->pid, x->pidfd, x->spare);
+                x->spare = NULL;
+                x->pidfd = -1;
+                x->pid = -1;
+                return;
         }
         if (x->pidfd >= 0)
                 (void) close(x->pidfd);
@@ -296,6 +287,12 @@ static void exec_release(struct exec_attempt *x)
         }
 }
 
+static void exec_attempt_free(struct exec_attempt *x)
+{
+        free(x->spare);
+        free(x);
+}
+
 static void exec_cancel(struct attempt *a)
 {
         struct exec_attempt *x = a->data;
@@ -306,7 +303,7 @@ static void exec_cancel(struct attempt *a)
                 exec_read_output(x); /* what a timed-out command printed is worth showing */
         exec_release(x);
         attempt_set_output(a, x->out, x->out_len);
-        free(x);
+        exec_attempt_free(x);
         a->data = NULL;
 }
 
@@ -431,8 +428,10 @@ static int exec_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 
         (void) timeout_ms; /* the lifecycle's deadline ends the attempt, cancel kills */
         x = calloc(1, sizeof(*x));
-        if (!x)
+        if (!x || !(x->spare = malloc(sizeof(*x->spare)))) {
+                free(x);
                 return -ENOMEM;
+        }
         x->a = a;
         x->pid = -1;
         x->pidfd = -1;
@@ -440,7 +439,7 @@ static int exec_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         timer_init(&x->poll, exec_on_poll, x);
         if (pipe2(fds, O_CLOEXEC) < 0) {
                 r = negative_errno();
-                free(x);
+                exec_attempt_free(x);
                 return r;
         }
         if (fcntl(fds[0], F_SETFL, O_NONBLOCK) < 0) { /* only our end: the child's stays blocking */
@@ -484,14 +483,14 @@ static int exec_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         return 0;
 fail:
         exec_release(x);
-        free(x);
+        exec_attempt_free(x);
         a->data = NULL;
         return r;
 fail_pipe:
         (void) close(fds[0]);
         if (fds[1] >= 0)
                 (void) close(fds[1]);
-        free(x);
+        exec_attempt_free(x);
         return r;
 }
 

@@ -336,18 +336,6 @@ static int ws_queue_frame(struct ws_attempt *w, uint8_t opcode, const void *payl
         return 0;
 }
 
-/* A reason for a failed curl_easy_send/recv, from errno when the OS gave one. */
-static void ws_io_error(CURLcode rc, int err, char *buf, size_t n)
-{
-        if ((rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) && err > 0)
-                probe_strerror(err, buf, n);
-        else {
-                snprintf(buf, n, "%s", curl_easy_strerror(rc));
-                if (n > 0)
-                        buf[0] = (char) tolower((unsigned char) buf[0]);
-        }
-}
-
 /* Sends what is queued. 1: all sent; 0: the socket is full (EPOLLOUT armed); or ends
  * the attempt and returns -1. */
 static int ws_flush(struct ws_attempt *w)
@@ -358,14 +346,13 @@ static int ws_flush(struct ws_attempt *w)
                 size_t n = 0;
                 CURLcode rc;
 
-                errno = 0;
                 rc = curl_easy_send(w->easy, w->out + w->out_off, w->out_len - w->out_off, &n);
                 if (rc == CURLE_AGAIN) {
                         ws_watch(w, EPOLLOUT);
                         return 0;
                 }
                 if (rc != CURLE_OK) {
-                        ws_io_error(rc, errno, err, sizeof(err));
+                        (void) probe_curl_error(w->easy, rc, 0, err, sizeof(err));
                         attempt_end(w->a, OUTCOME_FAILURE, "send: %s", err);
                         return -1;
                 }
@@ -385,7 +372,6 @@ static int ws_fill(struct ws_attempt *w, const char *closed_msg)
         size_t n = 0;
         CURLcode rc;
 
-        errno = 0;
         rc = curl_easy_recv(w->easy, w->in + w->in_len, sizeof(w->in) - w->in_len, &n);
         if (rc == CURLE_AGAIN) {
                 ws_watch(w, EPOLLIN);
@@ -396,7 +382,7 @@ static int ws_fill(struct ws_attempt *w, const char *closed_msg)
                 return -1;
         }
         if (rc != CURLE_OK) {
-                ws_io_error(rc, errno, err, sizeof(err));
+                (void) probe_curl_error(w->easy, rc, 0, err, sizeof(err));
                 attempt_end(w->a, OUTCOME_FAILURE, "recv: %s", err);
                 return -1;
         }

@@ -577,6 +577,31 @@ def status(d):
     eq(code, 200, "/status code")
     return json.loads(body)
 
+
+def probes_by_name(st):
+    return {p["name"]: p for p in st["probes"]}
+
+
+def probe(d, name):
+    """One probe's view from /status (asserts it is there)."""
+    p = probes_by_name(status(d)).get(name)
+    if p is None:
+        raise AssertionError("probe %r not in /status" % name)
+    return p
+
+
+def wait_probe(d, name, pred, what=None, timeout=10):
+    """Waits until pred(probe view) holds; returns the view. The error shows the last view."""
+    last = {}
+
+    def check():
+        last["p"] = probe(d, name)
+        return last["p"] if pred(last["p"]) else None
+    try:
+        return wait_until(check, timeout=timeout, msg=what or "probe %s condition" % name)
+    except AssertionError as e:
+        raise AssertionError("%s; last view of %s: %s" % (e, name, json.dumps(last.get("p"))))
+
 def main():
     mod = sys.modules["__main__"]
     tests = [(name, fn) for name, fn in vars(mod).items()

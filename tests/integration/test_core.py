@@ -12,7 +12,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import config, curl, eq, http, start_daemon, start_target, status, tcp, wait_until  # noqa: E402
+from harness import (config, curl, eq, http, probe, start_daemon, start_target, status, tcp, wait_probe, wait_until)  # noqa: E402
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]00:00)$")
 OUTCOMES = {"success", "failure", "timeout", "cancelled", "error"}
@@ -20,29 +20,13 @@ OUTCOMES = {"success", "failure", "timeout", "cancelled", "error"}
 
 
 
-def probe(d, name):
-    for p in status(d)["probes"]:
-        if p["name"] == name:
-            return p
-    raise AssertionError("probe %r not in /status" % name)
 
 
-def wait_probe(d, name, pred, timeout=10, what=None):
-    """Waits until pred(probe view) holds; returns the view."""
-    last = {}
-
-    def check():
-        last["p"] = probe(d, name)
-        return last["p"] if pred(last["p"]) else None
-    try:
-        return wait_until(check, timeout=timeout, msg=what or "probe %s condition" % name)
-    except AssertionError as e:
-        raise AssertionError("%s; last view of %s: %s" % (e, name, json.dumps(last.get("p"))))
 
 
 def wait_healthy(d, name, healthy=True, timeout=10):
-    return wait_probe(d, name, lambda p: p["healthy"] is healthy, timeout,
-                      "%s healthy=%s" % (name, healthy))
+    return wait_probe(d, name, lambda p: p["healthy"] is healthy,
+                      "%s healthy=%s" % (name, healthy), timeout=timeout)
 
 
 def wait_code(url, code, timeout=10):

@@ -18,7 +18,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import curl, eq, free_port, start_daemon, tmpdir, wait_until  # noqa: E402
+from harness import eq, free_port, probe, start_daemon, tmpdir, wait_probe, wait_until  # noqa: E402
 
 PY = "/usr/bin/python3"  # has python3-websockets and python3-grpcio
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kinds_peers.py")
@@ -88,9 +88,9 @@ def cert_pair():
 # ---------------------------------------------------------------- daemon helpers
 
 def config(*probes, **top):
-    c = {"defaults": dict(FAST), "probes": list(probes)}
-    c.update(top)
-    return c
+    """harness.config with this file's defaults (failure_threshold 1)."""
+    return harness.config(*probes, **dict({"defaults": dict(FAST)}, **top))
+
 
 
 def ws(name, url, **kw):
@@ -105,25 +105,8 @@ def exe(name, command, **kw):
     return dict({"name": name, "type": "exec", "command": command}, **kw)
 
 
-def probe(d, name):
-    code, body, _ = curl(d.url("/status"))
-    eq(code, 200, "/status code")
-    for p in json.loads(body)["probes"]:
-        if p["name"] == name:
-            return p
-    raise AssertionError("probe %r not in /status" % name)
 
 
-def wait_probe(d, name, pred, what, timeout=10):
-    last = {}
-
-    def check():
-        last["p"] = probe(d, name)
-        return last["p"] if pred(last["p"]) else None
-    try:
-        return wait_until(check, timeout=timeout, msg=what)
-    except AssertionError as e:
-        raise AssertionError("%s; last view of %s: %s" % (e, name, json.dumps(last.get("p"))))
 
 
 def wait_healthy(d, name):

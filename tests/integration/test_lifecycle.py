@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import config, curl, eq, http, start_daemon, start_target, status, tcp, wait_until  # noqa: E402
+from harness import (config, curl, eq, http, probe, probes_by_name, start_daemon, start_target, status, tcp, wait_probe, wait_until)  # noqa: E402
 
 
 
@@ -33,27 +33,10 @@ from harness import config, curl, eq, http, start_daemon, start_target, status, 
 
 
 
-def probes_by_name(st):
-    return {p["name"]: p for p in st["probes"]}
 
 
-def probe(d, name):
-    p = probes_by_name(status(d)).get(name)
-    if p is None:
-        raise AssertionError("probe %r not in /status" % name)
-    return p
 
 
-def wait_probe(d, name, pred, timeout=10, what=None):
-    last = {}
-
-    def check():
-        last["p"] = probe(d, name)
-        return last["p"] if pred(last["p"]) else None
-    try:
-        return wait_until(check, timeout=timeout, msg=what or "probe %s condition" % name)
-    except AssertionError as e:
-        raise AssertionError("%s; last view of %s: %s" % (e, name, json.dumps(last.get("p"))))
 
 
 def metrics(d):
