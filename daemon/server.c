@@ -332,7 +332,7 @@ static int listen_socket(const char *listen_s, uint16_t *ret_port, char **reterr
         if (fd < 0)
                 goto fail;
         (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, (struct sockaddr *) &addr, len) < 0 || listen(fd, 1024) < 0 ||
+        if (bind(fd, (struct sockaddr *) &addr, len) < 0 || listen(fd, SERVER_LISTEN_BACKLOG) < 0 ||
             getsockname(fd, (struct sockaddr *) &addr, &sl) < 0)
                 goto fail;
         *ret_port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &addr)->sin6_port

@@ -21,6 +21,7 @@
 #define SERVER_CONNECTION_TIMEOUT_S 5 /* idle connection closed after this */
 #define SERVER_MEMORY_LIMIT 8192      /* per-connection buffer: bounds request line + headers */
 #define SERVER_THREADS 2              /* MHD epoll thread pool size */
+#define SERVER_LISTEN_BACKLOG 4096    /* accept queue: a burst of connects must not drop the platform's SYN (1 s retransmit) */
 #define SERVER_ACCEPT_BATCH 64        /* accepts per wake-up of the listen socket */
 #define SERVER_ACCEPT_PAUSE_MS 100    /* out of fds: stop accepting this long */
 #define SERVER_LOG_BURST 5            /* status server log lines per second, more are counted */

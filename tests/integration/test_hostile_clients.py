@@ -240,7 +240,7 @@ def test_slowloris():
 
 
 def test_idle_connections():
-    """2,000 connections that never send a byte (the connection limit is 256)."""
+    """2,000 connections that never send a byte, opened in one burst (the accept queue must hold them)."""
     got = raise_nofile(2000 + 256)
     if got < 2100:
         raise AssertionError("RLIMIT_NOFILE hard limit too low for this test: %d" % got)
