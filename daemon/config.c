@@ -742,9 +742,8 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
 
         if ((r = cfg_string(root, "listen", "", false, &s, reterr)) < 0)
                 return r;
-        struct sockaddr_storage addr;
-        socklen_t addr_len;
-        if (s && address_resolve(s, true, &addr, &addr_len) < 0)
+        struct addr_list addrs;
+        if (s && address_resolve(s, true, &addrs) < 0)
                 return cfg_error_value(reterr, "", "listen", cJSON_GetObjectItemCaseSensitive(root, "listen"),
                                        "is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")");
         c->listen = strdup(s ? s : DEFAULT_LISTEN);

@@ -243,9 +243,8 @@ int main(int argc, char **argv)
         if (!listen || !*listen) {
                 listen = cfg->listen;
         } else {
-                struct sockaddr_storage addr;
-                socklen_t len;
-                if (address_resolve(listen, true, &addr, &len) < 0) {
+                struct addr_list addrs;
+                if (address_resolve(listen, true, &addrs) < 0) {
                         ret = usage_error("listen: \"%s\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")",
                                           listen);
                         goto out;

@@ -320,19 +320,20 @@ static void server_log(void *cls, const char *fmt, va_list ap)
 
 static int listen_socket(const char *listen_s, uint16_t *ret_port, char **reterr)
 {
+        struct addr_list addrs;
         struct sockaddr_storage addr;
-        socklen_t len, sl = sizeof(addr);
+        socklen_t sl = sizeof(addr);
         int fd = -1, one = 1;
 
-        if (address_resolve(listen_s, true, &addr, &len) < 0) {
+        if (address_resolve(listen_s, true, &addrs) < 0) {
                 *reterr = strdup_printf("listen: \"%s\" is not ADDR:PORT", listen_s);
                 return -EINVAL;
         }
-        fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        fd = socket(addrs.a[0].sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 goto fail;
         (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, (struct sockaddr *) &addr, len) < 0 || listen(fd, SERVER_LISTEN_BACKLOG) < 0 ||
+        if (bind(fd, &addrs.a[0].sa, addrs.len[0]) < 0 || listen(fd, SERVER_LISTEN_BACKLOG) < 0 ||
             getsockname(fd, (struct sockaddr *) &addr, &sl) < 0)
                 goto fail;
         *ret_port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &addr)->sin6_port

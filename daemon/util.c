@@ -168,9 +168,33 @@ char *strdup_printf(const char *fmt, ...)
         return r < 0 ? NULL : s;
 }
 
-int address_resolve(const char *s, bool passive, struct sockaddr_storage *ret_addr, socklen_t *ret_len)
+int host_resolve(const char *host, uint16_t port, bool passive, struct addr_list *ret)
 {
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res = NULL;
+        char ps[8];
+
+        if (passive)
+                hints.ai_flags |= AI_PASSIVE;
+        if (strchr(host, ':')) {
+                hints.ai_family = AF_INET6;
+                hints.ai_flags |= AI_NUMERICHOST;
+        }
+        snprintf(ps, sizeof(ps), "%u", (unsigned) port);
+        if (getaddrinfo(host, ps, &hints, &res) != 0 || !res)
+                return -ENOENT;
+        ret->n = 0;
+        for (struct addrinfo *ai = res; ai && ret->n < ADDR_LIST_MAX; ai = ai->ai_next) {
+                if (ai->ai_addrlen > sizeof(ret->a[0]))
+                        continue;
+                memcpy(&ret->a[ret->n], ai->ai_addr, ai->ai_addrlen);
+                ret->len[ret->n++] = ai->ai_addrlen;
+        }
+        freeaddrinfo(res);
+        return ret->n > 0 ? 0 : -ENOENT;
+}
+
+int address_resolve(const char *s, bool passive, struct addr_list *ret)
+{
         char host[256];
         const char *port;
         size_t hl;
@@ -182,12 +206,10 @@ int address_resolve(const char *s, bool passive, struct sockaddr_storage *ret_ad
                 if (!rb || rb[1] != ':')
                         return -EINVAL;
                 hl = (size_t) (rb - s - 1);
-                if (hl >= sizeof(host))
+                if (hl >= sizeof(host) || !memchr(s + 1, ':', hl))
                         return -EINVAL;
                 memcpy(host, s + 1, hl);
                 port = rb + 2;
-                hints.ai_family = AF_INET6;
-                hints.ai_flags |= AI_NUMERICHOST;
         } else {
                 const char *colon = strrchr(s, ':');
                 if (!colon || strchr(s, ':') != colon)
@@ -202,12 +224,15 @@ int address_resolve(const char *s, bool passive, struct sockaddr_storage *ret_ad
         p = strtol(port, &end, 10);
         if (hl == 0 || !*port || *end || *port == '+' || *port == '-' || p < (passive ? 0 : 1) || p > 65535)
                 return -EINVAL;
-        if (passive)
-                hints.ai_flags |= AI_PASSIVE;
-        if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
-                return -ENOENT;
-        memcpy(ret_addr, res->ai_addr, res->ai_addrlen);
-        *ret_len = res->ai_addrlen;
-        freeaddrinfo(res);
-        return 0;
+        return host_resolve(host, (uint16_t) p, passive, ret);
+}
+
+void addr_list_set_port(struct addr_list *l, uint16_t port)
+{
+        for (unsigned i = 0; i < l->n; i++) {
+                if (l->a[i].sa.sa_family == AF_INET6)
+                        l->a[i].in6.sin6_port = htons(port);
+                else
+                        l->a[i].in4.sin_port = htons(port);
+        }
 }

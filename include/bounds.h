@@ -7,6 +7,7 @@
 #define MAX_NAME_LEN 64             /* probe name bytes: [A-Za-z0-9_.-]{1,64} */
 #define MAX_CONFIG_BYTES (4u << 20) /* config file size */
 #define ERROR_MAX 160               /* last_error bytes, NUL included */
+#define ADDR_LIST_MAX 2              /* addresses kept per target host (localhost: ::1, 127.0.0.1) */
 #define HTTP_MAX_BODY_DEFAULT 10240 /* bytes of body read, as kubelet */
 #define HTTP_MAX_REDIRECTS 10       /* a chain reaching this many fails, as kubelet */
 #define HTTP_MAX_HEADER_BYTES 16384 /* response header bytes a probe accepts */

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "probe.h"
+#include "probe_net.h"
 
 /* A new easy handle for one attempt: NOSIGNAL, no proxy (environment ignored), a fresh
  * connection never reused, SO_LINGER 0 on its socket (no TIME_WAIT on our side),
@@ -28,9 +29,3 @@ void probe_curl_pool_drain(void);
  * OUTCOME_FAILURE. A short lower-case reason goes into buf: "connection refused",
  * "connection reset by peer", "empty reply from server", "cannot open socket: ...". */
 enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *buf, size_t n);
-
-/* Is err a shortage of probed's own resources (the attempt could not run)? */
-bool probe_errno_is_local(int err);
-
-/* strerror(err) with a lower-case first letter, into buf ("connection refused"). */
-void probe_strerror(int err, char *buf, size_t n);

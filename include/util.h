@@ -4,7 +4,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+
+#include "bounds.h"
 
 #define NSEC_PER_MSEC 1000000ULL
 #define NSEC_PER_SEC 1000000000ULL
@@ -33,8 +36,26 @@ static inline int negative_errno(void)
 /* malloc'd printf; NULL on ENOMEM. */
 char *strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Addresses of one host, in getaddrinfo's order (e.g. ::1 then 127.0.0.1 for
+ * localhost): a target is tried in turn until one accepts. Not sockaddr_storage:
+ * 28 bytes instead of 128 each, times 10,000 probes. */
+union sockaddr_any {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+};
+struct addr_list {
+        union sockaddr_any a[ADDR_LIST_MAX];
+        socklen_t len[ADDR_LIST_MAX];
+        unsigned n;
+};
+
 /* Resolves "HOST:PORT" or "[V6]:PORT". Host names go through getaddrinfo, so call it
  * only while loading config, never on the loop. passive: an address to listen on (port
  * 0 allowed); otherwise a target (port 1..65535). Returns 0, -EINVAL when s is not
  * HOST:PORT, or -ENOENT when the host does not resolve. */
-int address_resolve(const char *s, bool passive, struct sockaddr_storage *ret_addr, socklen_t *ret_len);
+int address_resolve(const char *s, bool passive, struct addr_list *ret);
+/* The same for a host ("127.0.0.1", "::1" without brackets, "localhost") and a port. */
+int host_resolve(const char *host, uint16_t port, bool passive, struct addr_list *ret);
+/* Sets the port of every address of l. */
+void addr_list_set_port(struct addr_list *l, uint16_t port);

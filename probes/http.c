@@ -2,52 +2,96 @@
  * success when the status is in expect_status and the body read (at most max_body
  * bytes; more is not read and is not an error) contains expect_body.
  *
- *   start --> add easy handle --> [libcurl drives it on the loop] --> done(result)
- *                  ^                                                   |
- *                  |  3xx to the same host (port ignored), < 10 hops   |
- *                  +---------------------------------------------------+
- *                     otherwise: judge status + body -> attempt_end
+ * http:// goes through probed's own HTTP/1.1 client (a sidecar's probes are plain
+ * http to localhost, and this is their cost: a few syscalls, no allocation beyond
+ * the attempt); https:// goes through libcurl. One attempt may hop between them when
+ * a redirect changes the scheme.
+ *
+ *   start --> hop(url) --http://--> connect (next address on refusal) --> send request
+ *              ^    |                 --> read: httpresp.c parses, body_take keeps --+
+ *              |    +--https://--> libcurl easy handle on the loop --> done ----------+
+ *              |                                                                      v
+ *              +---- 3xx to the same host (port ignored), < 10 hops ---------- judge(status,
+ *                    otherwise: status in expect_status, body has expect_body  Location)
+ *                    -> attempt_end
  *
  * Redirects are followed by hand (libcurl cannot express kubelet's rule): same host
  * followed with the same headers (Host override kept), another host not followed and
- * judged by its 3xx status, a chain reaching HTTP_MAX_REDIRECTS is a failure. */
+ * judged by its 3xx status, a chain reaching HTTP_MAX_REDIRECTS is a failure. Host
+ * names of http:// URLs are resolved when the config loads, as for tcp probes; the
+ * attempt itself never blocks. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "config.h"
+#include "httpresp.h"
 #include "loop.h"
 #include "probe.h"
 #include "probe_curl.h"
 #include "util.h"
 
 #define MAX_STATUS_RANGES 16
+#define READ_CHUNK 4096 /* bytes per recv(), on the loop's stack */
 
 struct status_range {
         unsigned lo, hi;
 };
 
+/* What a URL is made of, for probed's client and the same-host rule. */
+struct url_parts {
+        char *url;    /* absolute, normalized */
+        char *host;   /* as in the URL: "127.0.0.1", "[::1]", "localhost" */
+        char *target; /* path and query: "/healthz?x=1" */
+        unsigned port;
+        bool https, port_given;
+};
+
 struct http_spec {
         char *url;
+        char *host; /* for the same-host rule */
         bool head;
-        struct curl_slist *headers; /* user headers + defaults, as curl takes them */
         struct status_range ranges[MAX_STATUS_RANGES];
         size_t n_ranges;
         char *expect_body; /* NULL: any body */
         size_t max_body;
         bool tls_verify;
+        struct curl_slist *headers; /* user headers + defaults, as curl takes them */
+        char *header_lines;         /* the same as request lines, Host excepted */
+        bool host_set;              /* the user sets (or removes) Host */
+        /* http:// */
+        bool native;
+        unsigned port;
+        struct addr_list addrs;
+        char *request; /* the whole request for url */
+        size_t request_len;
 };
 
 struct http_attempt {
         struct loop_curl lc;
         struct attempt *a;
         const struct http_spec *spec;
-        CURL *easy;
-        char *url; /* current URL (changes on redirects) */
         uint64_t timeout_ms;
-        int socket_errno; /* set when socket() fails */
         unsigned redirects;
+        char *url; /* after a redirect: the current URL (else spec->url) */
+        /* an https hop */
+        CURL *easy;
+        int socket_errno; /* set when socket() fails */
         size_t header_bytes;
+        /* an http hop */
+        int fd;
+        uint32_t events; /* registered on the loop (0: not yet) */
+        const struct addr_list *addrs;
+        struct addr_list *own_addrs; /* a redirect to another port */
+        unsigned next_addr;
+        const char *request; /* spec->request or own_request */
+        char *own_request;
+        size_t request_len, sent;
+        struct http_resp resp;
+        /* the body read */
         bool body_capped;
         size_t body_len;
         char body[]; /* max_body + 1 bytes with expect_body, else 1 */
@@ -103,19 +147,95 @@ static bool headers_have(const cJSON *headers, const char *name)
         return false;
 }
 
-static int append_header(struct curl_slist **list, const char *name, const char *value)
+static void url_parts_free(struct url_parts *u)
+{
+        curl_free(u->url);
+        curl_free(u->host);
+        free(u->target);
+        *u = (struct url_parts){ 0 };
+}
+
+/* Splits url, resolved against base when base is not NULL (a redirect's Location).
+ * Returns 0, -EINVAL (not an http(s) URL) or -ENOMEM. */
+static int url_split(const char *base, const char *url, struct url_parts *u)
+{
+        CURLU *h = curl_url();
+        char *scheme = NULL, *path = NULL, *query = NULL, *port = NULL;
+        int r = -EINVAL;
+
+        *u = (struct url_parts){ 0 };
+        if (!h)
+                return -ENOMEM;
+        if ((base && curl_url_set(h, CURLUPART_URL, base, 0) != CURLUE_OK) ||
+            curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK ||
+            curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+            (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) ||
+            curl_url_get(h, CURLUPART_URL, &u->url, 0) != CURLUE_OK ||
+            curl_url_get(h, CURLUPART_HOST, &u->host, 0) != CURLUE_OK ||
+            curl_url_get(h, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+                goto out;
+        (void) curl_url_get(h, CURLUPART_QUERY, &query, 0);
+        u->https = strcasecmp(scheme, "https") == 0;
+        u->port_given = curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OK;
+        u->port = u->port_given ? (unsigned) atoi(port) : u->https ? 443 : 80;
+        u->target = strdup_printf("%s%s%s", path, query ? "?" : "", query ? query : "");
+        r = u->target ? 0 : -ENOMEM;
+out:
+        curl_free(scheme);
+        curl_free(path);
+        curl_free(query);
+        curl_free(port);
+        curl_url_cleanup(h);
+        if (r < 0)
+                url_parts_free(u);
+        return r;
+}
+
+/* The request probed's client sends for u (NULL on ENOMEM). */
+static char *request_build(const struct http_spec *spec, const struct url_parts *u, size_t *ret_len)
+{
+        char host[300] = "";
+        char *req;
+
+        if (spec->host_set)
+                ; /* the user's Host (or none) is among header_lines */
+        else if (u->port_given)
+                snprintf(host, sizeof(host), "Host: %s:%u\r\n", u->host, u->port);
+        else
+                snprintf(host, sizeof(host), "Host: %s\r\n", u->host);
+        req = strdup_printf("%s %s HTTP/1.1\r\n%s%s\r\n", spec->head ? "HEAD" : "GET", u->target, host,
+                            spec->header_lines);
+        if (req)
+                *ret_len = strlen(req);
+        return req;
+}
+
+/* One request header: for libcurl ("Name:" removes a header it would add) and, when
+ * not empty, for probed's client. */
+static int add_header(struct http_spec *spec, const char *name, const char *value)
 {
         struct curl_slist *n;
-        /* "Name:" removes a header curl would add; a non-empty value sets it. */
-        char *line = strdup_printf("%s:%s%s", name, *value ? " " : "", value);
+        char *line = strdup_printf("%s:%s%s", name, *value ? " " : "", value), *lines;
 
         if (!line)
                 return -ENOMEM;
-        n = curl_slist_append(*list, line);
+        n = curl_slist_append(spec->headers, line);
         free(line);
         if (!n)
                 return -ENOMEM;
-        *list = n;
+        spec->headers = n;
+        if (strcasecmp(name, "Host") == 0) {
+                spec->host_set = true;
+                if (!*value)
+                        return 0;
+        }
+        if (!*value)
+                return 0;
+        lines = strdup_printf("%s%s: %s\r\n", spec->header_lines ? spec->header_lines : "", name, value);
+        if (!lines)
+                return -ENOMEM;
+        free(spec->header_lines);
+        spec->header_lines = lines;
         return 0;
 }
 
@@ -126,14 +246,31 @@ static void http_free_spec(void *p)
         if (!spec)
                 return;
         free(spec->url);
+        free(spec->host);
         free(spec->expect_body);
         curl_slist_free_all(spec->headers);
+        free(spec->header_lines);
+        free(spec->request);
         free(spec);
+}
+
+/* Host of u for getaddrinfo: without the brackets of an IPv6 literal. */
+static int resolve_url_host(const struct url_parts *u, struct addr_list *ret)
+{
+        char host[256];
+        size_t n = strlen(u->host);
+
+        if (u->host[0] == '[' && n >= 2) {
+                snprintf(host, sizeof(host), "%.*s", (int) (n - 2), u->host + 1);
+                return host_resolve(host, (uint16_t) u->port, false, ret);
+        }
+        return host_resolve(u->host, (uint16_t) u->port, false, ret);
 }
 
 static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
 {
         struct http_spec *spec;
+        struct url_parts u = { 0 };
         const char *url = NULL, *method = "GET", *expect_status = "200-399", *expect_body = NULL;
         const cJSON *headers, *h;
         uint64_t max_body = HTTP_MAX_BODY_DEFAULT;
@@ -149,12 +286,21 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 return r;
         if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
                 return cfg_error(reterr, path, "url", "\"%s\" must be an http:// or https:// URL", url);
-        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        r = url_split(NULL, url, &u);
+        if (r == -EINVAL)
+                return cfg_error(reterr, path, "url", "\"%s\" is not a valid URL", url);
+        if (r < 0)
+                return r;
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+                url_parts_free(&u);
                 return cfg_error(reterr, path, "method", "\"%s\" is not GET or HEAD", method);
+        }
 
         spec = calloc(1, sizeof(*spec));
-        if (!spec)
+        if (!spec) {
+                url_parts_free(&u);
                 return -ENOMEM;
+        }
         if (parse_status_ranges(expect_status, spec) < 0) {
                 r = cfg_error(reterr, path, "expect_status",
                               "\"%s\" is not a status list (e.g. \"200-399\", \"200,204\")", expect_status);
@@ -165,7 +311,10 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
         spec->tls_verify = tls_verify;
         r = -ENOMEM;
         spec->url = strdup(url);
-        if (!spec->url || (expect_body && !(spec->expect_body = strdup(expect_body))))
+        spec->host = strdup(u.host);
+        spec->header_lines = strdup("");
+        if (!spec->url || !spec->host || !spec->header_lines ||
+            (expect_body && !(spec->expect_body = strdup(expect_body))))
                 goto fail;
 
         headers = cJSON_GetObjectItemCaseSensitive(obj, "headers");
@@ -173,6 +322,11 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 r = cfg_error(reterr, path, "headers", "must be an object of strings");
                 goto fail;
         }
+        /* kubelet's defaults, unless the user set (or emptied) them */
+        if ((!headers_have(headers, "User-Agent") && (r = add_header(spec, "User-Agent", "probed/" PROBED_VERSION)) < 0) ||
+            (!headers_have(headers, "Accept") && (r = add_header(spec, "Accept", "*/*")) < 0) ||
+            (!headers_have(headers, "Connection") && (r = add_header(spec, "Connection", "close")) < 0))
+                goto fail;
         cJSON_ArrayForEach(h, headers)
         {
                 if (!cJSON_IsString(h) || !header_name_valid(h->string) || strpbrk(h->valuestring, "\r\n")) {
@@ -182,13 +336,22 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                         free(hp);
                         goto fail;
                 }
-                if ((r = append_header(&spec->headers, h->string, h->valuestring)) < 0)
+                if ((r = add_header(spec, h->string, h->valuestring)) < 0)
                         goto fail;
         }
-        /* kubelet's defaults, unless the user set (or emptied) them */
-        if ((!headers_have(headers, "Accept") && (r = append_header(&spec->headers, "Accept", "*/*")) < 0) ||
-            (!headers_have(headers, "Connection") && (r = append_header(&spec->headers, "Connection", "close")) < 0))
-                goto fail;
+        if (!u.https) {
+                spec->native = true;
+                spec->port = u.port;
+                r = resolve_url_host(&u, &spec->addrs);
+                if (r < 0) {
+                        r = cfg_error(reterr, path, "url", "cannot resolve host %s", u.host);
+                        goto fail;
+                }
+                r = -ENOMEM;
+                spec->request = request_build(spec, &u, &spec->request_len);
+                if (!spec->request)
+                        goto fail;
+        }
 
         /* normalize for --check-config and reload comparison */
         if ((!cJSON_HasObjectItem(obj, "method") && !cJSON_AddStringToObject(obj, "method", method)) ||
@@ -204,42 +367,27 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 r = -ENOMEM;
                 goto fail;
         }
+        url_parts_free(&u);
         *ret_spec = spec;
         return 0;
 fail:
+        url_parts_free(&u);
         http_free_spec(spec);
         return r;
 }
 
-static size_t http_on_header(char *buf, size_t size, size_t n, void *data)
+/* Keeps body bytes (when there is an expect_body to search) up to max_body; false when
+ * the cap is reached: the rest is not read, and that is not an error. */
+static bool body_take(const char *buf, size_t len, void *data)
 {
         struct http_attempt *h = data;
+        size_t room = h->spec->max_body - h->body_len, n = len > room ? room : len;
 
-        (void) buf;
-        h->header_bytes += size * n;
-        return h->header_bytes > HTTP_MAX_HEADER_BYTES ? 0 : size * n;
-}
-
-static size_t http_on_body(char *buf, size_t size, size_t n, void *data)
-{
-        struct http_attempt *h = data;
-        size_t len = size * n, room = h->spec->max_body - h->body_len;
-
-        if (!h->spec->expect_body) { /* nothing to search: count, keep nothing */
-                h->body_len += len > room ? room : len;
-                h->body_capped = len > room;
-                return len > room ? 0 : len;
-        }
-        if (len > room) {
-                /* The cap is reached: keep what fits, stop reading (not an error). */
-                memcpy(h->body + h->body_len, buf, room);
-                h->body_len += room;
-                h->body_capped = true;
-                return 0;
-        }
-        memcpy(h->body + h->body_len, buf, len);
-        h->body_len += len;
-        return len;
+        if (h->spec->expect_body)
+                memcpy(h->body + h->body_len, buf, n);
+        h->body_len += n;
+        h->body_capped = len > room;
+        return !h->body_capped;
 }
 
 static bool status_expected(const struct http_spec *spec, long code)
@@ -250,61 +398,195 @@ static bool status_expected(const struct http_spec *spec, long code)
         return false;
 }
 
-/* Configures h->easy for h->url and adds it to the loop. */
-static int http_send(struct http_attempt *h)
+/* Releases the current hop's connection (either kind) and its parser. */
+static void hop_release(struct http_attempt *h)
 {
-        h->body_len = 0;
-        h->header_bytes = 0;
-        h->body_capped = false;
-        h->easy = probe_curl_new(h->url, h->timeout_ms, h->spec->tls_verify, &h->socket_errno);
-        if (!h->easy)
-                return -ENOMEM;
-        curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->spec->headers);
-        curl_easy_setopt(h->easy, CURLOPT_NOBODY, h->spec->head ? 1L : 0L);
-        curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, http_on_header);
-        curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, h);
-        curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, http_on_body);
-        curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h);
-        curl_easy_setopt(h->easy, CURLOPT_ACCEPT_ENCODING, NULL);
-        return loop_curl_add(h->a->loop, h->easy, &h->lc);
+        if (h->easy) {
+                loop_curl_remove(h->a->loop, h->easy);
+                probe_curl_free(h->easy);
+                h->easy = NULL;
+        }
+        if (h->fd >= 0) {
+                loop_io_del(h->a->loop, h->fd);
+                (void) close(h->fd);
+                h->fd = -1;
+        }
+        h->events = 0;
+        http_resp_free(&h->resp);
 }
 
-static void http_release_easy(struct http_attempt *h)
+static void judge(struct http_attempt *h, long code, const char *location);
+
+/* ---- probed's client (http://) ----------------------------------------------------- */
+
+static loop_io_fn client_on_io;
+
+static int client_watch(struct http_attempt *h, uint32_t events)
 {
-        if (!h->easy)
+        int r;
+
+        if (h->events == events)
+                return 0;
+        r = h->events ? loop_io_mod(h->a->loop, h->fd, events) : loop_io_add(h->a->loop, h->fd, events, client_on_io, h->a);
+        if (r == 0)
+                h->events = events;
+        return r;
+}
+
+static void client_fail(struct http_attempt *h, int err)
+{
+        char msg[96];
+
+        probe_strerror(err, msg, sizeof(msg));
+        attempt_end(h->a, OUTCOME_FAILURE, "%s", msg);
+}
+
+static int client_connect_next(struct http_attempt *h, int err);
+
+/* Sends what is left of the request; then waits for the answer. Returns -errno when
+ * probed could not go on (the caller ends the attempt as an error), else 0. */
+static int client_send(struct http_attempt *h)
+{
+        ssize_t n = send(h->fd, h->request + h->sent, h->request_len - h->sent, MSG_NOSIGNAL);
+
+        if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                        return client_watch(h, EPOLLOUT); /* still connecting, or a full buffer */
+                if (h->sent == 0) /* refused, unreachable: the next address may answer */
+                        return client_connect_next(h, errno);
+                client_fail(h, errno);
+                return 0;
+        }
+        h->sent += (size_t) n;
+        return client_watch(h, h->sent < h->request_len ? EPOLLOUT : EPOLLIN);
+}
+
+/* Connects to the host's next address (localhost: ::1, then 127.0.0.1) and sends the
+ * request; err: why the previous address failed (0 at first). */
+static int client_connect_next(struct http_attempt *h, int err)
+{
+        if (h->fd >= 0) {
+                loop_io_del(h->a->loop, h->fd);
+                (void) close(h->fd);
+                h->fd = -1;
+                h->events = 0;
+        }
+        while (h->next_addr < h->addrs->n) {
+                unsigned i = h->next_addr++;
+                int fd = probe_connect(&h->addrs->a[i], h->addrs->len[i]);
+                if (fd >= 0) {
+                        h->fd = fd;
+                        return client_send(h);
+                }
+                if (probe_errno_is_local(-fd))
+                        return fd;
+                err = -fd;
+        }
+        client_fail(h, err);
+        return 0;
+}
+
+static void client_end(struct http_attempt *h, int rc)
+{
+        if (rc == HTTP_RESP_ERROR)
+                attempt_end(h->a, strcmp(h->resp.error, "out of memory") == 0 ? OUTCOME_ERROR : OUTCOME_FAILURE, "%s",
+                            h->resp.error);
+        else
+                judge(h, (long) h->resp.status, h->resp.location);
+}
+
+static void client_read(struct http_attempt *h)
+{
+        char buf[READ_CHUNK];
+
+        for (;;) {
+                ssize_t n = recv(h->fd, buf, sizeof(buf), 0);
+                int rc;
+
+                if (n < 0) {
+                        if (errno != EAGAIN && errno != EWOULDBLOCK)
+                                client_fail(h, errno);
+                        return;
+                }
+                rc = n == 0 ? http_resp_eof(&h->resp) : http_resp_feed(&h->resp, buf, (size_t) n, body_take, h);
+                if (rc != HTTP_RESP_MORE) {
+                        client_end(h, rc);
+                        return;
+                }
+                if ((size_t) n < sizeof(buf))
+                        return; /* drained: epoll tells when more comes */
+        }
+}
+
+static void client_on_io(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct attempt *a = data;
+        struct http_attempt *h = a->data;
+        int r = 0;
+
+        (void) l;
+        (void) events;
+        if (a->state != ATTEMPT_RUNNING || !h || h->fd != fd)
                 return;
-        loop_curl_remove(h->a->loop, h->easy);
-        probe_curl_free(h->easy);
-        h->easy = NULL;
+        if (h->sent < h->request_len)
+                r = client_send(h);
+        else
+                client_read(h);
+        if (r < 0)
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
 }
 
-/* Same host as the original URL (port ignored, as kubelet)? */
-static bool same_host(const char *a, const char *b)
+/* A hop of probed's client to u (the spec's own URL when u is NULL). */
+static int client_start(struct http_attempt *h, const struct url_parts *u)
 {
-        CURLU *ua = curl_url(), *ub = curl_url();
-        char *ha = NULL, *hb = NULL;
-        bool same = false;
+        const struct http_spec *spec = h->spec;
 
-        if (ua && ub && curl_url_set(ua, CURLUPART_URL, a, 0) == CURLUE_OK &&
-            curl_url_set(ub, CURLUPART_URL, b, 0) == CURLUE_OK &&
-            curl_url_get(ua, CURLUPART_HOST, &ha, 0) == CURLUE_OK &&
-            curl_url_get(ub, CURLUPART_HOST, &hb, 0) == CURLUE_OK)
-                same = strcasecmp(ha, hb) == 0;
-        curl_free(ha);
-        curl_free(hb);
-        curl_url_cleanup(ua);
-        curl_url_cleanup(ub);
-        return same;
+        h->addrs = &spec->addrs;
+        h->request = spec->request;
+        h->request_len = spec->request_len;
+        if (u) {
+                h->own_request = request_build(spec, u, &h->request_len);
+                if (!h->own_request)
+                        return -ENOMEM;
+                h->request = h->own_request;
+                if (u->port != spec->port) {
+                        h->own_addrs = malloc(sizeof(*h->own_addrs));
+                        if (!h->own_addrs)
+                                return -ENOMEM;
+                        *h->own_addrs = spec->addrs;
+                        addr_list_set_port(h->own_addrs, (uint16_t) u->port);
+                        h->addrs = h->own_addrs;
+                }
+        }
+        h->resp = (struct http_resp){ .no_body = spec->head, .head_max = HTTP_MAX_HEADER_BYTES };
+        h->sent = 0;
+        h->next_addr = 0;
+        return client_connect_next(h, 0);
 }
 
-static void http_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
+/* ---- libcurl (https://) -------------------------------------------------------------- */
+
+static size_t curl_on_header(char *buf, size_t size, size_t n, void *data)
+{
+        struct http_attempt *h = data;
+
+        (void) buf;
+        h->header_bytes += size * n;
+        return h->header_bytes > HTTP_MAX_HEADER_BYTES ? 0 : size * n;
+}
+
+static size_t curl_on_body(char *buf, size_t size, size_t n, void *data)
+{
+        return body_take(buf, size * n, data) ? size * n : 0;
+}
+
+static void curl_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
 {
         struct attempt *a = data;
         struct http_attempt *h = a->data;
         long code = 0;
         char *location = NULL;
         char err[ERROR_MAX];
-        int r;
 
         (void) l;
         /* A completion can only matter for the attempt that owns this very handle. */
@@ -322,32 +604,74 @@ static void http_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
                 return;
         }
         (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
-        if (code >= 300 && code < 400 && curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &location) == CURLE_OK &&
-            location && same_host(h->spec->url, location)) {
-                char *next;
+        (void) curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &location);
+        judge(h, code, location);
+}
 
-                if (++h->redirects >= HTTP_MAX_REDIRECTS) {
-                        attempt_end(a, OUTCOME_FAILURE, "stopped after %d redirects", HTTP_MAX_REDIRECTS);
+static int curl_start(struct http_attempt *h)
+{
+        h->header_bytes = 0;
+        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->timeout_ms, h->spec->tls_verify, &h->socket_errno);
+        if (!h->easy)
+                return -ENOMEM;
+        curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->spec->headers);
+        curl_easy_setopt(h->easy, CURLOPT_NOBODY, h->spec->head ? 1L : 0L);
+        curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, curl_on_header);
+        curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, h);
+        curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, curl_on_body);
+        curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h);
+        curl_easy_setopt(h->easy, CURLOPT_ACCEPT_ENCODING, NULL);
+        return loop_curl_add(h->a->loop, h->easy, &h->lc);
+}
+
+/* ---- one attempt ------------------------------------------------------------------- */
+
+/* Starts a hop: to the spec's URL (u NULL) or to a redirect's. */
+static int hop_start(struct http_attempt *h, const struct url_parts *u)
+{
+        h->body_len = 0;
+        h->body_capped = false;
+        if (u ? u->https : !h->spec->native)
+                return curl_start(h);
+        return client_start(h, u);
+}
+
+/* The response of a hop is complete (or its body capped): follow it or judge it. */
+static void judge(struct http_attempt *h, long code, const char *location)
+{
+        struct attempt *a = h->a;
+        const struct http_spec *spec = h->spec;
+        struct url_parts u;
+        int r;
+
+        if (code >= 300 && code < 400 && location &&
+            url_split(h->url ? h->url : spec->url, location, &u) == 0) {
+                if (strcasecmp(u.host, spec->host) == 0) {
+                        if (++h->redirects >= HTTP_MAX_REDIRECTS) {
+                                url_parts_free(&u);
+                                attempt_end(a, OUTCOME_FAILURE, "stopped after %d redirects", HTTP_MAX_REDIRECTS);
+                                return;
+                        }
+                        hop_release(h);
+                        free(h->own_request);
+                        free(h->own_addrs);
+                        h->own_request = NULL;
+                        h->own_addrs = NULL;
+                        free(h->url);
+                        h->url = strdup(u.url);
+                        r = h->url ? hop_start(h, &u) : -ENOMEM;
+                        url_parts_free(&u);
+                        if (r < 0)
+                                attempt_end(a, OUTCOME_ERROR, "follow redirect: %s", strerror(-r));
                         return;
                 }
-                next = strdup(location); /* location dies with the handle */
-                if (!next) {
-                        attempt_end(a, OUTCOME_ERROR, "out of memory");
-                        return;
-                }
-                http_release_easy(h);
-                free(h->url);
-                h->url = next;
-                r = http_send(h);
-                if (r < 0)
-                        attempt_end(a, OUTCOME_ERROR, "follow redirect: %s", strerror(-r));
-                return;
+                url_parts_free(&u);
         }
-        if (!status_expected(h->spec, code)) {
+        if (!status_expected(spec, code)) {
                 attempt_end(a, OUTCOME_FAILURE, "status %ld", code);
                 return;
         }
-        if (h->spec->expect_body && !memmem(h->body, h->body_len, h->spec->expect_body, strlen(h->spec->expect_body))) {
+        if (spec->expect_body && !memmem(h->body, h->body_len, spec->expect_body, strlen(spec->expect_body))) {
                 attempt_end(a, OUTCOME_FAILURE, "status %ld, body does not contain expect_body", code);
                 return;
         }
@@ -360,7 +684,9 @@ static void http_cancel(struct attempt *a)
 
         if (!h)
                 return;
-        http_release_easy(h);
+        hop_release(h);
+        free(h->own_request);
+        free(h->own_addrs);
         free(h->url);
         free(h);
         a->data = NULL;
@@ -372,25 +698,20 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         struct http_attempt *h;
         int r;
 
-        h = calloc(1, sizeof(*h) + (spec->expect_body ? spec->max_body + 1 : 1));
+        h = malloc(sizeof(*h) + (spec->expect_body ? spec->max_body + 1 : 1));
         if (!h)
                 return -ENOMEM;
+        memset(h, 0, sizeof(*h));
         h->a = a;
         h->spec = spec;
         h->timeout_ms = timeout_ms;
-        h->lc = (struct loop_curl){ .fn = http_on_done, .data = a };
-        h->url = strdup(spec->url);
-        if (!h->url) {
-                free(h);
-                return -ENOMEM;
-        }
+        h->fd = -1;
+        h->lc = (struct loop_curl){ .fn = curl_on_done, .data = a };
         a->data = h;
-        r = http_send(h);
-        if (r < 0) {
+        r = hop_start(h, NULL);
+        if (r < 0 && a->data)
                 http_cancel(a);
-                return r;
-        }
-        return 0;
+        return r;
 }
 
 static const char *const http_keys[] = {

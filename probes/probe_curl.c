@@ -32,11 +32,6 @@ static curl_socket_t opensocket_record_errno(void *clientp, curlsocktype purpose
         return fd;
 }
 
-bool probe_errno_is_local(int err)
-{
-        return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-}
-
 /* Idle easy handles kept for the next attempts: an attempt then costs no handle
  * allocation (libcurl keeps its buffers in the handle). The loop is the only user. */
 static CURL *pool[CURL_POOL_MAX];
@@ -87,14 +82,6 @@ CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int 
 fail:
         probe_curl_free(e);
         return NULL;
-}
-
-void probe_strerror(int err, char *buf, size_t n)
-{
-        if (n == 0)
-                return;
-        snprintf(buf, n, "%s", strerror(err));
-        buf[0] = (char) tolower((unsigned char) buf[0]);
 }
 
 enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *buf, size_t n)

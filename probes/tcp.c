@@ -1,9 +1,10 @@
 /* tcp probe: success when a connection to `address` is established within the
  * timeout (as kubelet's tcpSocket). No byte is sent; the socket is closed abortively.
  *
- *   start: socket(O_NONBLOCK) -> connect() --EINPROGRESS--> wait EPOLLOUT
- *                                  |  0                      |  SO_ERROR == 0 -> success
- *                                  |  error -> failure       |  otherwise     -> failure
+ *   start: socket(O_NONBLOCK) -> connect() --> wait EPOLLOUT --SO_ERROR == 0--> success
+ *                                   | error          | error
+ *                                   v                v
+ *                       next address of the host, or failure when none is left
  *
  * Host names are resolved when the config loads (a sidecar probes localhost); the
  * attempt itself never blocks. */
@@ -17,20 +18,17 @@
 #include "config.h"
 #include "loop.h"
 #include "probe.h"
-#include "probe_curl.h"
+#include "probe_net.h"
 #include "util.h"
 
 struct tcp_spec {
-        union { /* not sockaddr_storage: 28 bytes instead of 128, times 10,000 probes */
-                struct sockaddr sa;
-                struct sockaddr_in in4;
-                struct sockaddr_in6 in6;
-        } addr;
-        socklen_t addr_len;
+        struct addr_list addrs;
 };
 
 struct tcp_attempt {
+        const struct tcp_spec *spec;
         int fd;
+        unsigned next; /* the address to try when this one fails */
 };
 
 static int tcp_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
@@ -45,12 +43,7 @@ static int tcp_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_t
         spec = calloc(1, sizeof(*spec));
         if (!spec)
                 return -ENOMEM;
-        struct sockaddr_storage ss;
-        r = address_resolve(address, false, &ss, &spec->addr_len);
-        if (r == 0 && spec->addr_len <= sizeof(spec->addr))
-                memcpy(&spec->addr, &ss, spec->addr_len);
-        else if (r == 0)
-                r = -EINVAL;
+        r = address_resolve(address, false, &spec->addrs);
         if (r == -EINVAL) {
                 free(spec);
                 return cfg_error(reterr, path, "address", "\"%s\" is not HOST:PORT", address);
@@ -73,51 +66,83 @@ static void tcp_free_spec(void *spec)
         free(spec);
 }
 
-static void tcp_fail(struct attempt *a, int err)
+static void tcp_close(struct attempt *a, struct tcp_attempt *t)
+{
+        if (t->fd >= 0) {
+                loop_io_del(a->loop, t->fd);
+                (void) close(t->fd);
+                t->fd = -1;
+        }
+}
+
+static loop_io_fn tcp_on_io;
+
+/* Connects to the next address of the host; a refused address passes to the one after
+ * (localhost: ::1, then 127.0.0.1). Ends the attempt when it is decided; returns
+ * -errno when probed itself could not run it (nothing held then), else 0. */
+static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
 {
         char msg[96];
 
+        while (t->next < t->spec->addrs.n) {
+                unsigned i = t->next++;
+                int fd = probe_connect(&t->spec->addrs.a[i], t->spec->addrs.len[i]), r;
+                if (fd < 0) {
+                        if (probe_errno_is_local(-fd))
+                                return fd;
+                        err = -fd;
+                        continue;
+                }
+                t->fd = fd;
+                r = loop_io_add(a->loop, fd, EPOLLOUT, tcp_on_io, a);
+                if (r < 0) {
+                        (void) close(fd);
+                        t->fd = -1;
+                        return r;
+                }
+                return 0;
+        }
         probe_strerror(err, msg, sizeof(msg));
         attempt_end(a, OUTCOME_FAILURE, "connect: %s", msg);
+        return 0;
 }
 
 static void tcp_on_io(struct loop *l, int fd, uint32_t events, void *data)
 {
         struct attempt *a = data;
+        struct tcp_attempt *t = a->data;
         int err = 0;
         socklen_t len = sizeof(err);
 
         (void) l;
         (void) events;
-        if (a->state != ATTEMPT_RUNNING || !a->data || ((struct tcp_attempt *) a->data)->fd != fd)
+        if (a->state != ATTEMPT_RUNNING || !t || t->fd != fd)
                 return;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
                 err = errno;
-        if (err == 0)
+        if (err == 0) {
                 attempt_end(a, OUTCOME_SUCCESS, "connected");
-        else
-                tcp_fail(a, err);
+                return;
+        }
+        tcp_close(a, t);
+        err = tcp_connect_next(a, t, err);
+        if (err < 0)
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-err));
 }
 
 static void tcp_cancel(struct attempt *a)
 {
         struct tcp_attempt *t = a->data;
-        const struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
         if (!t)
                 return;
-        if (t->fd >= 0) {
-                loop_io_del(a->loop, t->fd);
-                (void) setsockopt(t->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-                (void) close(t->fd);
-        }
+        tcp_close(a, t);
         free(t);
         a->data = NULL;
 }
 
 static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 {
-        const struct tcp_spec *spec = specp;
         struct tcp_attempt *t;
         int r;
 
@@ -125,37 +150,16 @@ static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
-        t->fd = socket(spec->addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (t->fd < 0) {
-                r = negative_errno();
-                free(t);
-                return r;
-        }
+        t->spec = specp;
+        t->fd = -1;
         a->data = t;
-        if (connect(t->fd, &spec->addr.sa, spec->addr_len) == 0) {
-                attempt_end(a, OUTCOME_SUCCESS, "connected");
-                return 0;
+        r = tcp_connect_next(a, t, 0);
+        if (r < 0 && a->data) {
+                free(t);
+                a->data = NULL;
         }
-        if (errno != EINPROGRESS) {
-                r = errno;
-                if (probe_errno_is_local(r) || r == EADDRNOTAVAIL)
-                        goto error;
-                tcp_fail(a, r);
-                return 0;
-        }
-        r = loop_io_add(a->loop, t->fd, EPOLLOUT, tcp_on_io, a);
-        if (r < 0) {
-                r = -r;
-                goto error;
-        }
-        return 0;
-error:
-        (void) close(t->fd);
-        free(t);
-        a->data = NULL;
-        return -r;
+        return r;
 }
-
 static const char *const tcp_keys[] = { "address", NULL };
 
 const struct probe_ops tcp_probe_ops = {

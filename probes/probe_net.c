@@ -1,0 +1,37 @@
+/* Socket helpers for the probe kinds; see include/probe_net.h. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "probe_net.h"
+
+int probe_connect(const union sockaddr_any *a, socklen_t len)
+{
+        const struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), r;
+
+        if (fd < 0)
+                return negative_errno();
+        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        if (connect(fd, &a->sa, len) == 0 || errno == EINPROGRESS)
+                return fd;
+        r = negative_errno();
+        (void) close(fd);
+        return r;
+}
+
+bool probe_errno_is_local(int err)
+{
+        return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
+}
+
+void probe_strerror(int err, char *buf, size_t n)
+{
+        if (n == 0)
+                return;
+        snprintf(buf, n, "%s", strerror(err));
+        buf[0] = (char) tolower((unsigned char) buf[0]);
+}
