@@ -38,7 +38,9 @@ static bool name_is(const char *name, size_t len, const char *want)
         return len == strlen(want) && strncasecmp(name, want, len) == 0;
 }
 
-static int header(struct http_resp *r, const char *name, size_t nlen, const char *v, size_t vlen, bool *chunked,
+enum { TE_NONE, TE_CHUNKED, TE_OTHER };
+
+static int header(struct http_resp *r, const char *name, size_t nlen, const char *v, size_t vlen, int *te,
                   int64_t *length)
 {
         if (name_is(name, nlen, "content-length")) {
@@ -54,14 +56,15 @@ static int header(struct http_resp *r, const char *name, size_t nlen, const char
                         return fail(r, "malformed Content-Length");
                 *length = (int64_t) n;
         } else if (name_is(name, nlen, "transfer-encoding")) {
-                /* chunked when it is the last coding applied */
+                /* chunked when it is the last coding applied; another coding: the body
+                 * lasts until the connection closes, whatever Content-Length says */
                 const char *last = v;
                 for (size_t i = 0; i < vlen; i++)
                         if (v[i] == ',')
                                 last = v + i + 1;
                 while (last < v + vlen && (*last == ' ' || *last == '\t'))
                         last++;
-                *chunked = name_is(last, (size_t) (v + vlen - last), "chunked");
+                *te = name_is(last, (size_t) (v + vlen - last), "chunked") ? TE_CHUNKED : TE_OTHER;
         } else if (name_is(name, nlen, "location") && r->status >= 300 && r->status < 400) {
                 free(r->location);
                 r->location = strndup(v, vlen);
@@ -76,7 +79,7 @@ static int header(struct http_resp *r, const char *name, size_t nlen, const char
 static int parse_head(struct http_resp *r, const char *p, size_t n)
 {
         const char *end = p + n, *line = p;
-        bool chunked = false;
+        int te = TE_NONE;
         int64_t length = -1;
 
         r->heads_len += n;
@@ -97,7 +100,7 @@ static int parse_head(struct http_resp *r, const char *p, size_t n)
                                 ;
                         while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t'))
                                 eol--;
-                        if (header(r, line, (size_t) (colon - line), v, (size_t) (eol - v), &chunked, &length) < 0)
+                        if (header(r, line, (size_t) (colon - line), v, (size_t) (eol - v), &te, &length) < 0)
                                 return HTTP_RESP_ERROR;
                 }
                 line = lf + 1;
@@ -106,10 +109,12 @@ static int parse_head(struct http_resp *r, const char *p, size_t n)
                 return 0;
         if (r->no_body || r->status == 101 || r->status == 204 || r->status == 304)
                 r->state = ST_DONE;
-        else if (chunked) {
+        else if (te == TE_CHUNKED) {
                 r->state = ST_CHUNKED;
                 r->chunk_state = CH_SIZE0;
-        } else if (length == 0)
+        } else if (te == TE_OTHER)
+                r->state = ST_UNTIL_EOF;
+        else if (length == 0)
                 r->state = ST_DONE;
         else if (length > 0) {
                 r->state = ST_LENGTH;
@@ -132,6 +137,8 @@ static int head_feed(struct http_resp *r, const char *buf, size_t len, size_t *u
         take = len;
         if (old + take > allowed)
                 take = allowed > old ? allowed - old : 0;
+        if (take == 0) /* no end so far, and nothing more fits */
+                return fail(r, "response headers too large");
         if (old + take > r->head_cap) {
                 size_t cap = r->head_cap ? r->head_cap : 1024;
                 char *h;
