@@ -35,7 +35,8 @@ API (all deadlines in seconds, already multiplied by SCALE inside the harness)
         Target.url(path="/") -> "http://127.0.0.1:<port><path>", Target.stop().
         Target paths: /status/<code>[?body=T], /health, /control/health?status=C&body=T,
         /delay/<ms>[/<code>], /hang, /close, /reset, /redirect/<n>[?to=URL], /loop,
-        /body/<bytes>, /echo (the request head as the body), /only/<METHOD> (200 for
+        /body/<bytes>, /framed/{chunked,eof,continue}[?body=T] (a 200
+        whose body is chunked, ends at the close, or follows a 100 Continue), /echo (the request head as the body), /only/<METHOD> (200 for
         that method, else 405), /absent/<Header-Name> (200 when the request lacks that
         header, else 417), /count ("requests=N connections=M\\n"), /stats[?reset]
         ("open=N max_open=M\\n": connections open now, including this one, and the most

@@ -403,6 +403,7 @@ def test_fresh_connection_per_attempt():
 def test_redirects():
     t = start_target()
     other = start_target()
+    tls = harness.start_https(200, "secure\n")
     cross_host = "http://localhost:%d/status/500" % t.port
     other_port = "http://127.0.0.1:%d/status/200?body=elsewhere" % other.port
     d = start_daemon(config(
@@ -414,10 +415,37 @@ def test_redirects():
         http("other_host_strict", t.url("/redirect/1?to=" + q(cross_host)),
              expect_status="302"),
         http("other_port", t.url("/redirect/1?to=" + q(other_port)), expect_body="elsewhere"),
+        # same host, another scheme: probed's client hands the hop to libcurl
+        http("to_https", t.url("/redirect/1?to=" + q(tls.url("/"))), expect_body="secure"),
+        http("relative", t.url("/redirect/1?to=" + q("../status/200?body=relative")),
+             expect_body="relative"),
     ))
     for name, want in (("chain", True), ("nine", True), ("ten", False), ("loop", False),
-                       ("other_host", True), ("other_host_strict", True), ("other_port", True)):
+                       ("other_host", True), ("other_host_strict", True), ("other_port", True),
+                       ("to_https", True), ("relative", True)):
         wait_healthy(d, name, want)
+
+
+def test_body_framings():
+    """The body is read as framed (chunked, until the close, after a 100 Continue):
+    expect_body is searched in the body itself, never in the framing."""
+    t = start_target()
+    text = "hello world, all good"
+    u = lambda mode: t.url("/framed/%s?body=%s" % (mode, q(text)))
+    d = start_daemon(config(
+        http("chunked", u("chunked"), expect_body="world, all"),
+        http("chunk_ext", u("chunked"), expect_body="ext=1"),
+        http("trailer", u("chunked"), expect_body="X-Trailer"),
+        http("chunked_capped", u("chunked"), expect_body="world", max_body=8),
+        http("eof", u("eof"), expect_body="all good"),
+        http("continue", u("continue"), expect_body="world", expect_status="200"),
+        http("head_chunked", u("chunked"), method="HEAD"),
+    ))
+    for name, want in (("chunked", True), ("chunk_ext", False), ("trailer", False),
+                       ("chunked_capped", False), ("eof", True), ("continue", True),
+                       ("head_chunked", True)):
+        p = wait_healthy(d, name, want)
+        eq(p["timeouts"], 0, name + " timeouts")
 
 
 def test_timeout_is_not_a_failure():
@@ -638,6 +666,9 @@ def test_check_config_errors_name_the_path():
         (config(tcp("a", "127.0.0.1:1", failure_threshold=0)), "probes[0].failure_threshold"),
         (config(http("a", "http://127.0.0.1:1/", expect_status="abc")),
          "probes[0].expect_status"),
+        # http:// hosts resolve when the config loads, as tcp addresses do
+        (config(http("a", "http://no-such-host.invalid:8080/")), "probes[0].url"),
+        (config(http("a", "http://[::1:8080/")), "probes[0].url"),
         ('{"probes": [', None),
     ]
     for cfg, path in cases:

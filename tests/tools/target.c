@@ -229,6 +229,46 @@ static void conn_answer_text(struct conn *c, int code, const char *location, con
         conn_answer(c, code, location, text, strlen(text), 0);
 }
 
+/* A 200 carrying text, framed as mode says: "chunked" (3-byte chunks with an extension,
+ * then a trailer), "eof" (no length: the close ends the body) or "continue" (a 100
+ * Continue head first). The connection closes afterwards. */
+static void conn_answer_framed(struct conn *c, const char *mode, const char *text)
+{
+        size_t len = strlen(text), cap = len * 5 + 256, n = 0;
+        char *out = malloc(cap);
+
+        if (!out) {
+                conn_close(c, true);
+                return;
+        }
+        c->keep_alive = false;
+        if (strcmp(mode, "chunked") == 0) {
+                n += (size_t) snprintf(out + n, cap - n, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                for (size_t i = 0; i < len; i += 3) {
+                        int k = len - i < 3 ? (int) (len - i) : 3;
+                        n += (size_t) snprintf(out + n, cap - n, "%X;ext=1\r\n%.*s\r\n", (unsigned) k, k, text + i);
+                }
+                n += (size_t) snprintf(out + n, cap - n, "0\r\nX-Trailer: yes\r\n\r\n");
+        } else if (strcmp(mode, "eof") == 0) {
+                n += (size_t) snprintf(out + n, cap - n, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", text);
+        } else if (strcmp(mode, "continue") == 0) {
+                n += (size_t) snprintf(out + n, cap - n,
+                                       "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %zu\r\n"
+                                       "Connection: close\r\n\r\n%s",
+                                       len, text);
+        } else {
+                free(out);
+                conn_answer_text(c, 400, NULL, "bad framing\n");
+                return;
+        }
+        c->out = out;
+        c->out_len = n;
+        c->out_off = 0;
+        c->stream_left = 0;
+        c->state = CONN_WRITE;
+        conn_watch(c, EPOLLOUT);
+}
+
 static int parse_code(const char *s, const char **ret_end)
 {
         char *end;
@@ -334,6 +374,10 @@ static void route(struct conn *c)
                         snprintf(loc, sizeof(loc), "/redirect/%ld", n - 1);
                         conn_answer_text(c, 302, loc, "redirect\n");
                 }
+        } else if (strncmp(path, "/framed/", 8) == 0) {
+                if (!query_get(query, "body", text))
+                        strcpy(text, "framed\n");
+                conn_answer_framed(c, path + 8, text);
         } else if (strcmp(path, "/loop") == 0) {
                 conn_answer_text(c, 302, "/loop", "loop\n");
         } else if (strncmp(path, "/body/", 6) == 0) {
