@@ -50,24 +50,22 @@ struct url_parts {
         bool https, port_given;
 };
 
+/* Kept per probe (10,000 of them): no copy of what can be derived on the rare path. */
 struct http_spec {
         char *url;
-        char *host; /* for the same-host rule */
-        bool head;
-        struct status_range ranges[MAX_STATUS_RANGES];
-        size_t n_ranges;
         char *expect_body; /* NULL: any body */
         size_t max_body;
-        bool tls_verify;
-        struct curl_slist *headers; /* user headers + defaults, as curl takes them */
-        char *header_lines;         /* the same as request lines, Host excepted */
-        bool host_set;              /* the user sets (or removes) Host */
-        /* http:// */
-        bool native;
+        /* The request for url, as probed's client sends it. Its header lines (from
+         * lines_off, the final CRLF excepted) are the defaults plus the user's headers,
+         * Host only when the user sets it: redirects and libcurl take them from here. */
+        char *request;
+        size_t request_len, lines_off;
+        char *removed; /* "Name:\r\n" lines: headers emptied by the user, for libcurl */
+        bool head, tls_verify, host_set, native;
         unsigned port;
-        struct addr_list addrs;
-        char *request; /* the whole request for url */
-        size_t request_len;
+        struct addr_list addrs; /* http:// */
+        size_t n_ranges;
+        struct status_range ranges[];
 };
 
 struct http_attempt {
@@ -79,6 +77,7 @@ struct http_attempt {
         char *url; /* after a redirect: the current URL (else spec->url) */
         /* an https hop */
         CURL *easy;
+        struct curl_slist *headers;
         int socket_errno; /* set when socket() fails */
         size_t header_bytes;
         /* an http hop */
@@ -97,16 +96,17 @@ struct http_attempt {
         char body[]; /* max_body + 1 bytes with expect_body, else 1 */
 };
 
-static int parse_status_ranges(const char *s, struct http_spec *spec)
+/* Parses s into ranges[MAX_STATUS_RANGES]; returns how many, or -EINVAL. */
+static int parse_status_ranges(const char *s, struct status_range *ranges)
 {
         const char *p = s;
+        int n = 0;
 
-        spec->n_ranges = 0;
         for (;;) {
                 char *end;
                 unsigned long lo, hi;
 
-                if (spec->n_ranges == MAX_STATUS_RANGES)
+                if (n == MAX_STATUS_RANGES)
                         return -EINVAL;
                 lo = strtoul(p, &end, 10);
                 if (end == p || lo < 100 || lo > 599)
@@ -120,9 +120,9 @@ static int parse_status_ranges(const char *s, struct http_spec *spec)
                                 return -EINVAL;
                         p = end;
                 }
-                spec->ranges[spec->n_ranges++] = (struct status_range){ (unsigned) lo, (unsigned) hi };
+                ranges[n++] = (struct status_range){ (unsigned) lo, (unsigned) hi };
                 if (*p == '\0')
-                        return 0;
+                        return n;
                 if (*p != ',')
                         return -EINVAL;
                 p++;
@@ -191,52 +191,68 @@ out:
         return r;
 }
 
-/* The request probed's client sends for u (NULL on ENOMEM). */
-static char *request_build(const struct http_spec *spec, const struct url_parts *u, size_t *ret_len)
+/* The request probed's client sends for u, with header lines[0..lines_len) (NULL on
+ * ENOMEM). */
+static char *request_build(const struct http_spec *spec, const struct url_parts *u, const char *lines,
+                           size_t lines_len, size_t *ret_len)
 {
         char host[300] = "";
         char *req;
 
         if (spec->host_set)
-                ; /* the user's Host (or none) is among header_lines */
+                ; /* the user's Host (or none) is among the lines */
         else if (u->port_given)
                 snprintf(host, sizeof(host), "Host: %s:%u\r\n", u->host, u->port);
         else
                 snprintf(host, sizeof(host), "Host: %s\r\n", u->host);
-        req = strdup_printf("%s %s HTTP/1.1\r\n%s%s\r\n", spec->head ? "HEAD" : "GET", u->target, host,
-                            spec->header_lines);
+        req = strdup_printf("%s %s HTTP/1.1\r\n%s%.*s\r\n", spec->head ? "HEAD" : "GET", u->target, host,
+                            (int) lines_len, lines);
         if (req)
                 *ret_len = strlen(req);
         return req;
 }
 
-/* One request header: for libcurl ("Name:" removes a header it would add) and, when
- * not empty, for probed's client. */
-static int add_header(struct http_spec *spec, const char *name, const char *value)
+/* Appends "Name: value\r\n" to *lines, or "Name:\r\n" to spec->removed when value is
+ * empty (libcurl then drops a header it would add; probed's client sends nothing). */
+static int add_header(struct http_spec *spec, char **lines, const char *name, const char *value)
 {
-        struct curl_slist *n;
-        char *line = strdup_printf("%s:%s%s", name, *value ? " " : "", value), *lines;
+        char **to = *value ? lines : &spec->removed;
+        char *n = strdup_printf("%s%s:%s%s\r\n", *to ? *to : "", name, *value ? " " : "", value);
 
-        if (!line)
-                return -ENOMEM;
-        n = curl_slist_append(spec->headers, line);
-        free(line);
         if (!n)
                 return -ENOMEM;
-        spec->headers = n;
-        if (strcasecmp(name, "Host") == 0) {
+        free(*to);
+        *to = n;
+        if (strcasecmp(name, "Host") == 0)
                 spec->host_set = true;
-                if (!*value)
-                        return 0;
-        }
-        if (!*value)
-                return 0;
-        lines = strdup_printf("%s%s: %s\r\n", spec->header_lines ? spec->header_lines : "", name, value);
-        if (!lines)
-                return -ENOMEM;
-        free(spec->header_lines);
-        spec->header_lines = lines;
         return 0;
+}
+
+/* The header lines as libcurl takes them (NULL: none, or ENOMEM: *ret_r). */
+static struct curl_slist *curl_headers(const struct http_spec *spec, int *ret_r)
+{
+        const char *parts[] = { spec->request + spec->lines_off, spec->removed };
+        const char *ends[] = { spec->request + spec->request_len - 2,
+                               spec->removed ? spec->removed + strlen(spec->removed) : NULL };
+        struct curl_slist *l = NULL;
+
+        *ret_r = 0;
+        for (size_t i = 0; i < 2; i++) {
+                for (const char *p = parts[i]; p && p < ends[i];) {
+                        const char *e = strstr(p, "\r\n");
+                        char *line = strndup(p, (size_t) (e - p));
+                        struct curl_slist *n = line ? curl_slist_append(l, line) : NULL;
+                        free(line);
+                        if (!n) {
+                                curl_slist_free_all(l);
+                                *ret_r = -ENOMEM;
+                                return NULL;
+                        }
+                        l = n;
+                        p = e + 2;
+                }
+        }
+        return l;
 }
 
 static void http_free_spec(void *p)
@@ -246,11 +262,9 @@ static void http_free_spec(void *p)
         if (!spec)
                 return;
         free(spec->url);
-        free(spec->host);
         free(spec->expect_body);
-        curl_slist_free_all(spec->headers);
-        free(spec->header_lines);
         free(spec->request);
+        free(spec->removed);
         free(spec);
 }
 
@@ -270,12 +284,14 @@ static int resolve_url_host(const struct url_parts *u, struct addr_list *ret)
 static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
 {
         struct http_spec *spec;
+        struct status_range ranges[MAX_STATUS_RANGES];
         struct url_parts u = { 0 };
+        char *lines = NULL;
         const char *url = NULL, *method = "GET", *expect_status = "200-399", *expect_body = NULL;
         const cJSON *headers, *h;
         uint64_t max_body = HTTP_MAX_BODY_DEFAULT;
         bool tls_verify = false;
-        int r;
+        int r, n_ranges;
 
         if ((r = cfg_string(obj, "url", path, true, &url, reterr)) < 0 ||
             (r = cfg_string(obj, "method", path, false, &method, reterr)) < 0 ||
@@ -295,26 +311,27 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 url_parts_free(&u);
                 return cfg_error(reterr, path, "method", "\"%s\" is not GET or HEAD", method);
         }
+        n_ranges = parse_status_ranges(expect_status, ranges);
+        if (n_ranges < 0) {
+                url_parts_free(&u);
+                return cfg_error(reterr, path, "expect_status",
+                                 "\"%s\" is not a status list (e.g. \"200-399\", \"200,204\")", expect_status);
+        }
 
-        spec = calloc(1, sizeof(*spec));
+        spec = calloc(1, sizeof(*spec) + (size_t) n_ranges * sizeof(ranges[0]));
         if (!spec) {
                 url_parts_free(&u);
                 return -ENOMEM;
         }
-        if (parse_status_ranges(expect_status, spec) < 0) {
-                r = cfg_error(reterr, path, "expect_status",
-                              "\"%s\" is not a status list (e.g. \"200-399\", \"200,204\")", expect_status);
-                goto fail;
-        }
+        spec->n_ranges = (size_t) n_ranges;
+        memcpy(spec->ranges, ranges, (size_t) n_ranges * sizeof(ranges[0]));
         spec->head = strcmp(method, "HEAD") == 0;
         spec->max_body = max_body;
         spec->tls_verify = tls_verify;
         r = -ENOMEM;
         spec->url = strdup(url);
-        spec->host = strdup(u.host);
-        spec->header_lines = strdup("");
-        if (!spec->url || !spec->host || !spec->header_lines ||
-            (expect_body && !(spec->expect_body = strdup(expect_body))))
+        lines = strdup("");
+        if (!spec->url || !lines || (expect_body && !(spec->expect_body = strdup(expect_body))))
                 goto fail;
 
         headers = cJSON_GetObjectItemCaseSensitive(obj, "headers");
@@ -323,9 +340,9 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 goto fail;
         }
         /* kubelet's defaults, unless the user set (or emptied) them */
-        if ((!headers_have(headers, "User-Agent") && (r = add_header(spec, "User-Agent", "probed/" PROBED_VERSION)) < 0) ||
-            (!headers_have(headers, "Accept") && (r = add_header(spec, "Accept", "*/*")) < 0) ||
-            (!headers_have(headers, "Connection") && (r = add_header(spec, "Connection", "close")) < 0))
+        if ((!headers_have(headers, "User-Agent") && (r = add_header(spec, &lines, "User-Agent", "probed/" PROBED_VERSION)) < 0) ||
+            (!headers_have(headers, "Accept") && (r = add_header(spec, &lines, "Accept", "*/*")) < 0) ||
+            (!headers_have(headers, "Connection") && (r = add_header(spec, &lines, "Connection", "close")) < 0))
                 goto fail;
         cJSON_ArrayForEach(h, headers)
         {
@@ -336,7 +353,7 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                         free(hp);
                         goto fail;
                 }
-                if ((r = add_header(spec, h->string, h->valuestring)) < 0)
+                if ((r = add_header(spec, &lines, h->string, h->valuestring)) < 0)
                         goto fail;
         }
         if (!u.https) {
@@ -347,11 +364,14 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                         r = cfg_error(reterr, path, "url", "cannot resolve host %s", u.host);
                         goto fail;
                 }
-                r = -ENOMEM;
-                spec->request = request_build(spec, &u, &spec->request_len);
-                if (!spec->request)
-                        goto fail;
         }
+        r = -ENOMEM;
+        spec->request = request_build(spec, &u, lines, strlen(lines), &spec->request_len);
+        if (!spec->request)
+                goto fail;
+        spec->lines_off = spec->request_len - strlen(lines) - 2;
+        free(lines);
+        lines = NULL;
 
         /* normalize for --check-config and reload comparison */
         if ((!cJSON_HasObjectItem(obj, "method") && !cJSON_AddStringToObject(obj, "method", method)) ||
@@ -372,6 +392,7 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
         return 0;
 fail:
         url_parts_free(&u);
+        free(lines);
         http_free_spec(spec);
         return r;
 }
@@ -406,6 +427,8 @@ static void hop_release(struct http_attempt *h)
                 probe_curl_free(h->easy);
                 h->easy = NULL;
         }
+        curl_slist_free_all(h->headers);
+        h->headers = NULL;
         if (h->fd >= 0) {
                 loop_io_del(h->a->loop, h->fd);
                 (void) close(h->fd);
@@ -545,7 +568,8 @@ static int client_start(struct http_attempt *h, const struct url_parts *u)
         h->request = spec->request;
         h->request_len = spec->request_len;
         if (u) {
-                h->own_request = request_build(spec, u, &h->request_len);
+                h->own_request = request_build(spec, u, spec->request + spec->lines_off,
+                                               spec->request_len - spec->lines_off - 2, &h->request_len);
                 if (!h->own_request)
                         return -ENOMEM;
                 h->request = h->own_request;
@@ -611,10 +635,15 @@ static void curl_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
 static int curl_start(struct http_attempt *h)
 {
         h->header_bytes = 0;
+        int r;
+
+        h->headers = curl_headers(h->spec, &r);
+        if (r < 0)
+                return r;
         h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->timeout_ms, h->spec->tls_verify, &h->socket_errno);
         if (!h->easy)
                 return -ENOMEM;
-        curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->spec->headers);
+        curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->headers);
         curl_easy_setopt(h->easy, CURLOPT_NOBODY, h->spec->head ? 1L : 0L);
         curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, curl_on_header);
         curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, h);
@@ -641,12 +670,14 @@ static void judge(struct http_attempt *h, long code, const char *location)
 {
         struct attempt *a = h->a;
         const struct http_spec *spec = h->spec;
-        struct url_parts u;
+        struct url_parts u, orig;
         int r;
 
         if (code >= 300 && code < 400 && location &&
             url_split(h->url ? h->url : spec->url, location, &u) == 0) {
-                if (strcasecmp(u.host, spec->host) == 0) {
+                bool same = url_split(NULL, spec->url, &orig) == 0 && strcasecmp(u.host, orig.host) == 0;
+                url_parts_free(&orig);
+                if (same) {
                         if (++h->redirects >= HTTP_MAX_REDIRECTS) {
                                 url_parts_free(&u);
                                 attempt_end(a, OUTCOME_FAILURE, "stopped after %d redirects", HTTP_MAX_REDIRECTS);
