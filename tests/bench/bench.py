@@ -154,6 +154,9 @@ class Proc:
         finally:
             out.close()
             err.close()
+        # Popen returns once the child's execve succeeded (its close-on-exec error pipe
+        # closed): the moment probed starts, without the harness's fork and preexec.
+        self.t_exec = time.perf_counter()
         self.pid = self.p.pid
         PROCS.append(self)
 
@@ -776,6 +779,7 @@ def section_status(targets, res):
 
 
 def exec_to_livez(targets):
+    """(ms from execve, ms from the Popen call) to the first /livez 200."""
     cfg, port = probed_config("exec-livez", http_probes(targets.base, 10, "/exec/"))
     t0 = time.perf_counter()
     p = Proc("lifecycle-exec", [PROBED, "-c", cfg], cgroup=False)
@@ -783,7 +787,8 @@ def exec_to_livez(targets):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if status_code(port, "/livez", timeout=1) == 200:
-                return (time.perf_counter() - t0) * 1e3
+                t = time.perf_counter()
+                return (t - p.t_exec) * 1e3, (t - t0) * 1e3
             if not p.alive():
                 raise RuntimeError("probed exited early, see %s" % TMP)
             time.sleep(0.0002)
@@ -864,12 +869,14 @@ def ready_to_startup():
 
 
 def section_lifecycle(targets, res):
-    out = {"exec_to_livez_ms": [], "sigterm_exit_ms": [], "sigterm_rc": [],
-           "ready_to_startup_ms": []}
+    out = {"exec_to_livez_ms": [], "spawn_to_livez_ms": [], "sigterm_exit_ms": [],
+           "sigterm_rc": [], "ready_to_startup_ms": []}
     rounds = max(ROUNDS, 5)
     for i in range(rounds):
         log("lifecycle: exec to /livez %d/%d" % (i + 1, rounds))
-        out["exec_to_livez_ms"].append(exec_to_livez(targets))
+        from_exec, from_spawn = exec_to_livez(targets)
+        out["exec_to_livez_ms"].append(from_exec)
+        out["spawn_to_livez_ms"].append(from_spawn)
     for i in range(ROUNDS):
         log("lifecycle: SIGTERM with %d hung attempts %d/%d" % (HUNG_N, i + 1, ROUNDS))
         ms, rc = sigterm_hung()
@@ -1004,12 +1011,14 @@ def report(res):
         L.append("| measure | median ms | min | max | runs | SPEC |")
         L.append("|---|---:|---:|---:|---:|---|")
         rows = (("exec to first /livez 200 (10 http probes)", "exec_to_livez_ms", "≤ 20 ms"),
+                ("the same from the harness's Popen call (adds Python's fork)",
+                 "spawn_to_livez_ms", ""),
                 ("SIGTERM to exit, %d hung http attempts, drain 0" % HUNG_N, "sigterm_exit_ms",
                  "≤ 100 ms"),
                 ("target listening to /startup 200 (tcp, startup_period 100ms, polled each 1 ms)",
                  "ready_to_startup_ms", "≤ 110 ms"))
         for label, k, spec in rows:
-            xs = lc[k]
+            xs = lc.get(k, [])
             L.append("| %s | %s | %s | %s | %d | %s |"
                      % (label, fmt(med(xs)), fmt(min(xs) if xs else None),
                         fmt(max(xs) if xs else None), len(xs), spec))
