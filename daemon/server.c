@@ -414,13 +414,14 @@ struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret
                 return server_free(srv);
         /* MHD_USE_TURBO: optimistic reads, no shutdown() before close: about 10% more
          * /livez requests/s (make bench), which is where nginx is the reference. */
-        srv->mhd = MHD_start_daemon(
-                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_TURBO, 0, NULL,
-                NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, server_log, NULL, MHD_OPTION_THREAD_POOL_SIZE,
-                (unsigned) SERVER_THREADS, MHD_OPTION_CONNECTION_LIMIT, (unsigned) SERVER_CONNECTION_LIMIT,
-                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-                (unsigned) SERVER_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                (size_t) SERVER_MEMORY_LIMIT, MHD_OPTION_END);
+        srv->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+                                            MHD_USE_NO_LISTEN_SOCKET | MHD_USE_TURBO,
+                                    0, NULL, NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, server_log, NULL,
+                                    MHD_OPTION_THREAD_POOL_SIZE, (unsigned) SERVER_THREADS, MHD_OPTION_CONNECTION_LIMIT,
+                                    (unsigned) SERVER_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                    (unsigned) SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+                                    (unsigned) SERVER_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                    (size_t) SERVER_MEMORY_LIMIT, MHD_OPTION_END);
         if (!srv->mhd) {
                 *reterr = strdup_printf("cannot start the status server on %s", listen_s);
                 return server_free(srv);

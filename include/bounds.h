@@ -7,7 +7,7 @@
 #define MAX_NAME_LEN 64             /* probe name bytes: [A-Za-z0-9_.-]{1,64} */
 #define MAX_CONFIG_BYTES (4u << 20) /* config file size */
 #define ERROR_MAX 160               /* last_error bytes, NUL included */
-#define ADDR_LIST_MAX 2              /* addresses kept per target host (localhost: ::1, 127.0.0.1) */
+#define ADDR_LIST_MAX 2             /* addresses kept per target host (localhost: ::1, 127.0.0.1) */
 #define HTTP_MAX_BODY_DEFAULT 10240 /* bytes of body read, as kubelet */
 #define HTTP_MAX_REDIRECTS 10       /* a chain reaching this many fails, as kubelet */
 #define HTTP_MAX_HEADER_BYTES 16384 /* response header bytes a probe accepts */
@@ -22,10 +22,11 @@
 #define SERVER_CONNECTION_TIMEOUT_S 5 /* idle connection closed after this */
 #define SERVER_MEMORY_LIMIT 8192      /* per-connection buffer: bounds request line + headers */
 #define SERVER_THREADS 2              /* MHD epoll thread pool size */
-#define SERVER_LISTEN_BACKLOG 4096    /* accept queue: a burst of connects must not drop the platform's SYN (1 s retransmit) */
-#define SERVER_ACCEPT_BATCH 64        /* accepts per wake-up of the listen socket */
-#define SERVER_ACCEPT_PAUSE_MS 100    /* out of fds: stop accepting this long */
-#define SERVER_LOG_BURST 5            /* status server log lines per second, more are counted */
+#define SERVER_LISTEN_BACKLOG                                                                                          \
+        4096                   /* accept queue: a burst of connects must not drop the platform's SYN (1 s retransmit) */
+#define SERVER_ACCEPT_BATCH 64 /* accepts per wake-up of the listen socket */
+#define SERVER_ACCEPT_PAUSE_MS 100 /* out of fds: stop accepting this long */
+#define SERVER_LOG_BURST 5         /* status server log lines per second, more are counted */
 
 #define SNAPSHOT_STATS_INTERVAL_MS 100 /* counters-only changes are published at most this often */
 #define MAX_INFLIGHT_ATTEMPTS 1024     /* attempts in flight at once; more wait for a slot */

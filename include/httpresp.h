@@ -16,10 +16,10 @@
 #include <stdint.h>
 
 enum {
-        HTTP_RESP_ERROR = -1,  /* malformed or too large: reason in r->error */
-        HTTP_RESP_MORE = 0,    /* feed more bytes (or http_resp_eof) */
-        HTTP_RESP_DONE = 1,    /* the response ended */
-        HTTP_RESP_ENOUGH = 2,  /* the body callback asked to stop reading */
+        HTTP_RESP_ERROR = -1, /* malformed or too large: reason in r->error */
+        HTTP_RESP_MORE = 0,   /* feed more bytes (or http_resp_eof) */
+        HTTP_RESP_DONE = 1,   /* the response ended */
+        HTTP_RESP_ENOUGH = 2, /* the body callback asked to stop reading */
 };
 
 /* Body bytes, in order; return false to stop (the rest is not read). */

@@ -1,10 +1,10 @@
 /* Small helpers shared by every module: clocks, durations, errno. */
 #pragma once
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "bounds.h"

@@ -193,8 +193,8 @@ out:
 
 /* The request probed's client sends for u, with header lines[0..lines_len) (NULL on
  * ENOMEM). */
-static char *request_build(const struct http_spec *spec, const struct url_parts *u, const char *lines,
-                           size_t lines_len, size_t *ret_len)
+static char *request_build(const struct http_spec *spec, const struct url_parts *u, const char *lines, size_t lines_len,
+                           size_t *ret_len)
 {
         char host[300] = "";
         char *req;
@@ -340,7 +340,8 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 goto fail;
         }
         /* kubelet's defaults, unless the user set (or emptied) them */
-        if ((!headers_have(headers, "User-Agent") && (r = add_header(spec, &lines, "User-Agent", "probed/" PROBED_VERSION)) < 0) ||
+        if ((!headers_have(headers, "User-Agent") &&
+             (r = add_header(spec, &lines, "User-Agent", "probed/" PROBED_VERSION)) < 0) ||
             (!headers_have(headers, "Accept") && (r = add_header(spec, &lines, "Accept", "*/*")) < 0) ||
             (!headers_have(headers, "Connection") && (r = add_header(spec, &lines, "Connection", "close")) < 0))
                 goto fail;
@@ -450,7 +451,8 @@ static int client_watch(struct http_attempt *h, uint32_t events)
 
         if (h->events == events)
                 return 0;
-        r = h->events ? loop_io_mod(h->a->loop, h->fd, events) : loop_io_add(h->a->loop, h->fd, events, client_on_io, h->a);
+        r = h->events ? loop_io_mod(h->a->loop, h->fd, events)
+                      : loop_io_add(h->a->loop, h->fd, events, client_on_io, h->a);
         if (r == 0)
                 h->events = events;
         return r;
@@ -475,7 +477,7 @@ static int client_send(struct http_attempt *h)
         if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK)
                         return client_watch(h, EPOLLOUT); /* still connecting, or a full buffer */
-                if (h->sent == 0) /* refused, unreachable: the next address may answer */
+                if (h->sent == 0)                         /* refused, unreachable: the next address may answer */
                         return client_connect_next(h, errno);
                 client_fail(h, errno);
                 return 0;
@@ -673,8 +675,7 @@ static void judge(struct http_attempt *h, long code, const char *location)
         struct url_parts u, orig;
         int r;
 
-        if (code >= 300 && code < 400 && location &&
-            url_split(h->url ? h->url : spec->url, location, &u) == 0) {
+        if (code >= 300 && code < 400 && location && url_split(h->url ? h->url : spec->url, location, &u) == 0) {
                 bool same = url_split(NULL, spec->url, &orig) == 0 && strcasecmp(u.host, orig.host) == 0;
                 url_parts_free(&orig);
                 if (same) {

@@ -21,7 +21,8 @@ static int fail(struct http_resp *r, const char *why)
 /* Index just past the blank line ending a head in p[from..n), or 0 when none yet. */
 static size_t head_end(const char *p, size_t n, size_t from)
 {
-        for (const char *lf = memchr(p + from, '\n', n - from); lf; lf = memchr(lf + 1, '\n', n - (size_t) (lf + 1 - p))) {
+        for (const char *lf = memchr(p + from, '\n', n - from); lf;
+             lf = memchr(lf + 1, '\n', n - (size_t) (lf + 1 - p))) {
                 size_t i = (size_t) (lf - p) + 1;
                 if (i < n && p[i] == '\n')
                         return i + 1;
