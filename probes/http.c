@@ -420,7 +420,17 @@ static bool status_expected(const struct http_spec *spec, long code)
         return false;
 }
 
-/* Releases the current hop's connection (either kind) and its parser. */
+static void client_close(struct http_attempt *h)
+{
+        if (h->fd >= 0) {
+                loop_io_del(h->a->loop, h->fd);
+                (void) close(h->fd);
+                h->fd = -1;
+        }
+        h->events = 0;
+}
+
+/* Releases the current hop: its connection (either kind), parser and request. */
 static void hop_release(struct http_attempt *h)
 {
         if (h->easy) {
@@ -430,13 +440,12 @@ static void hop_release(struct http_attempt *h)
         }
         curl_slist_free_all(h->headers);
         h->headers = NULL;
-        if (h->fd >= 0) {
-                loop_io_del(h->a->loop, h->fd);
-                (void) close(h->fd);
-                h->fd = -1;
-        }
-        h->events = 0;
+        client_close(h);
         http_resp_free(&h->resp);
+        free(h->own_request);
+        free(h->own_addrs);
+        h->own_request = NULL;
+        h->own_addrs = NULL;
 }
 
 static void judge(struct http_attempt *h, long code, const char *location);
@@ -490,12 +499,7 @@ static int client_send(struct http_attempt *h)
  * request; err: why the previous address failed (0 at first). */
 static int client_connect_next(struct http_attempt *h, int err)
 {
-        if (h->fd >= 0) {
-                loop_io_del(h->a->loop, h->fd);
-                (void) close(h->fd);
-                h->fd = -1;
-                h->events = 0;
-        }
+        client_close(h);
         while (h->next_addr < h->addrs->n) {
                 unsigned i = h->next_addr++;
                 int fd = probe_connect(&h->addrs->a[i], h->addrs->len[i]);
@@ -636,8 +640,9 @@ static void curl_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
 
 static int curl_start(struct http_attempt *h)
 {
-        h->header_bytes = 0;
         int r;
+
+        h->header_bytes = 0;
 
         h->headers = curl_headers(h->spec, &r);
         if (r < 0)
@@ -685,10 +690,6 @@ static void judge(struct http_attempt *h, long code, const char *location)
                                 return;
                         }
                         hop_release(h);
-                        free(h->own_request);
-                        free(h->own_addrs);
-                        h->own_request = NULL;
-                        h->own_addrs = NULL;
                         free(h->url);
                         h->url = strdup(u.url);
                         r = h->url ? hop_start(h, &u) : -ENOMEM;
@@ -717,8 +718,6 @@ static void http_cancel(struct attempt *a)
         if (!h)
                 return;
         hop_release(h);
-        free(h->own_request);
-        free(h->own_addrs);
         free(h->url);
         free(h);
         a->data = NULL;
