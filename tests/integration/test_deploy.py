@@ -1,7 +1,8 @@
 """Deployment artefacts, checked without Docker, Cloud Run or a cluster.
 
 - deploy/Dockerfile: bookworm bases, multi-stage, non-root USER, EXPOSE 8081, a
-  HEALTHCHECK through `probed check`, and -- the part a typo would break silently --
+  HEALTHCHECK through `probed check`, an ENTRYPOINT whose PID 1 (tini) reaps the
+  orphans of exec commands (run as PID 1 of a PID namespace with unshare), and -- the part a typo would break silently --
   every shared library the built binary links (ldd) is provided by a package the
   runtime stage installs, by one of their dependencies, or by debian:12-slim itself
   (dpkg -S maps file -> package; apt-cache depends --recurse, which works from the
@@ -105,6 +106,19 @@ def exec_form(rest):
     return json.loads(rest)
 
 
+def entry_binary(entry):
+    """probed's path in an ENTRYPOINT, after an init wrapper (`tini --`) if any."""
+    if os.path.basename(entry[0]) == "tini":
+        eq(entry[1], "--", "tini's argument separator")
+        return entry[2]
+    return entry[0]
+
+
+def entrypoint():
+    final = dockerfile_stages()[-1][1]
+    return exec_form([r for w, r in final if w == "ENTRYPOINT"][-1])
+
+
 def test_dockerfile_bases_are_bookworm():
     stages = dockerfile_stages()
     assert len(stages) >= 2, "not multi-stage: %d FROM line(s)" % len(stages)
@@ -133,7 +147,7 @@ def test_dockerfile_runtime_stage_contract():
     assert "8081" in exposed or "8081/tcp" in exposed, "EXPOSE lists %r" % exposed
 
     entry = exec_form(by["ENTRYPOINT"][-1])
-    binary = entry[0]
+    binary = entry_binary(entry)
     copied = [r.split()[-1] for r in by.get("COPY", []) if r.startswith("--from=")]
     assert binary in copied, "ENTRYPOINT %s is not a file COPY --from'ed into the image (%r)" \
         % (binary, copied)
@@ -226,6 +240,75 @@ def test_dockerfile_healthcheck_runs():
     eq(r.rc, 0, "HEALTHCHECK against a live probed (%s)" % r.stderr.strip())
     r = run_probed(argv[1:2] + ["http://127.0.0.1:%d%s" % (harness.free_port(), path)] + argv[3:])
     eq(r.rc, 1, "HEALTHCHECK with nothing listening")
+
+
+def _children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _zombie_children(pid):
+    out = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % e) as f:
+                st = f.read()
+        except OSError:
+            continue
+        state, ppid = st[st.rindex(")") + 2:].split()[:2]
+        if state == "Z" and int(ppid) == pid:
+            out.append(int(e))
+    return out
+
+
+def _as_pid1(argv, port):
+    """argv as PID 1 of a new PID namespace (what a container runtime does with the
+    image's ENTRYPOINT); returns (unshare's Popen, the host pid of that PID 1)."""
+    p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] + argv,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    init = harness.wait_until(lambda: (_children(p.pid) or [None])[0], timeout=10,
+                              msg="unshare's child")
+    harness.wait_until(lambda: curl("http://127.0.0.1:%d/livez" % port).status == 200,
+                       timeout=10, msg="probed answering in the namespace")
+    return p, init
+
+
+def test_entrypoint_init_reaps_exec_orphans():
+    """An exec command that detaches a child (setsid ... &) leaves an orphan, which the
+    kernel re-parents to PID 1. With the image's ENTRYPOINT (tini -- probed) PID 1 reaps
+    it; probed alone as PID 1 would collect zombies (shown too, so this test can tell)."""
+    entry = entrypoint()
+    binary = entry_binary(entry)
+    argv_of = lambda port, cfg: [a if a != binary else harness.PROBED for a in entry] + \
+        ["-c", cfg, "-l", "127.0.0.1:%d" % port]
+    cmd = ["sh", "-c", "setsid sleep 0.05 &"]
+    cfg = os.path.join(harness.tmpdir(), "orphans.json")
+    with open(cfg, "w") as f:
+        json.dump({"probes": [{"name": "orphans", "type": "exec", "command": cmd,
+                               "period": "100ms", "timeout": "1s"}]}, f)
+    for with_init in (True, False):
+        port = harness.free_port()
+        argv = argv_of(port, cfg) if with_init else [harness.PROBED, "-c", cfg, "-l",
+                                                       "127.0.0.1:%d" % port]
+        p, init = _as_pid1(argv, port)
+        try:
+            attempts = lambda: [x for x in json.loads(curl(
+                "http://127.0.0.1:%d/status" % port).body)["probes"]][0]["attempts"]
+            harness.wait_until(lambda: attempts() >= 10, timeout=20, msg="10 exec attempts")
+            if with_init:
+                harness.wait_until(lambda: not _zombie_children(init), timeout=5,
+                                   msg="no zombie under the image's PID 1 (%s)" % entry[0])
+            else:
+                harness.wait_until(lambda: len(_zombie_children(init)) >= 5, timeout=10,
+                                   msg="zombies under probed as PID 1 (the hazard tini removes)")
+        finally:
+            p.kill()  # unshare ignores SIGTERM while it waits; --kill-child ends the namespace
+            p.wait(timeout=10)
 
 
 def test_make_install_layout():
