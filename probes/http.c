@@ -496,7 +496,8 @@ static int client_send(struct http_attempt *h)
 }
 
 /* Connects to the host's next address (localhost: ::1, then 127.0.0.1) and sends the
- * request; err: why the previous address failed (0 at first). */
+ * request; err: why the previous address failed (0 at first). When the last one fails
+ * for want of probed's own fds, memory or ports, returns -errno (an error outcome). */
 static int client_connect_next(struct http_attempt *h, int err)
 {
         client_close(h);
@@ -507,10 +508,10 @@ static int client_connect_next(struct http_attempt *h, int err)
                         h->fd = fd;
                         return client_send(h);
                 }
-                if (probe_errno_is_local(-fd))
-                        return fd;
-                err = -fd;
+                err = -fd; /* ::1 without IPv6 (EADDRNOTAVAIL), refused, ...: next */
         }
+        if (probe_errno_is_local(err))
+                return -err;
         client_fail(h, err);
         return 0;
 }

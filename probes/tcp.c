@@ -77,9 +77,10 @@ static void tcp_close(struct attempt *a, struct tcp_attempt *t)
 
 static loop_io_fn tcp_on_io;
 
-/* Connects to the next address of the host; a refused address passes to the one after
- * (localhost: ::1, then 127.0.0.1). Ends the attempt when it is decided; returns
- * -errno when probed itself could not run it (nothing held then), else 0. */
+/* Connects to the next address of the host; an address that fails passes to the one
+ * after (localhost: ::1, then 127.0.0.1). Ends the attempt when it is decided; returns
+ * -errno when probed itself could not run it (the last address failed for want of
+ * fds, memory or ports; nothing held then), else 0. */
 static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
 {
         char msg[96];
@@ -87,9 +88,7 @@ static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
         while (t->next < t->spec->addrs.n) {
                 unsigned i = t->next++;
                 int fd = probe_connect(&t->spec->addrs.a[i], t->spec->addrs.len[i]), r;
-                if (fd < 0) {
-                        if (probe_errno_is_local(-fd))
-                                return fd;
+                if (fd < 0) { /* ::1 without IPv6 (EADDRNOTAVAIL), refused, ...: next */
                         err = -fd;
                         continue;
                 }
@@ -102,6 +101,8 @@ static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
                 }
                 return 0;
         }
+        if (probe_errno_is_local(err))
+                return -err;
         probe_strerror(err, msg, sizeof(msg));
         attempt_end(a, OUTCOME_FAILURE, "connect: %s", msg);
         return 0;

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -446,6 +447,49 @@ def test_body_framings():
                        ("head_chunked", True)):
         p = wait_healthy(d, name, want)
         eq(p["timeouts"], 0, name + " timeouts")
+
+
+def test_host_with_two_addresses_tries_each():
+    """A name with two addresses (as localhost: ::1, 127.0.0.1) of which only the second
+    listens: http and tcp probes pass to the next address when one fails. The name comes
+    from an /etc/hosts bind-mounted in a private mount namespace (unshare), and the
+    target listens on whichever address getaddrinfo puts second."""
+    tmp = harness.tmpdir()
+    hosts = os.path.join(tmp, "hosts")
+    with open(hosts, "w") as f:
+        f.write("::1 dual\n127.0.0.1 dual\n")
+    wrap = ["unshare", "--mount", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && '
+            'getent ahosts dual | awk \'$2 == "STREAM" {print $1}\' && exec "$@"', hosts]
+    r = subprocess.run(wrap + ["true"], capture_output=True, text=True, timeout=10)
+    eq(r.returncode, 0, "unshare --mount (%s)" % r.stderr.strip())
+    order = r.stdout.split()
+    eq(sorted(order), ["127.0.0.1", "::1"], "addresses of dual")
+    t = start_target(["--addr", order[1]])
+    closed = harness.free_port()
+    cfg = os.path.join(tmp, "dual.json")
+    with open(cfg, "w") as f:
+        json.dump(config(http("web", "http://dual:%d/status/200" % t.port),
+                         tcp("port", "dual:%d" % t.port),
+                         http("down", "http://dual:%d/" % closed, scopes=["readiness"])), f)
+    port = harness.free_port()
+    p = subprocess.Popen(wrap + [harness.PROBED, "-c", cfg, "-l", "127.0.0.1:%d" % port],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def probes():
+            r = curl("http://127.0.0.1:%d/status" % port)
+            return {x["name"]: x for x in json.loads(r.body)["probes"]} if r.status == 200 else {}
+        harness.wait_until(lambda: probes().get("web", {}).get("healthy") is True, timeout=10,
+                           msg="web healthy through the second address of dual (%s)" % order[1])
+        harness.wait_until(lambda: probes().get("port", {}).get("healthy") is True, timeout=10,
+                           msg="tcp healthy through the second address")
+        down = harness.wait_until(lambda: (lambda d: d if d.get("attempts", 0) >= 2 else None)(
+            probes().get("down", {})), timeout=10, msg="two attempts of down")
+        eq(down["last_outcome"], "failure", "neither address listens: a failure, not an error")
+        eq(down["errors"], 0, "errors")
+    finally:
+        p.kill()
+        p.wait(timeout=10)
 
 
 def test_timeout_is_not_a_failure():
