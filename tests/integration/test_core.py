@@ -492,6 +492,16 @@ def test_host_with_two_addresses_tries_each():
         p.wait(timeout=10)
 
 
+def test_ipv6_literal_url():
+    """http://[::1]:PORT/ connects over IPv6 and sends Host: [::1]:PORT (RFC 7230 5.4)."""
+    t = start_target(["--addr", "::1"])
+    d = start_daemon(config(http("v6", "http://[::1]:%d/echo" % t.port,
+                                 expect_body="Host: [::1]:%d\r\n" % t.port),
+                            tcp("v6tcp", "[::1]:%d" % t.port)))
+    wait_probe(d, "v6", lambda p: p["healthy"] is True, what="v6 healthy")
+    wait_probe(d, "v6tcp", lambda p: p["healthy"] is True, what="v6tcp healthy")
+
+
 def test_timeout_is_not_a_failure():
     t = start_target()
     d = start_daemon(config(http("hang", t.url("/hang"), timeout="200ms"),

@@ -16,7 +16,7 @@
  *                                               +--> HANG (until the peer closes)
  *                                               +--> close (FIN) / reset (RST)
  *
- * CLI: target [--port N] [--addr A]; prints "PORT <n>\n" on stdout once bound.
+ * CLI: target [--port N] [--addr A] (IPv4 or IPv6); prints "PORT <n>\n" on stdout once bound.
  * Paths: see the docstring of tests/integration/harness.py, or route(). */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -564,7 +564,7 @@ static void fire_timers(void)
 
 static void usage(void)
 {
-        fprintf(stderr, "usage: target [--port N] [--addr 127.0.0.1]\n");
+        fprintf(stderr, "usage: target [--port N] [--addr 127.0.0.1 | ::1]\n");
         exit(2);
 }
 
@@ -572,8 +572,12 @@ int main(int argc, char **argv)
 {
         const char *addr = "127.0.0.1";
         int port = 0, lfd, sfd, one = 1;
-        struct sockaddr_in sa = { .sin_family = AF_INET };
-        socklen_t salen = sizeof(sa);
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in4;
+                struct sockaddr_in6 in6;
+        } sa = { 0 };
+        socklen_t salen;
         struct epoll_event ev;
         sigset_t mask;
         bool running = true;
@@ -594,15 +598,21 @@ int main(int argc, char **argv)
         (void) sigprocmask(SIG_BLOCK, &mask, NULL);
         sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 
-        if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+        if (inet_pton(AF_INET, addr, &sa.in4.sin_addr) == 1) {
+                sa.in4.sin_family = AF_INET;
+                sa.in4.sin_port = htons((uint16_t) port);
+                salen = sizeof(sa.in4);
+        } else if (inet_pton(AF_INET6, addr, &sa.in6.sin6_addr) == 1) {
+                sa.in6.sin6_family = AF_INET6;
+                sa.in6.sin6_port = htons((uint16_t) port);
+                salen = sizeof(sa.in6);
+        } else
                 usage();
-        sa.sin_port = htons((uint16_t) port);
-        lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        lfd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (lfd < 0 || sfd < 0)
                 return perror("target: socket"), 1;
         (void) setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(lfd, 1024) < 0 ||
-            getsockname(lfd, (struct sockaddr *) &sa, &salen) < 0)
+        if (bind(lfd, &sa.sa, salen) < 0 || listen(lfd, 1024) < 0 || getsockname(lfd, &sa.sa, &salen) < 0)
                 return perror("target: bind"), 1;
         epfd = epoll_create1(EPOLL_CLOEXEC);
         if (epfd < 0)
@@ -612,7 +622,7 @@ int main(int argc, char **argv)
         (void) epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev);
         ev.data.ptr = &sfd;
         (void) epoll_ctl(epfd, EPOLL_CTL_ADD, sfd, &ev);
-        printf("PORT %d\n", ntohs(sa.sin_port));
+        printf("PORT %d\n", ntohs(sa.sa.sa_family == AF_INET6 ? sa.in6.sin6_port : sa.in4.sin_port));
         fflush(stdout);
 
         while (running) {
