@@ -19,7 +19,7 @@ fi
 fail=0
 BUILD=$BUILD sh "$here/run.sh" test_core.py test_scenario_full test_check_config_prints_json \
         test_check_config_errors_name_the_path test_check_command test_drain \
-        test_redirects test_close_and_reset_are_failures test_tcp_up_and_down \
+        test_redirects test_body_framings test_close_and_reset_are_failures test_tcp_up_and_down \
         test_second_signal_exits_at_once test_sigterm_with_many_hung_attempts || fail=1
 BUILD=$BUILD sh "$here/run.sh" test_lifecycle.py test_reload_by_name \
         test_reload_invalid_changes_nothing || fail=1
