@@ -668,7 +668,9 @@ static int hop_start(struct http_attempt *h, const struct url_parts *u)
 {
         h->body_len = 0;
         h->body_capped = false;
-        if (u ? u->https : !h->spec->native)
+        /* probed's client needs the addresses resolved at load: only an http:// spec
+         * has them (an https:// spec redirected to http:// stays on libcurl) */
+        if (!h->spec->native || (u && u->https))
                 return curl_start(h);
         return client_start(h, u);
 }

@@ -228,9 +228,10 @@ def start_target(args=()):
 
 class HttpsServer:
     """A python3 TLS server (self-signed certificate made with openssl) in a thread,
-    answering every GET/HEAD with `status` and `body`."""
+    answering every GET/HEAD with `status` and `body` (and `Location: location` when
+    given)."""
 
-    def __init__(self, status=200, body="secure\n"):
+    def __init__(self, status=200, body="secure\n", location=None):
         import http.server
         import ssl
         import threading
@@ -244,6 +245,8 @@ class HttpsServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if self.command != "HEAD":
@@ -273,8 +276,8 @@ class HttpsServer:
             self.httpd = None
 
 
-def start_https(status=200, body="secure\n"):
-    return HttpsServer(status, body)
+def start_https(status=200, body="secure\n", location=None):
+    return HttpsServer(status, body, location)
 
 
 def free_port():

@@ -405,6 +405,7 @@ def test_redirects():
     t = start_target()
     other = start_target()
     tls = harness.start_https(200, "secure\n")
+    back = harness.start_https(302, "moved\n", location=t.url("/redirect/0"))
     cross_host = "http://localhost:%d/status/500" % t.port
     other_port = "http://127.0.0.1:%d/status/200?body=elsewhere" % other.port
     d = start_daemon(config(
@@ -420,10 +421,12 @@ def test_redirects():
         http("to_https", t.url("/redirect/1?to=" + q(tls.url("/"))), expect_body="secure"),
         http("relative", t.url("/redirect/1?to=" + q("../status/200?body=relative")),
              expect_body="relative"),
+        # and back: an https probe redirected to http on the same host
+        http("from_https", back.url("/"), expect_body="landed"),
     ))
     for name, want in (("chain", True), ("nine", True), ("ten", False), ("loop", False),
                        ("other_host", True), ("other_host_strict", True), ("other_port", True),
-                       ("to_https", True), ("relative", True)):
+                       ("to_https", True), ("relative", True), ("from_https", True)):
         wait_healthy(d, name, want)
 
 
