@@ -33,6 +33,7 @@ struct http_resp {
         unsigned status;   /* of the final response, once its head is parsed */
         char *location;    /* Location of a 3xx (malloc'd) or NULL */
         const char *error; /* static reason after HTTP_RESP_ERROR */
+        int err;           /* and its kind: -EPROTO (the response), -ENOMEM (probed's own) */
         /* internal */
         int state, chunk_state;
         bool line_empty;    /* chunked trailers: the current line has no byte yet */

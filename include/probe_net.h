@@ -6,11 +6,22 @@
 
 #include "util.h"
 
+struct loop;
+
 /* A non-blocking, close-on-exec TCP socket to a, with SO_LINGER 0 (an abortive close:
  * probed never holds TIME_WAIT, SPEC 3), and connect() started. Returns the fd
  * (connected or still connecting: the first EPOLLOUT tells), or -errno when socket()
  * or connect() failed at once (nothing is left open). */
 int probe_connect(const union sockaddr_any *a, socklen_t len);
+
+/* probe_connect to the addresses of l from *next on (advancing it), until one socket is
+ * connecting: returns its fd. An address that fails passes to the next (localhost: ::1,
+ * then 127.0.0.1). When none is left, returns -errno of the last failure (err: the
+ * failure of the address before, 0 at first). */
+int probe_connect_next(const struct addr_list *l, unsigned *next, int err);
+
+/* Unwatches *fd on the loop, closes it and sets it to -1; nothing when it is < 0. */
+void probe_close(struct loop *l, int *fd);
 
 /* Is err a shortage of probed's own resources (the attempt could not run)?
  * EMFILE, ENFILE, ENOBUFS, ENOMEM, and EADDRNOTAVAIL (no ephemeral port left). */

@@ -60,7 +60,8 @@ struct http_spec {
          * Host only when the user sets it: redirects and libcurl take them from here. */
         char *request;
         size_t request_len, lines_off;
-        char *removed; /* "Name:\r\n" lines: headers emptied by the user, for libcurl */
+        char *removed;                   /* "Name:\r\n" lines: headers emptied by the user, for libcurl */
+        struct curl_slist *curl_headers; /* https:// specs: libcurl's header list, built once */
         bool head, tls_verify, host_set, native;
         unsigned port;
         struct addr_list addrs; /* http:// */
@@ -77,8 +78,8 @@ struct http_attempt {
         char *url; /* after a redirect: the current URL (else spec->url) */
         /* an https hop */
         CURL *easy;
-        struct curl_slist *headers;
-        int socket_errno; /* set when socket() fails */
+        struct curl_slist *headers; /* built for this hop (an http:// spec's), or NULL */
+        int socket_errno;           /* set when socket() fails */
         size_t header_bytes;
         /* an http hop */
         int fd;
@@ -265,6 +266,7 @@ static void http_free_spec(void *p)
         free(spec->expect_body);
         free(spec->request);
         free(spec->removed);
+        curl_slist_free_all(spec->curl_headers);
         free(spec);
 }
 
@@ -373,6 +375,8 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
         spec->lines_off = spec->request_len - strlen(lines) - 2;
         free(lines);
         lines = NULL;
+        if (!spec->native && !(spec->curl_headers = curl_headers(spec, &r)) && r < 0)
+                goto fail;
 
         /* normalize for --check-config and reload comparison */
         if ((!cJSON_HasObjectItem(obj, "method") && !cJSON_AddStringToObject(obj, "method", method)) ||
@@ -422,11 +426,7 @@ static bool status_expected(const struct http_spec *spec, long code)
 
 static void client_close(struct http_attempt *h)
 {
-        if (h->fd >= 0) {
-                loop_io_del(h->a->loop, h->fd);
-                (void) close(h->fd);
-                h->fd = -1;
-        }
+        probe_close(h->a->loop, &h->fd);
         h->events = 0;
 }
 
@@ -500,27 +500,24 @@ static int client_send(struct http_attempt *h)
  * for want of probed's own fds, memory or ports, returns -errno (an error outcome). */
 static int client_connect_next(struct http_attempt *h, int err)
 {
+        int fd;
+
         client_close(h);
-        while (h->next_addr < h->addrs->n) {
-                unsigned i = h->next_addr++;
-                int fd = probe_connect(&h->addrs->a[i], h->addrs->len[i]);
-                if (fd >= 0) {
-                        h->fd = fd;
-                        return client_send(h);
-                }
-                err = -fd; /* ::1 without IPv6 (EADDRNOTAVAIL), refused, ...: next */
+        fd = probe_connect_next(h->addrs, &h->next_addr, err);
+        if (fd >= 0) {
+                h->fd = fd;
+                return client_send(h);
         }
-        if (probe_errno_is_local(err))
-                return -err;
-        client_fail(h, err);
+        if (probe_errno_is_local(-fd))
+                return fd;
+        client_fail(h, -fd);
         return 0;
 }
 
 static void client_end(struct http_attempt *h, int rc)
 {
         if (rc == HTTP_RESP_ERROR)
-                attempt_end(h->a, strcmp(h->resp.error, "out of memory") == 0 ? OUTCOME_ERROR : OUTCOME_FAILURE, "%s",
-                            h->resp.error);
+                attempt_end(h->a, h->resp.err == -ENOMEM ? OUTCOME_ERROR : OUTCOME_FAILURE, "%s", h->resp.error);
         else
                 judge(h, (long) h->resp.status, h->resp.location);
 }
@@ -641,23 +638,24 @@ static void curl_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
 
 static int curl_start(struct http_attempt *h)
 {
+        struct curl_slist *headers = h->spec->curl_headers;
         int r;
 
         h->header_bytes = 0;
-
-        h->headers = curl_headers(h->spec, &r);
-        if (r < 0)
-                return r;
+        if (h->spec->native) { /* an http:// spec redirected to https: a rare hop */
+                headers = h->headers = curl_headers(h->spec, &r);
+                if (r < 0)
+                        return r;
+        }
         h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->timeout_ms, h->spec->tls_verify, &h->socket_errno);
         if (!h->easy)
                 return -ENOMEM;
-        curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->headers);
+        curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(h->easy, CURLOPT_NOBODY, h->spec->head ? 1L : 0L);
         curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, curl_on_header);
         curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, h);
         curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, curl_on_body);
         curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h);
-        curl_easy_setopt(h->easy, CURLOPT_ACCEPT_ENCODING, NULL);
         return loop_curl_add(h->a->loop, h->easy, &h->lc);
 }
 

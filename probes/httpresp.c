@@ -1,4 +1,5 @@
 /* HTTP/1.x response parser: see include/httpresp.h. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -11,11 +12,17 @@ enum { CH_SIZE0, CH_SIZE, CH_EXT, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER };
 #define CONTENT_LENGTH_MAX (UINT64_C(1) << 62)
 #define CHUNK_SIZE_MAX (UINT64_C(1) << 56)
 
-static int fail(struct http_resp *r, const char *why)
+static int fail_errno(struct http_resp *r, int err, const char *why)
 {
+        r->err = err;
         r->state = ST_ERROR;
         r->error = why;
         return HTTP_RESP_ERROR;
+}
+
+static int fail(struct http_resp *r, const char *why)
+{
+        return fail_errno(r, -EPROTO, why);
 }
 
 /* Index just past the blank line ending a head in p[from..n), or 0 when none yet. */
@@ -70,7 +77,7 @@ static int header(struct http_resp *r, const char *name, size_t nlen, const char
                 free(r->location);
                 r->location = strndup(v, vlen);
                 if (!r->location)
-                        return fail(r, "out of memory");
+                        return fail_errno(r, -ENOMEM, "out of memory");
         }
         return 0;
 }
@@ -149,7 +156,7 @@ static int head_feed(struct http_resp *r, const char *buf, size_t len, size_t *u
                         cap = allowed;
                 h = realloc(r->head, cap);
                 if (!h)
-                        return fail(r, "out of memory");
+                        return fail_errno(r, -ENOMEM, "out of memory");
                 r->head = h;
                 r->head_cap = cap;
         }

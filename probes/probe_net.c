@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "probe_net.h"
 
 int probe_connect(const union sockaddr_any *a, socklen_t len)
@@ -21,6 +22,27 @@ int probe_connect(const union sockaddr_any *a, socklen_t len)
         r = negative_errno();
         (void) close(fd);
         return r;
+}
+
+int probe_connect_next(const struct addr_list *l, unsigned *next, int err)
+{
+        while (*next < l->n) {
+                unsigned i = (*next)++;
+                int fd = probe_connect(&l->a[i], l->len[i]);
+                if (fd >= 0)
+                        return fd;
+                err = -fd;
+        }
+        return -err;
+}
+
+void probe_close(struct loop *l, int *fd)
+{
+        if (*fd < 0)
+                return;
+        loop_io_del(l, *fd);
+        (void) close(*fd);
+        *fd = -1;
 }
 
 bool probe_errno_is_local(int err)

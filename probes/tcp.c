@@ -66,15 +66,6 @@ static void tcp_free_spec(void *spec)
         free(spec);
 }
 
-static void tcp_close(struct attempt *a, struct tcp_attempt *t)
-{
-        if (t->fd >= 0) {
-                loop_io_del(a->loop, t->fd);
-                (void) close(t->fd);
-                t->fd = -1;
-        }
-}
-
 static loop_io_fn tcp_on_io;
 
 /* Connects to the next address of the host; an address that fails passes to the one
@@ -84,26 +75,18 @@ static loop_io_fn tcp_on_io;
 static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
 {
         char msg[96];
+        int fd = probe_connect_next(&t->spec->addrs, &t->next, err), r;
 
-        while (t->next < t->spec->addrs.n) {
-                unsigned i = t->next++;
-                int fd = probe_connect(&t->spec->addrs.a[i], t->spec->addrs.len[i]), r;
-                if (fd < 0) { /* ::1 without IPv6 (EADDRNOTAVAIL), refused, ...: next */
-                        err = -fd;
-                        continue;
-                }
+        if (fd >= 0) {
                 t->fd = fd;
                 r = loop_io_add(a->loop, fd, EPOLLOUT, tcp_on_io, a);
-                if (r < 0) {
-                        (void) close(fd);
-                        t->fd = -1;
-                        return r;
-                }
-                return 0;
+                if (r < 0)
+                        probe_close(a->loop, &t->fd);
+                return r < 0 ? r : 0;
         }
-        if (probe_errno_is_local(err))
-                return -err;
-        probe_strerror(err, msg, sizeof(msg));
+        if (probe_errno_is_local(-fd))
+                return fd;
+        probe_strerror(-fd, msg, sizeof(msg));
         attempt_end(a, OUTCOME_FAILURE, "connect: %s", msg);
         return 0;
 }
@@ -125,7 +108,7 @@ static void tcp_on_io(struct loop *l, int fd, uint32_t events, void *data)
                 attempt_end(a, OUTCOME_SUCCESS, "connected");
                 return;
         }
-        tcp_close(a, t);
+        probe_close(a->loop, &t->fd);
         err = tcp_connect_next(a, t, err);
         if (err < 0)
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-err));
@@ -137,7 +120,7 @@ static void tcp_cancel(struct attempt *a)
 
         if (!t)
                 return;
-        tcp_close(a, t);
+        probe_close(a->loop, &t->fd);
         free(t);
         a->data = NULL;
 }
