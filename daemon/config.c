@@ -117,9 +117,14 @@ static int cfg_fail(int r, char **reterr)
 static char *json_repr(const cJSON *v)
 {
         char *s = cJSON_PrintUnformatted(v);
+        size_t cut = REPR_MAX - 3;
 
-        if (s && strlen(s) > REPR_MAX)
-                memcpy(s + REPR_MAX - 3, "...", 4);
+        if (!s || strlen(s) <= REPR_MAX)
+                return s;
+        /* never inside a UTF-8 sequence: the message ends up in a JSON log line */
+        while (cut > 0 && ((unsigned char) s[cut] & 0xC0) == 0x80)
+                cut--;
+        memcpy(s + cut, "...", 4);
         return s;
 }
 
@@ -425,15 +430,6 @@ struct name_set {
         size_t mask;
 };
 
-static size_t name_hash(const char *s)
-{
-        size_t h = 1469598103934665603ULL;
-
-        for (; *s; s++)
-                h = (h ^ (unsigned char) *s) * 1099511628211ULL;
-        return h;
-}
-
 struct load {
         struct config *cfg;
         struct name_set names;
@@ -455,7 +451,7 @@ static int name_set_add(struct load *ld, size_t idx, size_t *ret_other)
 {
         const char *name = ld->cfg->probes[idx].name;
 
-        for (size_t h = name_hash(name) & ld->names.mask;; h = (h + 1) & ld->names.mask) {
+        for (size_t h = str_hash(name) & ld->names.mask;; h = (h + 1) & ld->names.mask) {
                 size_t s = ld->names.slots[h];
 
                 if (s == 0) {

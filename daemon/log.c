@@ -53,14 +53,11 @@ enum log_level log_level_from_string(const char *s)
 {
         if (!s)
                 return _LOG_LEVEL_INVALID;
-        if (strcmp(s, "debug") == 0)
-                return LOG_LEVEL_DEBUG;
-        if (strcmp(s, "info") == 0)
-                return LOG_LEVEL_INFO;
-        if (strcmp(s, "warn") == 0 || strcmp(s, "warning") == 0)
+        if (strcmp(s, "warning") == 0) /* the severity's spelling, accepted too */
                 return LOG_LEVEL_WARNING;
-        if (strcmp(s, "error") == 0)
-                return LOG_LEVEL_ERROR;
+        for (int l = 0; l < _LOG_LEVEL_MAX; l++)
+                if (strcmp(s, level_names[l]) == 0)
+                        return (enum log_level) l;
         return _LOG_LEVEL_INVALID;
 }
 

@@ -168,6 +168,15 @@ char *strdup_printf(const char *fmt, ...)
         return r < 0 ? NULL : s;
 }
 
+size_t str_hash(const char *s)
+{
+        uint64_t h = 1469598103934665603ULL;
+
+        for (; *s; s++)
+                h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+        return (size_t) h;
+}
+
 int host_resolve(const char *host, uint16_t port, bool passive, struct addr_list *ret)
 {
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res = NULL;
@@ -193,9 +202,8 @@ int host_resolve(const char *host, uint16_t port, bool passive, struct addr_list
         return ret->n > 0 ? 0 : -ENOENT;
 }
 
-int address_resolve(const char *s, bool passive, struct addr_list *ret)
+int address_split(const char *s, bool passive, char *host, size_t host_size, uint16_t *ret_port)
 {
-        char host[256];
         const char *port;
         size_t hl;
         char *end;
@@ -206,7 +214,7 @@ int address_resolve(const char *s, bool passive, struct addr_list *ret)
                 if (!rb || rb[1] != ':')
                         return -EINVAL;
                 hl = (size_t) (rb - s - 1);
-                if (hl >= sizeof(host) || !memchr(s + 1, ':', hl))
+                if (hl >= host_size || !memchr(s + 1, ':', hl))
                         return -EINVAL;
                 memcpy(host, s + 1, hl);
                 port = rb + 2;
@@ -215,7 +223,7 @@ int address_resolve(const char *s, bool passive, struct addr_list *ret)
                 if (!colon || strchr(s, ':') != colon)
                         return -EINVAL;
                 hl = (size_t) (colon - s);
-                if (hl >= sizeof(host))
+                if (hl >= host_size)
                         return -EINVAL;
                 memcpy(host, s, hl);
                 port = colon + 1;
@@ -224,7 +232,17 @@ int address_resolve(const char *s, bool passive, struct addr_list *ret)
         p = strtol(port, &end, 10);
         if (hl == 0 || !*port || *end || *port == '+' || *port == '-' || p < (passive ? 0 : 1) || p > 65535)
                 return -EINVAL;
-        return host_resolve(host, (uint16_t) p, passive, ret);
+        *ret_port = (uint16_t) p;
+        return 0;
+}
+
+int address_resolve(const char *s, bool passive, struct addr_list *ret)
+{
+        char host[256];
+        uint16_t port;
+        int r = address_split(s, passive, host, sizeof(host), &port);
+
+        return r < 0 ? r : host_resolve(host, port, passive, ret);
 }
 
 void addr_list_set_port(struct addr_list *l, uint16_t port)

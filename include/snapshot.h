@@ -77,10 +77,6 @@ struct probe_view *probe_view_new(void); /* refs = 1, zeroed; NULL on ENOMEM */
 struct probe_view *probe_view_ref(struct probe_view *v);
 struct probe_view *probe_view_unref(struct probe_view *v); /* frees at 0; NULL-safe; returns NULL */
 
-struct probe_view *probe_view_new(void); /* refs = 1, zeroed; NULL on ENOMEM */
-struct probe_view *probe_view_ref(struct probe_view *v);
-struct probe_view *probe_view_unref(struct probe_view *v); /* frees at 0; NULL-safe; returns NULL */
-
 /* "starting" | "ok" | "failing" | "draining" */
 const char *snapshot_status(const struct snapshot *s);
 

@@ -33,6 +33,9 @@ static inline int negative_errno(void)
         return errno > 0 ? -errno : -EIO;
 }
 
+/* FNV-1a of a string: spreads probe names over open-addressing tables. */
+size_t str_hash(const char *s);
+
 /* malloc'd printf; NULL on ENOMEM. */
 char *strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -55,7 +58,10 @@ struct addr_list {
  * 0 allowed); otherwise a target (port 1..65535). Returns 0, -EINVAL when s is not
  * HOST:PORT, or -ENOENT when the host does not resolve. */
 int address_resolve(const char *s, bool passive, struct addr_list *ret);
-/* The same for a host ("127.0.0.1", "::1" without brackets, "localhost") and a port. */
+/* Only the syntax check and split of address_resolve (no lookup): host without
+ * brackets into host[host_size]. 0 or -EINVAL. */
+int address_split(const char *s, bool passive, char *host, size_t host_size, uint16_t *ret_port);
+/* address_resolve for a host ("127.0.0.1", "::1" without brackets, "localhost") and a port. */
 int host_resolve(const char *host, uint16_t port, bool passive, struct addr_list *ret);
 /* Sets the port of every address of l. */
 void addr_list_set_port(struct addr_list *l, uint16_t port);

@@ -69,34 +69,21 @@ static void grpc_free_spec(void *p)
         free(spec);
 }
 
-/* HOST:PORT or [V6]:PORT, the host free of URL syntax, the port 1..65535. */
+/* HOST:PORT or [V6]:PORT (address_split), the host free of URL syntax: it goes into
+ * the URL libcurl is given. */
 static bool address_valid(const char *address)
 {
-        const char *host_end, *port;
-        char *end;
-        long p;
+        char host[256];
+        uint16_t port;
+        bool v6 = address[0] == '[';
 
-        if (address[0] == '[') {
-                host_end = strchr(address, ']');
-                if (!host_end || host_end == address + 1 || host_end[1] != ':')
-                        return false;
-                for (const char *c = address + 1; c < host_end; c++)
-                        if (!isxdigit((unsigned char) *c) && *c != ':' && *c != '.')
-                                return false;
-                port = host_end + 2;
-        } else {
-                host_end = strrchr(address, ':');
-                if (!host_end || host_end == address)
-                        return false;
-                for (const char *c = address; c < host_end; c++)
-                        if (!isalnum((unsigned char) *c) && *c != '.' && *c != '-' && *c != '_')
-                                return false;
-                port = host_end + 1;
-        }
-        if (!isdigit((unsigned char) *port))
+        if (address_split(address, false, host, sizeof(host), &port) < 0)
                 return false;
-        p = strtol(port, &end, 10);
-        return *end == '\0' && p >= 1 && p <= 65535;
+        for (const char *c = host; *c; c++)
+                if (v6 ? !isxdigit((unsigned char) *c) && *c != ':' && *c != '.'
+                       : !isalnum((unsigned char) *c) && *c != '.' && *c != '-' && *c != '_')
+                        return false;
+        return true;
 }
 
 static int grpc_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
@@ -196,15 +183,11 @@ static void grpc_judge(struct grpc_attempt *g, long http_status)
                 attempt_end(a, OUTCOME_FAILURE, "malformed reply: bad grpc-status");
                 return;
         }
-        if (g->grpc_status != 0) {
-                /* copied out of g: attempt_end frees g (cancel) before it formats */
-                char message[GRPC_MESSAGE_MAX];
-
-                memcpy(message, g->grpc_message, sizeof(message));
+        if (g->grpc_status != 0) { /* attempt_end formats before cancel frees g */
                 code = g->grpc_status;
                 name = grpc_code_to_string(code);
                 attempt_end(a, OUTCOME_FAILURE, "grpc-status %ld (%s)%s%s", code, name ? name : "?",
-                            message[0] ? ": " : "", message);
+                            g->grpc_message[0] ? ": " : "", g->grpc_message);
                 return;
         }
         if (grpcwire_response_decode(g->body, g->body_len, GRPC_MAX_REPLY_BYTES, &status, &why) < 0) {
