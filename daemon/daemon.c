@@ -40,9 +40,8 @@ struct probe {
         int healthy; /* -1 unknown, 0, 1 */
         bool ever_healthy;
         struct attempt attempt;
-        struct timer timer;    /* next attempt, or end of backoff */
-        struct timer deadline; /* the running attempt's timeout */
-        uint64_t last_start_ns;
+        struct timer timer;            /* next attempt, or end of backoff */
+        struct timer deadline;         /* the running attempt's timeout */
         uint64_t backoff_ms;           /* 0: not backing off */
         struct probe_view *v;          /* owned reference; snapshots take more */
         struct probe *q_prev, *q_next; /* in d's queue of probes waiting for a slot */
@@ -221,7 +220,7 @@ static void probe_schedule(struct probe *p, enum outcome o)
         p->backoff_ms = 0; /* a completed attempt resets the backoff */
         probe_set_state(p, PROBE_WAITING);
         /* attempts never overlap: next at previous start + period, or at once */
-        next = p->last_start_ns + probe_period_ms(p) * NSEC_PER_MSEC;
+        next = p->attempt.start_ns + probe_period_ms(p) * NSEC_PER_MSEC;
         loop_timer_arm(d->loop, &p->timer, next > now ? next : now);
 }
 
@@ -289,17 +288,15 @@ static void probe_run(struct probe *p)
         queue_remove(p);
         d->running++;
         probe_set_state(p, PROBE_RUNNING); /* /status shows the attempt running */
-        p->last_start_ns = now_ns();
         a->id = ++d->next_attempt_id;
         a->state = ATTEMPT_RUNNING;
-        a->start_ns = p->last_start_ns;
+        a->start_ns = now_ns();
         a->data = NULL;
         a->waiting_for = NULL;
-        a->loop = d->loop;
         loop_set_busy(d->loop, true);
         loop_timer_arm(d->loop, &p->deadline, a->start_ns + p->cfg->timing.timeout_ms * NSEC_PER_MSEC);
         r = p->cfg->ops->start(a, p->cfg->spec, p->cfg->timing.timeout_ms);
-        if (r < 0 && a->state == ATTEMPT_RUNNING)
+        if (r < 0) /* a no-op when the kind already ended it */
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
 }
 
@@ -390,7 +387,6 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         }
         free(a->output);
         a->output = NULL;
-        a->output_len = 0;
         probe_record(p, o, reason, now_ns() - a->start_ns);
         a->state = ATTEMPT_IDLE;
         if (o != OUTCOME_CANCELLED)
@@ -412,7 +408,6 @@ void attempt_set_output(struct attempt *a, const char *buf, size_t len)
         o[len] = '\0';
         free(a->output);
         a->output = o;
-        a->output_len = len;
 }
 
 /* ---- probes --------------------------------------------------------------------------- */
@@ -615,16 +610,6 @@ static void daemon_reload_failed(struct daemon *d, const char *err)
                err, NULL);
 }
 
-/* FNV-1a: spreads probe names over the reload's hash table. */
-static size_t name_hash(const char *name)
-{
-        uint64_t h = 1469598103934665603ULL;
-
-        for (; *name; name++)
-                h = (h ^ (unsigned char) *name) * 1099511628211ULL;
-        return (size_t) h;
-}
-
 static void daemon_reload(struct daemon *d)
 {
         struct config *nc = NULL, *old = d->cfg;
@@ -664,14 +649,14 @@ static void daemon_reload(struct daemon *d)
         }
         memset(slot, 0, cap * sizeof(*slot));
         for (size_t j = 0; j < d->n_probes; j++) {
-                size_t h = name_hash(d->probes[j]->cfg->name) & (cap - 1);
+                size_t h = str_hash(d->probes[j]->cfg->name) & (cap - 1);
                 while (slot[h])
                         h = (h + 1) & (cap - 1);
                 slot[h] = j + 1;
         }
         for (size_t i = 0; i < nc->n_probes; i++) {
                 struct probe_config *npc = &nc->probes[i];
-                size_t h = name_hash(npc->name) & (cap - 1), j;
+                size_t h = str_hash(npc->name) & (cap - 1), j;
                 for (; slot[h]; h = (h + 1) & (cap - 1))
                         if (d->probes[slot[h] - 1] && strcmp(d->probes[slot[h] - 1]->cfg->name, npc->name) == 0)
                                 break;
@@ -851,7 +836,8 @@ struct daemon *daemon_free(struct daemon *d)
 {
         if (!d)
                 return NULL;
-        d->draining = true; /* nothing may schedule while we tear down */
+        d->draining = true;                                 /* nothing may schedule while we tear down */
+        loop_set_hooks(d->loop, &(struct loop_hooks){ 0 }); /* the loop outlives d */
         for (size_t i = 0; i < d->n_probes; i++)
                 d->probes[i] = probe_free(d->probes[i]);
         free(d->probes);

@@ -176,12 +176,13 @@ int loop_io_add(struct loop *l, int fd, uint32_t events, loop_io_fn *fn, void *d
         if (r < 0)
                 return r;
         s = &l->slots[fd];
-        s->gen = ++l->next_gen;
-        ev.data.u64 = ((uint64_t) s->gen << 32) | (uint32_t) fd;
+        ev.data.u64 = ((uint64_t) (l->next_gen + 1) << 32) | (uint32_t) fd;
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
                 if (errno != EEXIST || epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
                         return negative_errno();
         }
+        /* the generation is the registration's only once epoll holds it */
+        s->gen = ++l->next_gen;
         s->fn = fn;
         s->data = data;
         s->used = true;

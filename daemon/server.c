@@ -77,7 +77,6 @@ struct server {
         struct MHD_Daemon *mhd;
         struct loop *loop;
         int listen_fd;
-        bool watching;      /* listen_fd is in the loop */
         bool paused_logged; /* one log line per run of EMFILE pauses */
         struct timer resume;
         pthread_mutex_t lock;
@@ -348,15 +347,17 @@ fail:
 
 static loop_io_fn server_on_accept;
 
-static void server_watch(struct server *srv)
+static int server_watch(struct server *srv)
 {
-        srv->watching = loop_io_add(srv->loop, srv->listen_fd, EPOLLIN, server_on_accept, srv) == 0;
+        return loop_io_add(srv->loop, srv->listen_fd, EPOLLIN, server_on_accept, srv);
 }
 
 static void server_on_resume(struct loop *l, void *data)
 {
-        (void) l;
-        server_watch(data);
+        struct server *srv = data;
+
+        if (server_watch(srv) < 0) /* never deaf for good: try again after a pause */
+                loop_timer_arm(l, &srv->resume, now_ns() + SERVER_ACCEPT_PAUSE_MS * NSEC_PER_MSEC);
 }
 
 static void server_on_accept(struct loop *l, int fd, uint32_t events, void *data)
@@ -377,7 +378,6 @@ static void server_on_accept(struct loop *l, int fd, uint32_t events, void *data
                                                "error", strerror(errno), NULL);
                                 srv->paused_logged = true;
                                 loop_io_del(l, fd);
-                                srv->watching = false;
                                 loop_timer_arm(l, &srv->resume, now_ns() + SERVER_ACCEPT_PAUSE_MS * NSEC_PER_MSEC);
                         }
                         return; /* EAGAIN: all accepted; ECONNABORTED etc.: the client left */
@@ -426,8 +426,7 @@ struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret
                 *reterr = strdup_printf("cannot start the status server on %s", listen_s);
                 return server_free(srv);
         }
-        server_watch(srv);
-        if (!srv->watching) {
+        if (server_watch(srv) < 0) {
                 *reterr = strdup_printf("cannot watch the status server socket on %s", listen_s);
                 return server_free(srv);
         }
@@ -440,8 +439,7 @@ struct server *server_free(struct server *srv)
         if (!srv)
                 return NULL;
         loop_timer_disarm(srv->loop, &srv->resume);
-        if (srv->watching)
-                loop_io_del(srv->loop, srv->listen_fd);
+        loop_io_del(srv->loop, srv->listen_fd); /* nothing when it is not watched */
         if (srv->mhd)
                 MHD_stop_daemon(srv->mhd); /* joins the threads */
         if (srv->listen_fd >= 0)

@@ -51,7 +51,6 @@ struct attempt {
                                      * now ("pong"), for the timeout reason; NULL: "answer" */
         char *output;            /* exec output (malloc'd, NUL-terminated) or NULL; set
                                      * only through attempt_set_output */
-        size_t output_len;
 };
 
 struct probe_ops {
