@@ -242,10 +242,7 @@ static void grpc_cancel(struct attempt *a)
 
         if (!g)
                 return;
-        if (g->easy) {
-                loop_curl_remove(a->loop, g->easy);
-                probe_curl_free(g->easy);
-        }
+        probe_curl_release(a->loop, &g->easy);
         curl_slist_free_all(g->headers);
         free(g);
         a->data = NULL;
@@ -295,10 +292,6 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 goto fail;
         return 0;
 fail:
-        if (g->easy) {
-                probe_curl_free(g->easy);
-                g->easy = NULL;
-        }
         grpc_cancel(a);
         return r;
 }

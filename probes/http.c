@@ -433,11 +433,7 @@ static void client_close(struct http_attempt *h)
 /* Releases the current hop: its connection (either kind), parser and request. */
 static void hop_release(struct http_attempt *h)
 {
-        if (h->easy) {
-                loop_curl_remove(h->a->loop, h->easy);
-                probe_curl_free(h->easy);
-                h->easy = NULL;
-        }
+        probe_curl_release(h->a->loop, &h->easy);
         curl_slist_free_all(h->headers);
         h->headers = NULL;
         client_close(h);

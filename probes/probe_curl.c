@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include "bounds.h"
+#include "loop.h"
 #include "probe_curl.h"
 
 #define CURL_BACKSTOP_MS 1000 /* libcurl's own limit sits this far past the probe's timeout */
@@ -47,6 +48,15 @@ void probe_curl_free(CURL *e)
         }
         curl_easy_reset(e);
         pool[pool_len++] = e;
+}
+
+void probe_curl_release(struct loop *l, CURL **easy)
+{
+        if (!*easy)
+                return;
+        loop_curl_remove(l, *easy); /* CURLM_OK for a handle never added */
+        probe_curl_free(*easy);
+        *easy = NULL;
 }
 
 void probe_curl_pool_drain(void)

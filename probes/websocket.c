@@ -286,12 +286,8 @@ static void ws_release(struct ws_attempt *w)
         if (w->fd >= 0)
                 loop_io_del(w->a->loop, w->fd);
         w->fd = -1;
-        if (w->easy) {
-                /* closes the CONNECT_ONLY connection (SO_LINGER 0: abortive) */
-                loop_curl_remove(w->a->loop, w->easy);
-                probe_curl_free(w->easy);
-                w->easy = NULL;
-        }
+        /* closes the CONNECT_ONLY connection (SO_LINGER 0: abortive) */
+        probe_curl_release(w->a->loop, &w->easy);
         free(w->out);
         w->out = NULL;
 }
@@ -624,11 +620,8 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
          * HTTP/1.1 upgrade written over it would fail */
         curl_easy_setopt(w->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
         r = loop_curl_add(a->loop, w->easy, &w->lc);
-        if (r < 0) {
-                probe_curl_free(w->easy);
-                w->easy = NULL;
+        if (r < 0)
                 goto fail;
-        }
         return 0;
 fail:
         ws_cancel(a);
