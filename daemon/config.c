@@ -24,6 +24,7 @@
  * (cfg_error tells them apart by the leading "--"). Nothing here logs (STYLE 30).
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -153,6 +154,24 @@ int cfg_string(const cJSON *obj, const char *key, const char *path, bool require
                 return cfg_error_value(reterr, path, key, v, "is not a string");
         *ret = v->valuestring;
         return 0;
+}
+
+bool cfg_token_valid(const char *s)
+{
+        if (!*s)
+                return false;
+        for (; *s; s++)
+                if (!isalnum((unsigned char) *s) && !strchr("!#$%&'*+-.^_`|~", *s))
+                        return false;
+        return true;
+}
+
+bool cfg_header_value_valid(const char *s)
+{
+        for (; *s; s++)
+                if (((unsigned char) *s < 0x20 && *s != '\t') || *s == 0x7F)
+                        return false;
+        return true;
 }
 
 int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr)

@@ -104,6 +104,11 @@ int cfg_string(const cJSON *obj, const char *key, const char *path, bool require
 int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr);
 int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max, uint64_t *ret,
              char **reterr);
+/* An RFC 9110 token: a header name the user configures (http, websocket), a
+ * subprotocol. A header value must be free of control bytes (tab allowed), so that it
+ * cannot split the request. */
+bool cfg_token_valid(const char *name);
+bool cfg_header_value_valid(const char *value);
 /* Sets *reterr to "config: <path>[.<key>]: <formatted>" and returns -EINVAL
  * (-ENOMEM if even that failed). key may be NULL. */
 int cfg_error(char **reterr, const char *path, const char *key, const char *fmt, ...)

@@ -130,16 +130,6 @@ static int parse_status_ranges(const char *s, struct status_range *ranges)
         }
 }
 
-static bool header_name_valid(const char *name)
-{
-        if (!*name)
-                return false;
-        for (const char *c = name; *c; c++)
-                if (*c <= ' ' || *c == ':' || *c == 127)
-                        return false;
-        return true;
-}
-
 static bool headers_have(const cJSON *headers, const char *name)
 {
         const cJSON *h;
@@ -349,7 +339,7 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 goto fail;
         cJSON_ArrayForEach(h, headers)
         {
-                if (!cJSON_IsString(h) || !header_name_valid(h->string) || strpbrk(h->valuestring, "\r\n")) {
+                if (!cJSON_IsString(h) || !cfg_token_valid(h->string) || !cfg_header_value_valid(h->valuestring)) {
                         char *hp = strdup_printf("%s.headers", path);
                         r = hp ? cfg_error(reterr, hp, h->string, "must be a valid header with a string value")
                                : -ENOMEM;

@@ -101,25 +101,6 @@ static void ws_free_spec(void *spec)
         ws_free_spec_impl(spec);
 }
 
-static bool is_token(const char *s)
-{
-        if (!*s)
-                return false;
-        for (; *s; s++)
-                if (!isalnum((unsigned char) *s) && !strchr("!#$%&'*+-.^_`|~", *s))
-                        return false;
-        return true;
-}
-
-/* Header values must not split the request: no CR, LF or other control bytes. */
-static bool is_field_value(const char *s)
-{
-        for (; *s; s++)
-                if (((unsigned char) *s < 0x20 && *s != '\t') || *s == 0x7F)
-                        return false;
-        return true;
-}
-
 /* Headers the handshake itself sets: a user value would break or fake it. */
 static bool is_reserved_header(const char *name)
 {
@@ -160,9 +141,9 @@ static int parse_headers(const cJSON *obj, const char *path, struct ws_spec *spe
                 size_t add;
                 char *n;
 
-                if (!is_token(h->string))
+                if (!cfg_token_valid(h->string))
                         why = "is not a valid header name";
-                else if (!cJSON_IsString(h) || !is_field_value(h->valuestring))
+                else if (!cJSON_IsString(h) || !cfg_header_value_valid(h->valuestring))
                         why = "must be a string without control characters";
                 else if (is_reserved_header(h->string))
                         why = "is set by the websocket handshake (use subprotocol for Sec-WebSocket-Protocol)";
@@ -255,7 +236,7 @@ static int ws_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_ta
             (r = cfg_string(obj, "subprotocol", path, false, &subprotocol, reterr)) < 0 ||
             (r = cfg_bool(obj, "ping", path, &ping, reterr)) < 0)
                 goto fail;
-        if (subprotocol && !is_token(subprotocol)) {
+        if (subprotocol && !cfg_token_valid(subprotocol)) {
                 r = cfg_error(reterr, path, "subprotocol", "\"%s\" must be one token (e.g. \"chat\")", subprotocol);
                 goto fail;
         }
