@@ -726,6 +726,11 @@ def test_check_config_errors_name_the_path():
         # http:// hosts resolve when the config loads, as tcp addresses do
         (config(http("a", "http://no-such-host.invalid:8080/")), "probes[0].url"),
         (config(http("a", "http://[::1:8080/")), "probes[0].url"),
+        # header names are tokens, values free of control bytes (as for websocket)
+        (config(http("a", "http://127.0.0.1:1/", headers={"X-A": "a\u0001b"})),
+         "probes[0].headers.X-A"),
+        (config(http("a", "http://127.0.0.1:1/", headers={"X(A)": "b"})),
+         "probes[0].headers.X(A)"),
         ('{"probes": [', None),
     ]
     for cfg, path in cases:
