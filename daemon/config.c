@@ -51,13 +51,12 @@
 #define REPR_MAX 80         /* bytes of a bad value quoted back in an error */
 #define EXPAND_PATH_MAX 512 /* JSON path buffer while expanding; longer paths are cut */
 
-static const char *const known_types[] = { "http", "tcp", "websocket", "grpc", "exec" };
-
 static const char *const scope_names[] = { "startup", "liveness", "readiness" };
 static const unsigned scope_flags[] = { SCOPE_STARTUP, SCOPE_LIVENESS, SCOPE_READINESS };
 
 static const char *const top_keys[] = {
-        "listen", "log_level", "details", "drain", "stall_threshold", "defaults", "backoff", "probes", NULL,
+        "listen",   "log_level", "details", "drain", "stall_threshold", "fresh_wait", "watchdog",
+        "defaults", "backoff",   "probes",  NULL,
 };
 static const char *const timing_keys[] = {
         "period", "timeout", "initial_delay", "startup_period", "success_threshold", "failure_threshold", NULL,
@@ -486,15 +485,17 @@ static int name_set_add(struct load *ld, size_t idx, size_t *ret_other)
 
 static int cfg_type_error(char **reterr, const char *path, const cJSON *type)
 {
-        char known[128] = "", *repr;
+        char known[256] = "", *repr;
+        size_t len = 0;
         int r;
 
-        for (size_t i = 0; i < ELEMENTSOF(known_types); i++)
-                if (probe_ops_find(known_types[i])) {
-                        if (known[0])
-                                strcat(known, ", ");
-                        strcat(known, known_types[i]);
-                }
+        for (const struct probe_ops *const *k = probe_kinds; *k; k++) {
+                int n = snprintf(known + len, sizeof(known) - len, "%s%s", len ? ", " : "", (*k)->type);
+
+                if (n < 0 || (size_t) n >= sizeof(known) - len)
+                        break; /* cut: never with the kinds there are */
+                len += (size_t) n;
+        }
         repr = json_repr(type);
         if (!repr)
                 return -ENOMEM;
@@ -644,80 +645,35 @@ fail:
 
 /* ---- probe flags ------------------------------------------------------------------ */
 
-static const struct {
-        const char *flag, *type, *key, *usage;
-} flag_kinds[] = {
-        { "http", "http", "url", "NAME=URL" },     { "tcp", "tcp", "address", "NAME=HOST:PORT" },
-        { "ws", "websocket", "url", "NAME=URL" },  { "grpc", "grpc", "address", "NAME=HOST:PORT[/SERVICE]" },
-        { "exec", "exec", "command", "NAME=CMD" },
-};
-
-/* Builds the JSON object a probe flag stands for. -EINVAL with a message naming it. */
+/* Builds the JSON object a probe flag stands for, through its kind's flag.to_json.
+ * -EINVAL with a message naming the flag. */
 static int flag_to_json(const struct probe_flag *f, const char *path, cJSON **ret, char **reterr)
 {
-        const char *eq, *value;
+        const struct probe_ops *ops = probe_ops_find_flag(f->kind);
+        const char *eq;
         cJSON *obj = NULL;
-        char *name = NULL, *addr = NULL;
-        size_t k;
+        char *name = NULL;
         int r;
 
-        for (k = 0; k < ELEMENTSOF(flag_kinds); k++)
-                if (f->kind && strcmp(f->kind, flag_kinds[k].flag) == 0)
-                        break;
-        if (k == ELEMENTSOF(flag_kinds))
+        if (!ops)
                 return cfg_error(reterr, path, NULL, "unknown probe flag");
         eq = f->arg ? strchr(f->arg, '=') : NULL;
         if (!eq || eq == f->arg || !eq[1])
-                return cfg_error(reterr, path, NULL, "expected %s", flag_kinds[k].usage);
-        value = eq + 1;
+                return cfg_error(reterr, path, NULL, "expected %s", ops->flag.arg);
 
         r = -ENOMEM;
         name = strndup(f->arg, (size_t) (eq - f->arg));
         obj = cJSON_CreateObject();
         if (!name || !obj || !cJSON_AddStringToObject(obj, "name", name) ||
-            !cJSON_AddStringToObject(obj, "type", flag_kinds[k].type))
+            !cJSON_AddStringToObject(obj, "type", ops->type))
                 goto fail;
-
-        if (strcmp(flag_kinds[k].flag, "grpc") == 0) {
-                const char *slash = strchr(value, '/');
-
-                addr = slash ? strndup(value, (size_t) (slash - value)) : strdup(value);
-                if (!addr || !cJSON_AddStringToObject(obj, "address", addr) ||
-                    !cJSON_AddStringToObject(obj, "service", slash ? slash + 1 : ""))
-                        goto fail;
-        } else if (strcmp(flag_kinds[k].flag, "exec") == 0) {
-                /* argv split on spaces: no shell, no quoting; empty pieces dropped */
-                cJSON *argv = cJSON_AddArrayToObject(obj, "command");
-
-                if (!argv)
-                        goto fail;
-                for (const char *p = value; *p;) {
-                        size_t n = strcspn(p, " ");
-                        cJSON *s;
-                        char *piece;
-
-                        if (n > 0) {
-                                piece = strndup(p, n);
-                                s = piece ? cJSON_CreateString(piece) : NULL;
-                                free(piece);
-                                if (!s || !cJSON_AddItemToArray(argv, s)) {
-                                        cJSON_Delete(s);
-                                        goto fail;
-                                }
-                        }
-                        p += n;
-                        p += strspn(p, " ");
-                }
-        } else if (!cJSON_AddStringToObject(obj, flag_kinds[k].key, value)) {
+        if ((r = ops->flag.to_json(obj, eq + 1)) < 0)
                 goto fail;
-        }
         *ret = obj;
         obj = NULL;
-        r = 0;
 fail:
         cJSON_Delete(obj);
         free(name);
-        free(addr);
         return r;
 }
 
@@ -788,7 +744,9 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
         c->details_loopback = s && strcmp(s, "loopback") == 0;
 
         if ((r = cfg_duration(root, "drain", "", false, &c->drain_ms, reterr)) < 0 ||
-            (r = cfg_duration(root, "stall_threshold", "", true, &c->stall_threshold_ms, reterr)) < 0)
+            (r = cfg_duration(root, "stall_threshold", "", true, &c->stall_threshold_ms, reterr)) < 0 ||
+            (r = cfg_duration(root, "fresh_wait", "", false, &c->fresh_wait_ms, reterr)) < 0 ||
+            (r = cfg_duration(root, "watchdog", "", true, &c->watchdog_ms, reterr)) < 0)
                 return r;
 
         v = cJSON_GetObjectItemCaseSensitive(root, "defaults");
@@ -886,6 +844,8 @@ static int config_load_impl(const char *text, const struct probe_flag *flags, si
         c->log_level = LOG_LEVEL_INFO;
         c->drain_ms = 0;
         c->stall_threshold_ms = 500;
+        c->fresh_wait_ms = 300;
+        c->watchdog_ms = 10000;
         c->defaults = (struct timing){
                 .period_ms = 10000,
                 .timeout_ms = 1000,
@@ -1007,7 +967,9 @@ cJSON *config_to_json(const struct config *c)
             !cJSON_AddStringToObject(root, "log_level", level ? level : "info") ||
             !cJSON_AddStringToObject(root, "details", c->details_loopback ? "loopback" : "all") ||
             json_add_duration(root, "drain", c->drain_ms) < 0 ||
-            json_add_duration(root, "stall_threshold", c->stall_threshold_ms) < 0)
+            json_add_duration(root, "stall_threshold", c->stall_threshold_ms) < 0 ||
+            json_add_duration(root, "fresh_wait", c->fresh_wait_ms) < 0 ||
+            json_add_duration(root, "watchdog", c->watchdog_ms) < 0)
                 goto fail;
         o = cJSON_AddObjectToObject(root, "defaults");
         if (!o || json_add_timing(o, &c->defaults) < 0)

@@ -15,17 +15,21 @@
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
+#include "probe.h"
 #include "probe_curl.h"
 #include "server.h"
 #include "util.h"
 
 #define EXIT_USAGE 2
 
+/* The synopsis' first line lists these, with each kind's flag from the registry between
+ * them, wrapped at USAGE_COLUMNS. */
+static const char *const usage_head[] = { "[-c FILE]", "[-l ADDR:PORT]" };
+static const char *const usage_tail[] = { "[--log-level debug|info|warn|error]", "[--log-format json|text]" };
+#define USAGE_COLUMNS 80
+#define USAGE_INDENT "         "
+
 static const char usage_text[] =
-        "Usage:\n"
-        "  probed [-c FILE] [-l ADDR:PORT] [--http NAME=URL] [--tcp NAME=HOST:PORT]\n"
-        "         [--ws NAME=URL] [--grpc NAME=HOST:PORT[/SERVICE]] [--exec NAME=CMD]\n"
-        "         [--log-level debug|info|warn|error] [--log-format json|text]\n"
         "  probed --check-config [-c FILE] [probe flags]\n"
         "  probed check URL [--timeout DUR]\n"
         "  probed --help | --version\n"
@@ -36,6 +40,81 @@ static const char usage_text[] =
         "  -l ADDR:PORT     listen address (default $PROBED_LISTEN, the config's listen, 0.0.0.0:8081)\n"
         "  --check-config   validate, print the effective config as JSON, exit 0 (2 on error)\n"
         "Signals: TERM/INT drain and exit, HUP reloads the config, USR1 logs the status.\n";
+
+static void usage_item(const char *item, size_t *col)
+{
+        size_t len = strlen(item);
+
+        if (*col + 1 + len > USAGE_COLUMNS) {
+                fputs("\n" USAGE_INDENT, stdout);
+                *col = strlen(USAGE_INDENT);
+        } else {
+                putchar(' ');
+                (*col)++;
+        }
+        fputs(item, stdout);
+        *col += len;
+}
+
+static void print_usage(void)
+{
+        size_t col = strlen("  probed");
+        char item[128];
+
+        fputs("Usage:\n  probed", stdout);
+        for (size_t i = 0; i < ELEMENTSOF(usage_head); i++)
+                usage_item(usage_head[i], &col);
+        for (const struct probe_ops *const *k = probe_kinds; *k; k++) {
+                (void) snprintf(item, sizeof(item), "[--%s %s]", (*k)->flag.name, (*k)->flag.arg);
+                usage_item(item, &col);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(usage_tail); i++)
+                usage_item(usage_tail[i], &col);
+        fputs("\n", stdout);
+        fputs(usage_text, stdout);
+}
+
+/* getopt_long's table: -c, -l, one flag per kind of the registry (OPT_KIND + its index),
+ * then the rest. malloc'd, NULL on ENOMEM. */
+enum {
+        OPT_LOG_LEVEL = 256,
+        OPT_LOG_FORMAT,
+        OPT_CHECK_CONFIG,
+        OPT_HELP,
+        OPT_VERSION,
+        OPT_KIND, /* + the kind's index in probe_kinds */
+};
+
+static struct option *options_new(void)
+{
+        static const struct option head[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "listen", required_argument, NULL, 'l' },
+        };
+        static const struct option tail[] = {
+                { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+                { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+                { "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+                { "help", no_argument, NULL, OPT_HELP },
+                { "version", no_argument, NULL, OPT_VERSION },
+                {},
+        };
+        size_t n_kinds = 0, n = 0;
+        struct option *o;
+
+        while (probe_kinds[n_kinds])
+                n_kinds++;
+        o = calloc(ELEMENTSOF(head) + n_kinds + ELEMENTSOF(tail), sizeof(*o));
+        if (!o)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(head); i++)
+                o[n++] = head[i];
+        for (size_t i = 0; i < n_kinds; i++)
+                o[n++] = (struct option){ probe_kinds[i]->flag.name, required_argument, NULL, OPT_KIND + (int) i };
+        for (size_t i = 0; i < ELEMENTSOF(tail); i++)
+                o[n++] = tail[i];
+        return o;
+}
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -115,40 +194,13 @@ static void publish_to_server(struct snapshot *s, void *data)
 
 int main(int argc, char **argv)
 {
-        enum {
-                OPT_HTTP = 256,
-                OPT_TCP,
-                OPT_WS,
-                OPT_GRPC,
-                OPT_EXEC,
-                OPT_LOG_LEVEL,
-                OPT_LOG_FORMAT,
-                OPT_CHECK_CONFIG,
-                OPT_HELP,
-                OPT_VERSION,
-        };
-        static const struct option options[] = {
-                { "config", required_argument, NULL, 'c' },
-                { "listen", required_argument, NULL, 'l' },
-                { "http", required_argument, NULL, OPT_HTTP },
-                { "tcp", required_argument, NULL, OPT_TCP },
-                { "ws", required_argument, NULL, OPT_WS },
-                { "grpc", required_argument, NULL, OPT_GRPC },
-                { "exec", required_argument, NULL, OPT_EXEC },
-                { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
-                { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
-                { "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
-                { "help", no_argument, NULL, OPT_HELP },
-                { "version", no_argument, NULL, OPT_VERSION },
-                {},
-        };
-        static const char *const kinds[] = { "http", "tcp", "ws", "grpc", "exec" };
         static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
         const char *config_path = getenv("PROBED_CONFIG"), *listen = getenv("PROBED_LISTEN");
         enum log_level level = LOG_LEVEL_INFO;
         enum log_format format = LOG_FORMAT_JSON;
         bool check_config = false, level_given = false;
         struct probe_flag *flags;
+        struct option *options = NULL;
         size_t n_flags = 0;
         struct config *cfg = NULL;
         struct loop *loop = NULL;
@@ -162,8 +214,9 @@ int main(int argc, char **argv)
         if (argc >= 2 && strcmp(argv[1], "check") == 0)
                 return cmd_check(argc, argv);
         flags = calloc((size_t) argc, sizeof(*flags));
-        if (!flags)
-                return 1;
+        options = options_new();
+        if (!flags || !options)
+                goto out;
         if (config_path && !*config_path)
                 config_path = NULL;
         opterr = 0;
@@ -174,13 +227,6 @@ int main(int argc, char **argv)
                         break;
                 case 'l':
                         listen = optarg;
-                        break;
-                case OPT_HTTP:
-                case OPT_TCP:
-                case OPT_WS:
-                case OPT_GRPC:
-                case OPT_EXEC:
-                        flags[n_flags++] = (struct probe_flag){ .kind = kinds[opt - OPT_HTTP], .arg = optarg };
                         break;
                 case OPT_LOG_LEVEL:
                         level = log_level_from_string(optarg);
@@ -201,7 +247,7 @@ int main(int argc, char **argv)
                         check_config = true;
                         break;
                 case OPT_HELP:
-                        fputs(usage_text, stdout);
+                        print_usage();
                         ret = 0;
                         goto out;
                 case OPT_VERSION:
@@ -212,6 +258,11 @@ int main(int argc, char **argv)
                         ret = usage_error("%s needs a value", argv[optind - 1]);
                         goto out;
                 default:
+                        if (opt >= OPT_KIND) {
+                                flags[n_flags++] = (struct probe_flag){ .kind = probe_kinds[opt - OPT_KIND]->flag.name,
+                                                                        .arg = optarg };
+                                break;
+                        }
                         ret = usage_error("unknown option \"%s\"", argv[optind - 1]);
                         goto out;
                 }
@@ -325,5 +376,6 @@ out:
         free(text);
         free(err);
         free(flags);
+        free(options);
         return ret;
 }

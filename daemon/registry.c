@@ -1,25 +1,40 @@
-/* The registry of probe kinds: one `const struct probe_ops` per file in probes/. */
+/* The registry of probe kinds: one `const struct probe_ops` per file in probes/. Adding a
+ * kind is its file plus one line in PROBE_KINDS (docs/design.md, "Adding a kind"). */
 #include <string.h>
 
 #include "probe.h"
-#include "util.h"
 
-extern const struct probe_ops http_probe_ops;
-extern const struct probe_ops tcp_probe_ops;
-extern const struct probe_ops websocket_probe_ops;
-extern const struct probe_ops grpc_probe_ops;
-extern const struct probe_ops exec_probe_ops;
+/* One line per kind, in the order of the usage text and of the known-type list. */
+#define PROBE_KINDS(KIND)                                                                                              \
+        KIND(http)                                                                                                     \
+        KIND(tcp)                                                                                                      \
+        KIND(websocket)                                                                                                \
+        KIND(grpc)                                                                                                     \
+        KIND(exec)
+
+#define KIND_DECLARE(kind) extern const struct probe_ops kind##_probe_ops;
+#define KIND_ENTRY(kind) &kind##_probe_ops,
+
+PROBE_KINDS(KIND_DECLARE)
+
+const struct probe_ops *const probe_kinds[] = { PROBE_KINDS(KIND_ENTRY) NULL };
 
 const struct probe_ops *probe_ops_find(const char *type)
 {
-        const struct probe_ops *const kinds[] = {
-                &http_probe_ops, &tcp_probe_ops, &websocket_probe_ops, &grpc_probe_ops, &exec_probe_ops,
-        };
-
         if (!type)
                 return NULL;
-        for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
-                if (strcmp(kinds[i]->type, type) == 0)
-                        return kinds[i];
+        for (const struct probe_ops *const *k = probe_kinds; *k; k++)
+                if (strcmp((*k)->type, type) == 0)
+                        return *k;
+        return NULL;
+}
+
+const struct probe_ops *probe_ops_find_flag(const char *flag)
+{
+        if (!flag)
+                return NULL;
+        for (const struct probe_ops *const *k = probe_kinds; *k; k++)
+                if (strcmp((*k)->flag.name, flag) == 0)
+                        return *k;
         return NULL;
 }

@@ -50,6 +50,8 @@ struct config {
                                        * loopback clients (they reveal URLs and errors) */
         uint64_t drain_ms;
         uint64_t stall_threshold_ms;
+        uint64_t fresh_wait_ms; /* a request after a freeze waits this long for the loop to catch up */
+        uint64_t watchdog_ms;   /* no loop progress this long: verdicts answer 503 */
         struct timing defaults;
         uint64_t backoff_initial_ms;
         uint64_t backoff_max_ms;

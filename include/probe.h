@@ -1,4 +1,4 @@
-/* Probe internals, shared only by daemon/ and probes/ (STYLE 5).
+/* Probe internals, shared only by daemon/ and probes/ (docs/design.md).
  *
  * A probe is a coroutine stepped by the loop: WAITING -> RUNNING -> (WAITING |
  * BACKOFF | STOPPED). It owns at most one attempt at a time (attempts of one probe
@@ -6,7 +6,12 @@
  * once: it is a no-op unless the attempt is RUNNING, it calls ops->cancel to release
  * the kind's handles, then records the outcome (never for CANCELLED) and schedules.
  *
- * A probe kind (probes/<kind>.c) exports one `const struct probe_ops`:
+ * A probe kind is one file, probes/<kind>.c, exporting one `const struct probe_ops`,
+ * plus one line in the registry (daemon/registry.c). Everything else about a kind
+ * (the known-type list of config errors, the command-line flag, its getopt entry and
+ * usage text) is derived from the registry (docs/design.md, "Adding a kind"):
+ *   type, keys its "type" value and its own config keys
+ *   flag       its command-line flag (--<name> <arg>) and the config JSON it stands for
  *   parse      validate and normalize its config keys (fills defaults into obj)
  *   start      begin one attempt without blocking; finish later with attempt_end()
  *   cancel     release the attempt's kind state (a->data); called only by attempt_end
@@ -53,9 +58,20 @@ struct attempt {
                                      * only through attempt_set_output */
 };
 
+/* A kind's command-line flag, `--<name> NAME=VALUE`: one probe in all three scopes with
+ * default timings (README "Command line"). */
+struct probe_flag_ops {
+        const char *name; /* long option name: "ws" for --ws */
+        const char *arg;  /* its argument's syntax, for the usage text and errors: "NAME=URL" */
+        /* Adds the kind's keys for VALUE (what follows "NAME=", never empty) to obj, which
+         * already holds "name" and "type". Returns 0 or -ENOMEM. */
+        int (*to_json)(cJSON *obj, const char *value);
+};
+
 struct probe_ops {
         const char *type;        /* "http", "tcp", ... */
         const char *const *keys; /* kind-specific config keys, NULL-terminated */
+        struct probe_flag_ops flag;
         /* obj: the probe's JSON object (may be modified to add defaults); path: its JSON
          * path. On success *ret_spec (owned by caller, freed with free_spec) and
          * *ret_target (malloc'd display string) are set. Errors as config.h cfg_*. */
@@ -70,8 +86,13 @@ struct probe_ops {
         void (*cancel)(struct attempt *a);
 };
 
-/* The registry of kinds; NULL when unknown. */
+/* The registry of kinds (daemon/registry.c), in the order of the usage text and of
+ * the known-type list: NULL-terminated. */
+extern const struct probe_ops *const probe_kinds[];
+/* The kind with that type, or NULL when unknown. */
 const struct probe_ops *probe_ops_find(const char *type);
+/* The kind whose flag has that long option name ("ws"), or NULL. */
+const struct probe_ops *probe_ops_find_flag(const char *flag);
 
 /* Ends the attempt with one outcome; the reason (printf) becomes last_error for
  * failure/timeout/error. No-op unless a->state == ATTEMPT_RUNNING. After it returns,

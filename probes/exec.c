@@ -496,9 +496,36 @@ fail_pipe:
 
 static const char *const exec_keys[] = { "command", NULL };
 
+/* --exec NAME=CMD: argv split on spaces, no shell, no quoting; empty pieces dropped. */
+static int exec_flag_to_json(cJSON *obj, const char *value)
+{
+        cJSON *argv = cJSON_AddArrayToObject(obj, "command");
+
+        if (!argv)
+                return -ENOMEM;
+        for (const char *p = value; *p;) {
+                size_t n = strcspn(p, " ");
+
+                if (n > 0) {
+                        char *piece = strndup(p, n);
+                        cJSON *s = piece ? cJSON_CreateString(piece) : NULL;
+
+                        free(piece);
+                        if (!s || !cJSON_AddItemToArray(argv, s)) {
+                                cJSON_Delete(s);
+                                return -ENOMEM;
+                        }
+                }
+                p += n;
+                p += strspn(p, " ");
+        }
+        return 0;
+}
+
 const struct probe_ops exec_probe_ops = {
         .type = "exec",
         .keys = exec_keys,
+        .flag = { .name = "exec", .arg = "NAME=CMD", .to_json = exec_flag_to_json },
         .parse = exec_parse,
         .free_spec = exec_free_spec,
         .start = exec_start,

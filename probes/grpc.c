@@ -298,9 +298,25 @@ fail:
 
 static const char *const grpc_keys[] = { "address", "service", "tls", NULL };
 
+/* --grpc NAME=HOST:PORT[/SERVICE]: the service after the first '/', "" (the server's
+ * overall health) without one. */
+static int grpc_flag_to_json(cJSON *obj, const char *value)
+{
+        const char *slash = strchr(value, '/');
+        char *addr = slash ? strndup(value, (size_t) (slash - value)) : strdup(value);
+        int r = -ENOMEM;
+
+        if (addr && cJSON_AddStringToObject(obj, "address", addr) &&
+            cJSON_AddStringToObject(obj, "service", slash ? slash + 1 : ""))
+                r = 0;
+        free(addr);
+        return r;
+}
+
 const struct probe_ops grpc_probe_ops = {
         .type = "grpc",
         .keys = grpc_keys,
+        .flag = { .name = "grpc", .arg = "NAME=HOST:PORT[/SERVICE]", .to_json = grpc_flag_to_json },
         .parse = grpc_parse,
         .free_spec = grpc_free_spec,
         .start = grpc_start,

@@ -736,9 +736,15 @@ static const char *const http_keys[] = {
         "url", "method", "headers", "expect_status", "expect_body", "max_body", "tls_verify", NULL,
 };
 
+static int http_flag_to_json(cJSON *obj, const char *value)
+{
+        return cJSON_AddStringToObject(obj, "url", value) ? 0 : -ENOMEM;
+}
+
 const struct probe_ops http_probe_ops = {
         .type = "http",
         .keys = http_keys,
+        .flag = { .name = "http", .arg = "NAME=URL", .to_json = http_flag_to_json },
         .parse = http_parse,
         .free_spec = http_free_spec,
         .start = http_start,

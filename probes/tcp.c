@@ -146,9 +146,15 @@ static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 }
 static const char *const tcp_keys[] = { "address", NULL };
 
+static int tcp_flag_to_json(cJSON *obj, const char *value)
+{
+        return cJSON_AddStringToObject(obj, "address", value) ? 0 : -ENOMEM;
+}
+
 const struct probe_ops tcp_probe_ops = {
         .type = "tcp",
         .keys = tcp_keys,
+        .flag = { .name = "tcp", .arg = "NAME=HOST:PORT", .to_json = tcp_flag_to_json },
         .parse = tcp_parse,
         .free_spec = tcp_free_spec,
         .start = tcp_start,

@@ -611,9 +611,15 @@ fail:
 
 static const char *const ws_keys[] = { "url", "headers", "subprotocol", "ping", NULL };
 
+static int ws_flag_to_json(cJSON *obj, const char *value)
+{
+        return cJSON_AddStringToObject(obj, "url", value) ? 0 : -ENOMEM;
+}
+
 const struct probe_ops websocket_probe_ops = {
         .type = "websocket",
         .keys = ws_keys,
+        .flag = { .name = "ws", .arg = "NAME=URL", .to_json = ws_flag_to_json },
         .parse = ws_parse,
         .free_spec = ws_free_spec,
         .start = ws_start,
