@@ -27,7 +27,13 @@
  *   "[+]<probe> ok" | "[-]<probe> failed: <reason>" | "[-]<probe> pending: <reason>"
  *   then "[-]draining failed: shutting down" (readyz while draining)
  *   then "<startup|livez|readyz> check passed|failed".
- * Control characters in a reason become spaces so a reason is always one line. */
+ * Control characters in a reason become spaces so a reason is always one line.
+ *
+ * /status and /metrics come in two parts so that the status server renders the big
+ * part once per snapshot and shares it among every request (README.md, "Status server
+ * limits"): the body depends on the snapshot only, and a small head (/status: up to
+ * uptime_seconds) or tail (/metrics: heartbeat age and process figures) is rendered per
+ * request. render_status_json and render_metrics join the two. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -482,12 +488,6 @@ static void json_key(struct buf *b, const char *key)
         buf_add(b, "\":", 2);
 }
 
-static void json_bool(struct buf *b, const char *key, bool v)
-{
-        json_key(b, key);
-        buf_puts(b, v ? "true" : "false");
-}
-
 static void json_u64(struct buf *b, const char *key, uint64_t v)
 {
         json_key(b, key);
@@ -580,28 +580,29 @@ static void json_probe(struct buf *b, const struct probe_view *v)
         buf_putc(b, '}');
 }
 
-char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns)
+/* The head of /status: everything up to "uptime_seconds", the one per-request value.
+ * A few hundred bytes at most (RENDER_PART_MAX). */
+size_t render_status_head(const struct snapshot *s, uint64_t now_mono_ns, char *out, size_t size)
 {
         uint64_t uptime = now_mono_ns > s->start_mono_ns ? now_mono_ns - s->start_mono_ns : 0;
-        struct buf b = { 0 };
+        int n;
 
-        buf_putc(&b, '{');
-        json_key(&b, "version");
-        json_string(&b, PROBED_VERSION);
-        buf_putc(&b, ',');
-        json_key(&b, "status");
-        json_string(&b, snapshot_status(s));
-        buf_putc(&b, ',');
-        json_bool(&b, "started", s->started);
-        buf_putc(&b, ',');
-        json_bool(&b, "live", s->live);
-        buf_putc(&b, ',');
-        json_bool(&b, "ready", s->ready);
-        buf_putc(&b, ',');
-        json_bool(&b, "draining", s->draining);
-        buf_putc(&b, ',');
-        json_u64(&b, "uptime_seconds", uptime / NSEC_PER_SEC);
-        buf_putc(&b, ',');
+        /* every string here is ours (version, status word): nothing to escape */
+        n = snprintf(out, size,
+                     "{\"version\":\"%s\",\"status\":\"%s\",\"started\":%s,\"live\":%s,\"ready\":%s,"
+                     "\"draining\":%s,\"uptime_seconds\":%" PRIu64 ",",
+                     PROBED_VERSION, snapshot_status(s), s->started ? "true" : "false", s->live ? "true" : "false",
+                     s->ready ? "true" : "false", s->draining ? "true" : "false", (uint64_t) (uptime / NSEC_PER_SEC));
+        if (n < 0)
+                n = 0;
+        return (size_t) n < size ? (size_t) n : size - 1;
+}
+
+char *render_status_body(const struct snapshot *s, size_t *ret_len)
+{
+        struct buf b = { 0 };
+        char *text;
+
         json_u64(&b, "stalls", s->stalls);
         buf_putc(&b, ',');
         json_u64(&b, "reloads", s->reloads_ok);
@@ -612,7 +613,27 @@ char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns)
                 json_probe(&b, s->probes[i]);
         }
         buf_puts(&b, "]}");
-        return buf_steal(&b);
+        text = buf_steal(&b);
+        if (ret_len)
+                *ret_len = text ? b.len : 0;
+        return text;
+}
+
+char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns)
+{
+        char head[RENDER_PART_MAX];
+        size_t hl = render_status_head(s, now_mono_ns, head, sizeof(head)), bl;
+        char *body = render_status_body(s, &bl), *text;
+
+        if (!body)
+                return NULL;
+        text = malloc(hl + bl + 1);
+        if (text) {
+                memcpy(text, head, hl);
+                memcpy(text + hl, body, bl + 1);
+        }
+        free(body);
+        return text;
 }
 
 /* ---- /metrics ------------------------------------------------------------------ */
@@ -719,12 +740,13 @@ static void prom_gauge01(struct buf *b, const char *name, const char *help, bool
         buf_puts(b, v ? " 1\n" : " 0\n");
 }
 
-char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_seconds)
+char *render_metrics_body(const struct snapshot *s, size_t *ret_len)
 {
         static const double bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
         char le[N_DURATION_BUCKETS][32];
         struct prom_labels l = { 0 };
         struct buf b = { 0 };
+        char *text;
 
         for (size_t k = 0; k < N_DURATION_BUCKETS; k++)
                 (void) snprintf(le[k], sizeof(le[k]), ",le=\"%g\"} ", bounds[k]);
@@ -786,11 +808,50 @@ char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_se
         prom_value(&b, "probed_config_reloads_total{result=\"success\"} ", s->reloads_ok);
         prom_value(&b, "probed_config_reloads_total{result=\"failure\"} ", s->reloads_failed);
 
-        prom_family(&b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-        prom_value(&b, "process_resident_memory_bytes ", rss_bytes);
-        prom_family(&b, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
-        buf_printf(&b, "process_cpu_seconds_total %.15g\n", cpu_seconds);
+        prom_family(&b, "probed_loop_busy_total", "counter",
+                    "Late wake-ups of the event loop caused by its own work (not stalls).");
+        prom_value(&b, "probed_loop_busy_total ", s->loop_busy);
 
         prom_labels_free(&l);
-        return buf_steal(&b);
+        text = buf_steal(&b);
+        if (ret_len)
+                *ret_len = text ? b.len : 0;
+        return text;
+}
+
+/* The per-request end of /metrics: the heartbeat's age and the process figures. */
+size_t render_metrics_tail(uint64_t rss_bytes, double cpu_seconds, double heartbeat_age_s, char *out, size_t size)
+{
+        int n = snprintf(out, size,
+                         "# HELP probed_loop_heartbeat_age_seconds How far the event loop is behind the present "
+                         "(0 while current).\n# TYPE probed_loop_heartbeat_age_seconds gauge\n"
+                         "probed_loop_heartbeat_age_seconds %.9g\n"
+                         "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                         "# TYPE process_resident_memory_bytes gauge\n"
+                         "process_resident_memory_bytes %" PRIu64 "\n"
+                         "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+                         "# TYPE process_cpu_seconds_total counter\n"
+                         "process_cpu_seconds_total %.15g\n",
+                         heartbeat_age_s, (uint64_t) rss_bytes, cpu_seconds);
+
+        if (n < 0)
+                n = 0;
+        return (size_t) n < size ? (size_t) n : size - 1;
+}
+
+char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_seconds)
+{
+        char tail[RENDER_PART_MAX];
+        size_t tl = render_metrics_tail(rss_bytes, cpu_seconds, 0, tail, sizeof(tail)), bl;
+        char *body = render_metrics_body(s, &bl), *text;
+
+        if (!body)
+                return NULL;
+        text = malloc(bl + tl + 1);
+        if (text) {
+                memcpy(text, body, bl);
+                memcpy(text + bl, tail, tl + 1);
+        }
+        free(body);
+        return text;
 }

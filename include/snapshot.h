@@ -62,6 +62,7 @@ struct snapshot {
         bool details_loopback;  /* /status and ?verbose only for loopback clients */
         uint64_t start_mono_ns; /* daemon start, CLOCK_MONOTONIC (uptime) */
         uint64_t stalls;
+        uint64_t loop_busy; /* late wake-ups caused by the loop's own work (not stalls) */
         uint64_t reloads_ok, reloads_failed;
         size_t n_probes;
         struct probe_view **probes; /* owned array of references, config order */
@@ -92,3 +93,14 @@ char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns);
 /* /metrics, Prometheus text format 0.0.4; passes `promtool check metrics`.
  * rss_bytes and cpu_seconds are the process figures. malloc'd, NULL on ENOMEM. */
 char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_seconds);
+
+/* The same documents in two parts: a body that depends on the snapshot only (rendered
+ * once, shared by every request) and a small per-request part of at most
+ * RENDER_PART_MAX bytes written into out (NUL-terminated; returns its length).
+ * /status = head + body; /metrics = body + tail. Bodies: malloc'd, *ret_len their
+ * length, NULL on ENOMEM. */
+#define RENDER_PART_MAX 1024
+size_t render_status_head(const struct snapshot *s, uint64_t now_mono_ns, char *out, size_t size);
+char *render_status_body(const struct snapshot *s, size_t *ret_len);
+char *render_metrics_body(const struct snapshot *s, size_t *ret_len);
+size_t render_metrics_tail(uint64_t rss_bytes, double cpu_seconds, double heartbeat_age_s, char *out, size_t size);
