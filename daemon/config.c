@@ -1,27 +1,22 @@
-/* The config: JSON text (SPEC 3) plus probe flags (SPEC 2) -> a validated struct config.
+/* The config loader: JSON text plus probe flags -> a validated struct config (README
+ * "Config file", "Command line").
  *
  * Pipeline, in this order, so that every error names the JSON path the user wrote:
  *   1. cJSON parse (with length; trailing garbage rejected); a syntax error reports
  *      line and column.
  *   2. ${VAR} / ${VAR:-default} expansion of every string value in the tree, before any
- *      validation, so that durations, addresses, header values and exec argv can all
- *      come from the environment. Keys are never expanded. Rules, as in sh:
- *        ${VAR}          the value of VAR; an unset VAR expands to "" (not an error:
- *                        the field's own validation reports an empty value if it matters)
- *        ${VAR:-default} default when VAR is unset *or empty*; default is literal up to
- *                        the first '}' (no nesting)
- *      VAR is [A-Za-z_][A-Za-z0-9_]*. "${" without "}" or with a bad name is an error.
- *      A lone '$' or "$VAR" is kept as written; there is no escape for a literal "${".
+ *      validation (daemon/config_env.c).
  *   3. Validation top-down. Unknown keys and duplicate keys are errors at every level.
  *      Each probe is rebuilt as an "effective" JSON object (name, type, canonical
  *      scopes, every timing key with durations normalized by duration_format, then the
  *      kind's own keys), which ops->parse validates and may complete with its defaults.
  *      That object is what --check-config prints and what a reload compares.
- *   4. Probe flags become the same kind of JSON object and go through the same probe
- *      validation, with the flag ("--tcp app=x") as their path.
+ *   4. Probe flags become the same kind of JSON object (daemon/config_flags.c) and go
+ *      through the same probe validation, with the flag ("--tcp app=x") as their path.
  *
  * Error strings: "config: <path>: <why>" for the file, "<flag>: <key>: <why>" for flags
- * (cfg_error tells them apart by the leading "--"). Nothing here logs (STYLE 30).
+ * (cfg_error tells them apart by the leading "--"). Nothing here logs: errors come back
+ * to the caller (docs/design.md).
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -38,6 +33,9 @@
 
 #include "bounds.h"
 #include "config.h"
+#include "config_env.h"
+#include "config_flags.h"
+#include "config_get.h"
 #include "probe.h"
 #include "util.h"
 
@@ -45,11 +43,8 @@
 #define DEFAULT_CONFIG_TEXT                                                                                            \
         "{\"probes\":[{\"name\":\"app\",\"type\":\"tcp\","                                                             \
         "\"address\":\"127.0.0.1:${PROBED_TARGET_PORT:-8080}\"}]}"
-#define DURATION_HINT "is not a duration (e.g. \"500ms\", \"2s\")"
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
-#define REPR_MAX 80         /* bytes of a bad value quoted back in an error */
-#define EXPAND_PATH_MAX 512 /* JSON path buffer while expanding; longer paths are cut */
 
 static const char *const scope_names[] = { "startup", "liveness", "readiness" };
 static const unsigned scope_flags[] = { SCOPE_STARTUP, SCOPE_LIVENESS, SCOPE_READINESS };
@@ -64,329 +59,6 @@ static const char *const timing_keys[] = {
 static const char *const backoff_keys[] = { "initial", "max", NULL };
 static const char *const probe_common_keys[] = { "name", "type", "scopes", NULL };
 
-/* ---- errors --------------------------------------------------------------------- */
-
-static int cfg_verror(char **reterr, const char *path, const char *key, const char *fmt, va_list ap)
-{
-        char *msg = NULL, *full;
-        const char *p = path ? path : "";
-
-        if (vasprintf(&msg, fmt, ap) < 0)
-                return -ENOMEM;
-        if (strncmp(p, "--", 2) == 0) /* a probe flag: "--tcp app=x: address: ..." */
-                full = key ? strdup_printf("%s: %s: %s", p, key, msg) : strdup_printf("%s: %s", p, msg);
-        else if (*p && key)
-                full = strdup_printf("config: %s.%s: %s", p, key, msg);
-        else if (*p || key)
-                full = strdup_printf("config: %s: %s", *p ? p : key, msg);
-        else
-                full = strdup_printf("config: %s", msg);
-        free(msg);
-        if (!full)
-                return -ENOMEM;
-        if (reterr)
-                *reterr = full;
-        else
-                free(full);
-        return -EINVAL;
-}
-
-int cfg_error(char **reterr, const char *path, const char *key, const char *fmt, ...)
-{
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = cfg_verror(reterr, path, key, fmt, ap);
-        va_end(ap);
-        return r;
-}
-
-/* Makes sure a failure always comes back with a message (kinds may return -ENOMEM
- * without one). */
-static int cfg_fail(int r, char **reterr)
-{
-        if (r >= 0)
-                r = -EINVAL;
-        if (reterr && !*reterr)
-                *reterr = strdup(r == -ENOMEM ? "config: out of memory" : "config: invalid configuration");
-        return r;
-}
-
-/* The JSON value as the user wrote it, cut to REPR_MAX bytes: for error messages. */
-static char *json_repr(const cJSON *v)
-{
-        char *s = cJSON_PrintUnformatted(v);
-        size_t cut = REPR_MAX - 3;
-
-        if (!s || strlen(s) <= REPR_MAX)
-                return s;
-        /* never inside a UTF-8 sequence: the message ends up in a JSON log line */
-        while (cut > 0 && ((unsigned char) s[cut] & 0xC0) == 0x80)
-                cut--;
-        memcpy(s + cut, "...", 4);
-        return s;
-}
-
-/* "<repr> <why>" about v, e.g. `"5x" is not a duration`. */
-static int cfg_error_value(char **reterr, const char *path, const char *key, const cJSON *v, const char *why)
-{
-        char *repr = json_repr(v);
-        int r;
-
-        if (!repr)
-                return -ENOMEM;
-        r = cfg_error(reterr, path, key, "%s %s", repr, why);
-        free(repr);
-        return r;
-}
-
-/* ---- typed getters -------------------------------------------------------------- */
-
-int cfg_string(const cJSON *obj, const char *key, const char *path, bool required, const char **ret, char **reterr)
-{
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-
-        if (!v)
-                return required ? cfg_error(reterr, path, key, "is required") : 0;
-        if (!cJSON_IsString(v) || !v->valuestring)
-                return cfg_error_value(reterr, path, key, v, "is not a string");
-        *ret = v->valuestring;
-        return 0;
-}
-
-bool cfg_token_valid(const char *s)
-{
-        if (!*s)
-                return false;
-        for (; *s; s++)
-                if (!isalnum((unsigned char) *s) && !strchr("!#$%&'*+-.^_`|~", *s))
-                        return false;
-        return true;
-}
-
-bool cfg_header_value_valid(const char *s)
-{
-        for (; *s; s++)
-                if (((unsigned char) *s < 0x20 && *s != '\t') || *s == 0x7F)
-                        return false;
-        return true;
-}
-
-int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr)
-{
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-
-        if (!v)
-                return 0;
-        if (!cJSON_IsBool(v))
-                return cfg_error_value(reterr, path, key, v, "is not true or false");
-        *ret = cJSON_IsTrue(v);
-        return 0;
-}
-
-int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max, uint64_t *ret,
-             char **reterr)
-{
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-        double d;
-        char *repr;
-        int r;
-
-        if (!v)
-                return 0;
-        if (!cJSON_IsNumber(v))
-                return cfg_error_value(reterr, path, key, v, "is not an integer");
-        d = v->valuedouble;
-        if (!isfinite(d) || d != floor(d))
-                return cfg_error_value(reterr, path, key, v, "is not an integer");
-        /* 2^64 as a double: UINT64_MAX itself rounds up to it. */
-        if (d < 0 || d >= 18446744073709551616.0 || (uint64_t) d < min || (uint64_t) d > max) {
-                repr = json_repr(v);
-                if (!repr)
-                        return -ENOMEM;
-                r = cfg_error(reterr, path, key, "%s is out of range (%llu..%llu)", repr, (unsigned long long) min,
-                              (unsigned long long) max);
-                free(repr);
-                return r;
-        }
-        *ret = (uint64_t) d;
-        return 0;
-}
-
-/* A duration string; absent leaves *ret_ms alone. positive: 0 is an error. */
-static int cfg_duration(const cJSON *obj, const char *key, const char *path, bool positive, uint64_t *ret_ms,
-                        char **reterr)
-{
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-        uint64_t ms;
-        int r;
-
-        if (!v)
-                return 0;
-        if (!cJSON_IsString(v) || !v->valuestring)
-                return cfg_error_value(reterr, path, key, v, DURATION_HINT);
-        r = duration_parse(v->valuestring, &ms);
-        if (r == -ERANGE)
-                return cfg_error_value(reterr, path, key, v, "is too long");
-        if (r < 0)
-                return cfg_error_value(reterr, path, key, v, DURATION_HINT);
-        if (positive && ms == 0)
-                return cfg_error(reterr, path, key, "must be greater than 0");
-        *ret_ms = ms;
-        return 0;
-}
-
-/* An object's keys must be in one of the NULL-terminated lists (any may be NULL),
- * each at most once (cJSON keeps duplicates; the second would be silently ignored). */
-static int cfg_check_keys(const cJSON *obj, const char *path, const char *const *a, const char *const *b,
-                          const char *const *c, char **reterr)
-{
-        const char *const *lists[] = { a, b, c };
-
-        for (const cJSON *o = obj->child; o; o = o->next) {
-                bool known = false;
-
-                for (size_t l = 0; l < ELEMENTSOF(lists) && !known; l++)
-                        for (const char *const *k = lists[l]; k && *k && !known; k++)
-                                known = strcmp(*k, o->string) == 0;
-                if (!known)
-                        return cfg_error(reterr, path, o->string, "unknown key");
-                for (const cJSON *d = obj->child; d != o; d = d->next)
-                        if (strcmp(d->string, o->string) == 0)
-                                return cfg_error(reterr, path, o->string, "duplicate key");
-        }
-        return 0;
-}
-
-/* ---- ${VAR} expansion ----------------------------------------------------------- */
-
-struct strbuf {
-        char *s;
-        size_t len, cap;
-};
-
-static int strbuf_add(struct strbuf *b, const char *s, size_t n)
-{
-        if (b->len + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap : 64;
-                char *p;
-
-                while (cap < b->len + n + 1)
-                        cap *= 2;
-                p = realloc(b->s, cap);
-                if (!p)
-                        return -ENOMEM;
-                b->s = p;
-                b->cap = cap;
-        }
-        memcpy(b->s + b->len, s, n);
-        b->len += n;
-        b->s[b->len] = '\0';
-        return 0;
-}
-
-static bool var_start_char(char c)
-{
-        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
-}
-
-static bool var_char(char c)
-{
-        return var_start_char(c) || (c >= '0' && c <= '9');
-}
-
-/* Expands s. *ret is NULL when s has no "${" (nothing to change), else malloc'd.
- * -EINVAL with *ret_why (static) on a malformed reference. */
-static int expand_string(const char *s, char **ret, const char **ret_why)
-{
-        struct strbuf b = { 0 };
-        const char *p = s, *ref;
-        int r = 0;
-
-        *ret = NULL;
-        if (!strstr(s, "${"))
-                return 0;
-
-        while ((ref = strstr(p, "${"))) {
-                const char *name = ref + 2, *n = name, *close, *value, *def = NULL;
-                size_t def_len = 0;
-                char var[256];
-
-                if ((r = strbuf_add(&b, p, (size_t) (ref - p))) < 0)
-                        goto out;
-                close = strchr(name, '}');
-                if (!close) {
-                        *ret_why = "has \"${\" without a closing \"}\" (use ${VAR} or ${VAR:-default})";
-                        r = -EINVAL;
-                        goto out;
-                }
-                if (var_start_char(*n))
-                        for (n++; var_char(*n); n++)
-                                ;
-                if (n == name || (size_t) (n - name) >= sizeof(var) || (n != close && strncmp(n, ":-", 2) != 0)) {
-                        *ret_why = "has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})";
-                        r = -EINVAL;
-                        goto out;
-                }
-                if (n != close) {
-                        def = n + 2;
-                        def_len = (size_t) (close - def);
-                }
-                memcpy(var, name, (size_t) (n - name));
-                var[n - name] = '\0';
-                value = getenv(var);
-                if (def && (!value || !*value))
-                        r = strbuf_add(&b, def, def_len);
-                else if (value)
-                        r = strbuf_add(&b, value, strlen(value));
-                if (r < 0)
-                        goto out;
-                p = close + 1;
-        }
-        if ((r = strbuf_add(&b, p, strlen(p))) < 0)
-                goto out;
-        *ret = b.s;
-        b.s = NULL;
-out:
-        free(b.s);
-        return r;
-}
-
-/* Walks the tree; path is a buffer of EXPAND_PATH_MAX bytes holding node's JSON path. */
-static int expand_tree(cJSON *node, char *path, char **reterr)
-{
-        size_t base = strlen(path);
-        size_t i = 0;
-        int r = 0;
-
-        if (cJSON_IsString(node) && node->valuestring) {
-                const char *why = NULL;
-                char *s;
-
-                r = expand_string(node->valuestring, &s, &why);
-                if (r == -EINVAL)
-                        return cfg_error(reterr, path, NULL, "%s", why);
-                if (r < 0)
-                        return r;
-                if (s && !cJSON_SetValuestring(node, s))
-                        r = -ENOMEM;
-                free(s);
-                return r;
-        }
-        for (cJSON *c = node->child; c; c = c->next, i++) {
-                if (cJSON_IsObject(node))
-                        (void) snprintf(path + base, EXPAND_PATH_MAX - base, "%s%s", base ? "." : "", c->string);
-                else
-                        (void) snprintf(path + base, EXPAND_PATH_MAX - base, "[%zu]", i);
-                r = expand_tree(c, path, reterr);
-                path[base] = '\0';
-                if (r < 0)
-                        return r;
-        }
-        return 0;
-}
-
 /* ---- small validators ----------------------------------------------------------- */
 
 static bool name_valid(const char *s)
@@ -396,7 +68,7 @@ static bool name_valid(const char *s)
         if (n < 1 || n > MAX_NAME_LEN)
                 return false;
         for (const char *p = s; *p; p++)
-                if (!var_char(*p) && *p != '.' && *p != '-')
+                if (!isalnum((unsigned char) *p) && !strchr("_.-", *p))
                         return false;
         return true;
 }
@@ -483,25 +155,23 @@ static int name_set_add(struct load *ld, size_t idx, size_t *ret_other)
         }
 }
 
+/* "<type> is not a known type (http, tcp, ...)": the kinds of the registry. */
 static int cfg_type_error(char **reterr, const char *path, const cJSON *type)
 {
-        char known[256] = "", *repr;
-        size_t len = 0;
-        int r;
+        char why[256] = "is not a known type (";
+        size_t len = strlen(why);
 
         for (const struct probe_ops *const *k = probe_kinds; *k; k++) {
-                int n = snprintf(known + len, sizeof(known) - len, "%s%s", len ? ", " : "", (*k)->type);
+                int n = snprintf(why + len, sizeof(why) - len, "%s%s", k == probe_kinds ? "" : ", ", (*k)->type);
 
-                if (n < 0 || (size_t) n >= sizeof(known) - len)
-                        break; /* cut: never with the kinds there are */
+                if (n < 0 || (size_t) n >= sizeof(why) - len)
+                        return -ENOMEM; /* never with the kinds there are */
                 len += (size_t) n;
         }
-        repr = json_repr(type);
-        if (!repr)
+        if (len + 2 > sizeof(why))
                 return -ENOMEM;
-        r = cfg_error(reterr, path, "type", "%s is not a known type (%s)", repr, known);
-        free(repr);
-        return r;
+        memcpy(why + len, ")", 2);
+        return cfg_error_value(reterr, path, "type", type, why);
 }
 
 static int cfg_scopes(const cJSON *obj, const char *path, unsigned *ret, char **reterr)
@@ -643,40 +313,6 @@ fail:
         return r;
 }
 
-/* ---- probe flags ------------------------------------------------------------------ */
-
-/* Builds the JSON object a probe flag stands for, through its kind's flag.to_json.
- * -EINVAL with a message naming the flag. */
-static int flag_to_json(const struct probe_flag *f, const char *path, cJSON **ret, char **reterr)
-{
-        const struct probe_ops *ops = probe_ops_find_flag(f->kind);
-        const char *eq;
-        cJSON *obj = NULL;
-        char *name = NULL;
-        int r;
-
-        if (!ops)
-                return cfg_error(reterr, path, NULL, "unknown probe flag");
-        eq = f->arg ? strchr(f->arg, '=') : NULL;
-        if (!eq || eq == f->arg || !eq[1])
-                return cfg_error(reterr, path, NULL, "expected %s", ops->flag.arg);
-
-        r = -ENOMEM;
-        name = strndup(f->arg, (size_t) (eq - f->arg));
-        obj = cJSON_CreateObject();
-        if (!name || !obj || !cJSON_AddStringToObject(obj, "name", name) ||
-            !cJSON_AddStringToObject(obj, "type", ops->type))
-                goto fail;
-        if ((r = ops->flag.to_json(obj, eq + 1)) < 0)
-                goto fail;
-        *ret = obj;
-        obj = NULL;
-fail:
-        cJSON_Delete(obj);
-        free(name);
-        return r;
-}
-
 /* ---- load ----------------------------------------------------------------------- */
 
 static int json_syntax_error(const char *text, size_t len, const char *at, char **reterr)
@@ -701,22 +337,20 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
         const cJSON *v, *probes = NULL;
         const char *s = NULL;
         size_t n_file = 0, n_total, i;
-        char path[EXPAND_PATH_MAX] = "";
         int r;
 
         if (!cJSON_IsObject(root))
                 return cfg_error(reterr, NULL, NULL, "the top level is not a JSON object");
-        if ((r = expand_tree(root, path, reterr)) < 0)
+        if ((r = config_expand(root, reterr)) < 0)
                 return r;
         if ((r = cfg_check_keys(root, "", top_keys, NULL, NULL, reterr)) < 0)
                 return r;
 
         if ((r = cfg_string(root, "listen", "", false, &s, reterr)) < 0)
                 return r;
-        struct addr_list addrs;
-        if (s && address_resolve(s, true, &addrs) < 0)
+        if (s && !config_listen_valid(s))
                 return cfg_error_value(reterr, "", "listen", cJSON_GetObjectItemCaseSensitive(root, "listen"),
-                                       "is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")");
+                                       LISTEN_HINT);
         c->listen = strdup(s ? s : DEFAULT_LISTEN);
         if (!c->listen)
                 return -ENOMEM;
@@ -811,7 +445,7 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
                 if (!fpath)
                         return -ENOMEM;
                 c->n_probes = i + 1;
-                r = flag_to_json(&flags[f], fpath, &obj, reterr);
+                r = config_flag_to_json(&flags[f], fpath, &obj, reterr);
                 if (r >= 0)
                         r = load_probe(ld, i, obj, fpath, reterr);
                 cJSON_Delete(obj);
@@ -1012,6 +646,13 @@ struct config *config_free(struct config *c)
         free(c->listen);
         free(c);
         return NULL;
+}
+
+bool config_listen_valid(const char *addr)
+{
+        struct addr_list addrs;
+
+        return address_resolve(addr, true, &addrs) >= 0;
 }
 
 const struct probe_config *config_find_probe(const struct config *c, const char *name)

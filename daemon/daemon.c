@@ -46,6 +46,7 @@ struct probe {
         struct probe_view *v;          /* owned reference; snapshots take more */
         struct probe *q_prev, *q_next; /* in d's queue of probes waiting for a slot */
         bool queued;
+        unsigned fds_held; /* the attempt in flight's fds_per_attempt, counted in d */
 };
 
 struct daemon {
@@ -66,6 +67,8 @@ struct daemon {
         struct timer publish_timer;
         struct timer drain_timer;
         size_t running;                /* attempts in flight, at most MAX_INFLIGHT_ATTEMPTS */
+        size_t fd_budget;              /* descriptors attempts may hold at once; 0: not limited */
+        size_t fds_in_flight;          /* what the attempts in flight hold (fds_per_attempt) */
         struct probe *q_head, *q_tail; /* due probes waiting for a slot, FIFO */
         struct timer slot_timer;       /* starts queued probes once slots are free */
 };
@@ -234,7 +237,33 @@ static void attempt_on_deadline(struct loop *l, void *data)
         attempt_end(a, OUTCOME_TIMEOUT, "timeout: no %s within %s", a->waiting_for ? a->waiting_for : "answer", buf);
 }
 
-/* ---- the slot queue: at most MAX_INFLIGHT_ATTEMPTS attempts in flight ----------------- */
+/* ---- the slot queue: at most MAX_INFLIGHT_ATTEMPTS attempts in flight ----------------- *
+ * and within the descriptors left to probes (daemon_set_fd_budget, README "Design"): a due
+ * probe without a slot waits its turn in a FIFO, with no outcome. */
+
+static unsigned probe_fds(const struct probe *p)
+{
+        return p->cfg->ops->fds_per_attempt ? p->cfg->ops->fds_per_attempt : 1;
+}
+
+static bool slot_free(const struct daemon *d, const struct probe *p)
+{
+        return d->running < MAX_INFLIGHT_ATTEMPTS &&
+               (d->fd_budget == 0 || d->fds_in_flight + probe_fds(p) <= d->fd_budget);
+}
+
+/* The attempt of p no longer holds its slot. */
+static void slot_release(struct probe *p)
+{
+        p->d->running--;
+        p->d->fds_in_flight -= p->fds_held;
+        p->fds_held = 0;
+}
+
+void daemon_set_fd_budget(struct daemon *d, size_t fds)
+{
+        d->fd_budget = fds;
+}
 
 static void queue_remove(struct probe *p)
 {
@@ -268,7 +297,7 @@ static void slot_on_timer(struct loop *l, void *data)
         struct daemon *d = data;
 
         (void) l;
-        while (d->q_head && d->running < MAX_INFLIGHT_ATTEMPTS && !d->draining)
+        while (d->q_head && slot_free(d, d->q_head) && !d->draining)
                 probe_run(d->q_head);
 }
 
@@ -281,12 +310,14 @@ static void probe_run(struct probe *p)
         if (d->draining || a->state != ATTEMPT_IDLE)
                 return;
         loop_timer_disarm(d->loop, &p->timer);
-        if (d->running >= MAX_INFLIGHT_ATTEMPTS) {
+        if (!slot_free(d, p) || (d->q_head && d->q_head != p)) {
                 queue_push(p); /* bounded: thousands of sockets and handles at once cost memory */
-                return;
+                return;        /* and first come, first served: a 1-fd kind cannot starve exec */
         }
         queue_remove(p);
         d->running++;
+        p->fds_held = probe_fds(p);
+        d->fds_in_flight += p->fds_held;
         probe_set_state(p, PROBE_RUNNING); /* /status shows the attempt running */
         a->id = ++d->next_attempt_id;
         a->state = ATTEMPT_RUNNING;
@@ -371,7 +402,7 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         vsnprintf(reason, sizeof(reason), fmt, ap);
         va_end(ap);
         loop_timer_disarm(a->loop, &p->deadline);
-        p->d->running--;
+        slot_release(p);
         loop_set_busy(a->loop, p->d->running > 0);
         if (p->d->q_head && !timer_armed(&p->d->slot_timer))
                 loop_timer_arm(a->loop, &p->d->slot_timer, now_ns());

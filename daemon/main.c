@@ -2,6 +2,7 @@
  * block signals -> libcurl init -> loop -> status server -> daemon -> loop_run ->
  * shutdown in one place (daemon_free cancels and removes every easy handle, then
  * curl_multi_cleanup inside loop_free while epoll is open, then MHD stop). */
+#include <dirent.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
@@ -187,6 +188,34 @@ static void raise_nofile_limit(void)
         (void) setrlimit(RLIMIT_NOFILE, &rl);
 }
 
+/* Descriptors left to the attempts in flight (README "Design"): the soft RLIMIT_NOFILE,
+ * less what is open now (the loop, the status server and its threads, libcurl's multi)
+ * and SERVER_FD_RESERVE, which probes never take. *ret_max_inflight: how many attempts
+ * of cfg's costliest kind fit at once (at most MAX_INFLIGHT_ATTEMPTS), for the log. */
+static size_t probe_fd_budget(const struct config *cfg, size_t *ret_max_inflight)
+{
+        DIR *dir = opendir("/proc/self/fd");
+        size_t open_fds = 64, budget = 0, worst = 1; /* without /proc: a generous guess */
+        struct rlimit rl;
+
+        if (dir) {
+                open_fds = 0;
+                for (struct dirent *e; (e = readdir(dir));)
+                        open_fds += e->d_name[0] != '.';
+                (void) closedir(dir);
+                open_fds -= open_fds > 0; /* the directory's own fd */
+        }
+        for (size_t i = 0; i < cfg->n_probes; i++)
+                if (cfg->probes[i].ops->fds_per_attempt > worst)
+                        worst = cfg->probes[i].ops->fds_per_attempt;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > open_fds + SERVER_FD_RESERVE)
+                budget = rl.rlim_cur - open_fds - SERVER_FD_RESERVE;
+        if (budget < worst)
+                budget = worst; /* one attempt at a time, into the reserve, rather than none */
+        *ret_max_inflight = budget / worst < MAX_INFLIGHT_ATTEMPTS ? budget / worst : MAX_INFLIGHT_ATTEMPTS;
+        return budget;
+}
+
 static void publish_to_server(struct snapshot *s, void *data)
 {
         server_publish(data, s);
@@ -337,10 +366,13 @@ int main(int argc, char **argv)
                 fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
                 goto out_curl;
         }
-        char port_s[8];
+        char port_s[8], inflight_s[24], fds_s[24];
+        size_t max_inflight, fd_budget = probe_fd_budget(cfg, &max_inflight);
         snprintf(port_s, sizeof(port_s), "%u", (unsigned) port);
+        snprintf(inflight_s, sizeof(inflight_s), "%zu", max_inflight);
+        snprintf(fds_s, sizeof(fds_s), "%zu", fd_budget);
         log_kv(LOG_LEVEL_INFO, "Status server listening", "event", "listening", "address", listen, "port", port_s,
-               "version", PROBED_VERSION, NULL);
+               "version", PROBED_VERSION, "max_inflight", inflight_s, "probe_fds", fds_s, NULL);
         d = daemon_new(loop, cfg,
                        &(struct daemon_options){
                                .config_path = config_path,
@@ -355,6 +387,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "probed: out of memory\n");
                 goto out_curl;
         }
+        daemon_set_fd_budget(d, fd_budget);
         daemon_start(d);
         r = loop_run(loop);
         if (r < 0)

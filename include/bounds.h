@@ -15,6 +15,8 @@
 #define CURL_BUFFER_BYTES 4096      /* libcurl receive buffer per handle */
 #define CURL_POOL_MAX 64            /* idle libcurl easy handles kept for reuse */
 #define GRPC_MAX_REPLY_BYTES 4096   /* gRPC health reply body bytes read (one tiny message) */
+#define WS_MAX_SKIP_DEFAULT 65536   /* websocket: frame bytes before the pong (max_skip), then failure */
+#define LOOP_READ_BUDGET 65536      /* bytes one read handler takes per wake-up; then back to the loop */
 #define LOG_LINE_MAX 8192           /* one log line, truncated beyond */
 
 #define SERVER_CONNECTION_LIMIT 4096  /* status server connections: thousands of idle ones must not lock out probes */
@@ -29,7 +31,13 @@
 #define SERVER_LOG_BURST 5         /* status server log lines per second, more are counted */
 
 #define SNAPSHOT_STATS_INTERVAL_MS 100 /* counters-only changes are published at most this often */
-#define MAX_INFLIGHT_ATTEMPTS 1024     /* attempts in flight at once; more wait for a slot */
+#define MAX_INFLIGHT_ATTEMPTS 1024     /* attempts in flight at once, at most; more wait for a slot */
+/* Descriptors probes never take (README "Design"): the status server must accept
+ * /livez while probes hold all theirs; the platform's probes, a scraper and a person's
+ * curl at once, each connection 1 fd, plus a reload's config file, with room to spare.
+ * The rest of RLIMIT_NOFILE, after what is open at start, is shared by the attempts in
+ * flight, each counting its kind's fds_per_attempt. */
+#define SERVER_FD_RESERVE 32
 #define FIRST_ATTEMPT_STAGGER_US 100   /* first attempts of probes starting together: this far apart */
 #define STALL_WAKE_DIVISOR 4           /* wake every stall_threshold/4 while attempts run */
 #define CHECK_DEFAULT_TIMEOUT_MS 1000  /* probed check URL */

@@ -1,6 +1,6 @@
-/* The config: parsed from JSON (SPEC 3) plus probe flags (SPEC 2), validated,
- * with every error naming its JSON path. Parsing never logs (STYLE 30): errors come
- * back as a malloc'd "reterr" string such as
+/* The config loader (daemon/config.c): parsed from JSON plus probe flags (README "Config
+ * file", "Command line"), validated, with every error naming its JSON path. Parsing never
+ * logs: errors come back as a malloc'd "reterr" string such as
  *   config: probes[1].timeout: "5x" is not a duration (e.g. "500ms", "2s")
  * which main prints after "probed: ". */
 #pragma once
@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config_get.h" /* the kinds' parse functions read their keys with it */
 #include "log.h"
 
 struct probe_ops;
@@ -91,27 +92,13 @@ cJSON *config_to_json(const struct config *c);
 
 struct config *config_free(struct config *c); /* NULL-safe, returns NULL */
 
+/* A status server address: ADDR:PORT or [V6]:PORT, port 0 for a free one. The one check
+ * of both the config's listen and -l / $PROBED_LISTEN; errors say LISTEN_HINT. */
+#define LISTEN_HINT "is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")"
+bool config_listen_valid(const char *addr);
+
 /* The probe with that name, or NULL. Borrowed from c. */
 const struct probe_config *config_find_probe(const struct config *c, const char *name);
 
 /* True when both probes would probe the same way (reload keeps their state). */
 bool probe_config_equal(const struct probe_config *a, const struct probe_config *b);
-
-/* ---- helpers for probe kinds' parse functions ----------------------------------
- * obj is the probe's JSON object, path its JSON path ("probes[2]"). Each getter
- * returns 0 when the key is absent (ret untouched) or valid (ret set), and
- * -EINVAL with *reterr = "config: <path>.<key>: <why>" otherwise. "required" makes
- * absence an error ("is required"). Strings are borrowed from obj. */
-int cfg_string(const cJSON *obj, const char *key, const char *path, bool required, const char **ret, char **reterr);
-int cfg_bool(const cJSON *obj, const char *key, const char *path, bool *ret, char **reterr);
-int cfg_uint(const cJSON *obj, const char *key, const char *path, uint64_t min, uint64_t max, uint64_t *ret,
-             char **reterr);
-/* An RFC 9110 token: a header name the user configures (http, websocket), a
- * subprotocol. A header value must be free of control bytes (tab allowed), so that it
- * cannot split the request. */
-bool cfg_token_valid(const char *name);
-bool cfg_header_value_valid(const char *value);
-/* Sets *reterr to "config: <path>[.<key>]: <formatted>" and returns -EINVAL
- * (-ENOMEM if even that failed). key may be NULL. */
-int cfg_error(char **reterr, const char *path, const char *key, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));

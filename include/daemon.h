@@ -25,6 +25,10 @@ struct daemon_options {
 
 /* Takes ownership of cfg (also on failure). Sets the loop's hooks. NULL on ENOMEM. */
 struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemon_options *opts);
+/* Descriptors the attempts in flight may hold at once, each counting its kind's
+ * fds_per_attempt; due probes beyond it wait their turn. 0 (the default): no limit
+ * but MAX_INFLIGHT_ATTEMPTS. */
+void daemon_set_fd_budget(struct daemon *d, size_t fds);
 /* Schedules every probe and publishes the first snapshot. */
 void daemon_start(struct daemon *d);
 /* Cancels whatever is in flight and frees everything (probes, config). NULL-safe. */

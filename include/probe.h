@@ -84,6 +84,10 @@ struct probe_ops {
         /* Release a->data (close fds, remove curl handles, kill+reap children) and set it
          * to NULL. Produces no outcome. Called once per started attempt, by attempt_end. */
         void (*cancel)(struct attempt *a);
+        /* Descriptors one attempt may hold at once, counted honestly (sockets, pipes,
+         * pidfds): the daemon shares RLIMIT_NOFILE, less SERVER_FD_RESERVE, among the
+         * attempts in flight by this count (README "Design"). */
+        unsigned fds_per_attempt;
 };
 
 /* The registry of kinds (daemon/registry.c), in the order of the usage text and of

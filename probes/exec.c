@@ -41,7 +41,6 @@
 #include "probe.h"
 #include "util.h"
 
-#define EXEC_READ_PER_WAKE (64 * 1024) /* output bytes read per callback, so one child cannot hog the loop */
 #define EXEC_POLL_MS 10 /* how often a child is looked at when pidfd_open is missing (valgrind 3.19, Linux < 5.3) */
 
 extern char **environ;
@@ -208,14 +207,15 @@ static void reaper_add(struct loop *l, pid_t pid, int pidfd, struct reaper *r)
 
 /* ---- attempt ----------------------------------------------------------------------- */
 
-/* Reads what the pipe holds now (at most EXEC_READ_PER_WAKE bytes), keeping the first
- * EXEC_OUTPUT_MAX. Closes the pipe at EOF. */
+/* Reads what the pipe holds now (at most LOOP_READ_BUDGET bytes a wake-up, README
+ * "Design"; the pipe stays registered and level-triggered epoll comes back), keeping the
+ * first EXEC_OUTPUT_MAX. Closes the pipe at EOF. */
 static void exec_read_output(struct exec_attempt *x)
 {
         char drop[4096];
         size_t total = 0;
 
-        while (x->out_fd >= 0 && total < EXEC_READ_PER_WAKE) {
+        while (x->out_fd >= 0 && total < LOOP_READ_BUDGET) {
                 size_t room = sizeof(x->out) - x->out_len;
                 char *dst = room > 0 ? x->out + x->out_len : drop;
                 ssize_t n = read(x->out_fd, dst, room > 0 ? room : sizeof(drop));
@@ -525,6 +525,9 @@ static int exec_flag_to_json(cJSON *obj, const char *value)
 const struct probe_ops exec_probe_ops = {
         .type = "exec",
         .keys = exec_keys,
+        /* the pipe (both ends while spawning, then its read end) and the pidfd; a pidfd
+         * handed to the reaper outlives the attempt until the child is reaped */
+        .fds_per_attempt = 3,
         .flag = { .name = "exec", .arg = "NAME=CMD", .to_json = exec_flag_to_json },
         .parse = exec_parse,
         .free_spec = exec_free_spec,

@@ -316,6 +316,9 @@ static int grpc_flag_to_json(cJSON *obj, const char *value)
 const struct probe_ops grpc_probe_ops = {
         .type = "grpc",
         .keys = grpc_keys,
+        /* libcurl's socket; two at once while it races IPv6 and IPv4 (happy eyeballs), or
+         * the threaded resolver's socketpair before that */
+        .fds_per_attempt = 2,
         .flag = { .name = "grpc", .arg = "NAME=HOST:PORT[/SERVICE]", .to_json = grpc_flag_to_json },
         .parse = grpc_parse,
         .free_spec = grpc_free_spec,

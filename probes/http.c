@@ -19,7 +19,13 @@
  * followed with the same headers (Host override kept), another host not followed and
  * judged by its 3xx status, a chain reaching HTTP_MAX_REDIRECTS is a failure. Host
  * names of http:// URLs are resolved when the config loads, as for tcp probes; the
- * attempt itself never blocks. */
+ * attempt itself never blocks.
+ *
+ * Fairness (README "Design"): one wake-up of probed's client reads at most
+ * LOOP_READ_BUDGET bytes (head or body), then returns to the loop with the socket still
+ * registered (level-triggered: the next iteration comes back to it); max_body and
+ * HTTP_MAX_HEADER_BYTES bound the attempt as a whole. libcurl (https://) stops at
+ * max_body the same way; what it reads per wake-up is bounded by its own receive loop. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -512,7 +518,7 @@ static void client_read(struct http_attempt *h)
 {
         char buf[READ_CHUNK];
 
-        for (;;) {
+        for (size_t budget = LOOP_READ_BUDGET; budget >= sizeof(buf); budget -= sizeof(buf)) {
                 ssize_t n = recv(h->fd, buf, sizeof(buf), 0);
                 int rc;
 
@@ -529,6 +535,7 @@ static void client_read(struct http_attempt *h)
                 if ((size_t) n < sizeof(buf))
                         return; /* drained: epoll tells when more comes */
         }
+        /* budget spent: the socket stays registered, epoll brings us back */
 }
 
 static void client_on_io(struct loop *l, int fd, uint32_t events, void *data)
@@ -744,6 +751,9 @@ static int http_flag_to_json(cJSON *obj, const char *value)
 const struct probe_ops http_probe_ops = {
         .type = "http",
         .keys = http_keys,
+        /* probed's client: one socket, addresses tried in turn; an https:// hop through
+         * libcurl may race IPv6 and IPv4 (two sockets) */
+        .fds_per_attempt = 2,
         .flag = { .name = "http", .arg = "NAME=URL", .to_json = http_flag_to_json },
         .parse = http_parse,
         .free_spec = http_free_spec,

@@ -154,6 +154,7 @@ static int tcp_flag_to_json(cJSON *obj, const char *value)
 const struct probe_ops tcp_probe_ops = {
         .type = "tcp",
         .keys = tcp_keys,
+        .fds_per_attempt = 1, /* one socket; addresses are tried in turn */
         .flag = { .name = "tcp", .arg = "NAME=HOST:PORT", .to_json = tcp_flag_to_json },
         .parse = tcp_parse,
         .free_spec = tcp_free_spec,

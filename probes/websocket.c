@@ -26,8 +26,14 @@
  * hold decrypted bytes that epoll cannot see.
  *
  * Limits: the response head may use HTTP_MAX_HEADER_BYTES; control frames are at most
- * 125 bytes; data frames the server sends are skipped as they stream, never buffered, so
- * they cost only time, which the lifecycle's timeout bounds. */
+ * 125 bytes; frames before the pong (data frames, the server's own pings) are skipped as
+ * they stream, never buffered, and at most `max_skip` bytes of them (frame headers
+ * included) are allowed: a frame that would go past it fails the attempt at once, from
+ * its header, with "N bytes of data before the pong" (README "Probe kinds").
+ *
+ * Fairness (README "Design"): one wake-up reads at most LOOP_READ_BUDGET bytes, then the
+ * handler returns to the loop. The fd stays registered (level-triggered), and a zero-delay
+ * timer resumes the attempt too, since TLS may hold decrypted bytes epoll cannot see. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +56,7 @@ struct ws_spec {
         char *target;      /* request target: path[?query] */
         char *subprotocol; /* NULL: none asked */
         char *extra;       /* user headers as "Name: value\r\n" lines, or NULL */
+        uint64_t max_skip; /* frame bytes allowed before the pong */
         bool ping;
 };
 
@@ -75,7 +82,10 @@ struct ws_attempt {
         size_t nonce_len;
         uint8_t *out; /* bytes still to send (malloc'd) */
         size_t out_len, out_off;
-        uint64_t skip; /* data frame payload bytes still to discard */
+        uint64_t skip;    /* data frame payload bytes still to discard */
+        uint64_t skipped; /* frame bytes before the pong so far (max_skip) */
+        size_t budget;    /* bytes this wake-up may still read (LOOP_READ_BUDGET) */
+        struct timer resume; /* armed when the budget ran out: the next wake-up goes on */
         size_t in_len;
         uint8_t in[HTTP_MAX_HEADER_BYTES];
 };
@@ -226,6 +236,7 @@ static int ws_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_ta
 {
         struct ws_spec *spec;
         const char *url = NULL, *subprotocol = NULL;
+        uint64_t max_skip = WS_MAX_SKIP_DEFAULT;
         bool ping = true;
         int r;
 
@@ -234,7 +245,8 @@ static int ws_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_ta
                 return -ENOMEM;
         if ((r = cfg_string(obj, "url", path, true, &url, reterr)) < 0 ||
             (r = cfg_string(obj, "subprotocol", path, false, &subprotocol, reterr)) < 0 ||
-            (r = cfg_bool(obj, "ping", path, &ping, reterr)) < 0)
+            (r = cfg_bool(obj, "ping", path, &ping, reterr)) < 0 ||
+            (r = cfg_uint(obj, "max_skip", path, 0, 1u << 30, &max_skip, reterr)) < 0)
                 goto fail;
         if (subprotocol && !cfg_token_valid(subprotocol)) {
                 r = cfg_error(reterr, path, "subprotocol", "\"%s\" must be one token (e.g. \"chat\")", subprotocol);
@@ -243,11 +255,13 @@ static int ws_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_ta
         if ((r = parse_url(url, path, spec, reterr)) < 0 || (r = parse_headers(obj, path, spec, reterr)) < 0)
                 goto fail;
         spec->ping = ping;
+        spec->max_skip = max_skip;
         spec->url = strdup(url);
         spec->subprotocol = subprotocol ? strdup(subprotocol) : NULL;
         *ret_target = strdup(url);
         if (!spec->url || (subprotocol && !spec->subprotocol) || !*ret_target ||
-            (!cJSON_HasObjectItem(obj, "ping") && !cJSON_AddBoolToObject(obj, "ping", ping))) {
+            (!cJSON_HasObjectItem(obj, "ping") && !cJSON_AddBoolToObject(obj, "ping", ping)) ||
+            (!cJSON_HasObjectItem(obj, "max_skip") && !cJSON_AddNumberToObject(obj, "max_skip", (double) max_skip))) {
                 free(*ret_target);
                 *ret_target = NULL;
                 r = -ENOMEM;
@@ -267,6 +281,7 @@ static void ws_release(struct ws_attempt *w)
         if (w->fd >= 0)
                 loop_io_del(w->a->loop, w->fd);
         w->fd = -1;
+        loop_timer_disarm(w->a->loop, &w->resume);
         /* closes the CONNECT_ONLY connection (SO_LINGER 0: abortive) */
         probe_curl_release(w->a->loop, &w->easy);
         free(w->out);
@@ -341,15 +356,21 @@ static int ws_flush(struct ws_attempt *w)
         return 1;
 }
 
-/* Reads what is available into w->in. 1: got bytes; 0: nothing now (EPOLLIN armed);
- * or ends the attempt (EOF or error, reported as closed_msg / "recv: ...") and returns -1. */
+/* Reads what is available into w->in, within this wake-up's budget. 1: got bytes; 0:
+ * nothing now (EPOLLIN armed; the resume timer too when the budget ran out); or ends the
+ * attempt (EOF or error, reported as closed_msg / "recv: ...") and returns -1. */
 static int ws_fill(struct ws_attempt *w, const char *closed_msg)
 {
         char err[ERROR_MAX - 16];
-        size_t n = 0;
+        size_t n = 0, room = sizeof(w->in) - w->in_len;
         CURLcode rc;
 
-        rc = curl_easy_recv(w->easy, w->in + w->in_len, sizeof(w->in) - w->in_len, &n);
+        if (w->budget == 0) {
+                ws_watch(w, EPOLLIN);
+                loop_timer_arm(w->a->loop, &w->resume, now_ns());
+                return 0;
+        }
+        rc = curl_easy_recv(w->easy, w->in + w->in_len, room < w->budget ? room : w->budget, &n);
         if (rc == CURLE_AGAIN) {
                 ws_watch(w, EPOLLIN);
                 return 0;
@@ -364,6 +385,7 @@ static int ws_fill(struct ws_attempt *w, const char *closed_msg)
                 return -1;
         }
         w->in_len += n;
+        w->budget -= n;
         return 1;
 }
 
@@ -383,6 +405,21 @@ static void ws_finish(struct ws_attempt *w, const char *what)
         if (ws_queue_frame(w, WSFRAME_CLOSE, code, sizeof(code)) == 0)
                 (void) curl_easy_send(w->easy, w->out, w->out_len, &n);
         attempt_end(w->a, OUTCOME_SUCCESS, "%s", what);
+}
+
+/* Counts a frame that is not the pong against max_skip. 0, or -1: the attempt ended. */
+static int ws_count_skipped(struct ws_attempt *w, const struct wsframe *f)
+{
+        uint64_t n = f->header_len + f->payload_len; /* < 2^63 + 14: skipped + n cannot wrap */
+
+        if (n > w->spec->max_skip - w->skipped) {
+                attempt_end(w->a, OUTCOME_FAILURE, "%llu bytes of data before the pong (max_skip %llu)",
+                            (unsigned long long) (w->skipped + n),
+                            (unsigned long long) w->spec->max_skip);
+                return -1;
+        }
+        w->skipped += n;
+        return 0;
 }
 
 /* Looks through the frames buffered so far. 1: the pong came (attempt ended); 0: need
@@ -409,7 +446,9 @@ static int ws_scan_frames(struct ws_attempt *w)
                         attempt_end(w->a, OUTCOME_FAILURE, "bad frame from server: %s", why);
                         return -1;
                 }
-                if (!(f.opcode & 0x8)) { /* data: skip it, whatever its size */
+                if (!(f.opcode & 0x8)) { /* data: skipped as it streams, within max_skip */
+                        if (ws_count_skipped(w, &f) < 0)
+                                return -1;
                         ws_consume(w, f.header_len);
                         w->skip = f.payload_len;
                         continue;
@@ -432,6 +471,8 @@ static int ws_scan_frames(struct ws_attempt *w)
                         return 1;
                 }
                 /* a ping from the server or an unsolicited pong: ignored (we close soon) */
+                if (ws_count_skipped(w, &f) < 0)
+                        return -1;
                 ws_consume(w, f.header_len + (size_t) f.payload_len);
         }
 }
@@ -518,10 +559,23 @@ static void ws_on_io(struct loop *l, int fd, uint32_t events, void *data)
 {
         struct ws_attempt *w = data;
 
-        (void) l;
         (void) events; /* errors and hangups surface through curl_easy_send/recv */
         if (w->a->state != ATTEMPT_RUNNING || w->a->data != w || w->fd != fd)
                 return;
+        loop_timer_disarm(l, &w->resume);
+        w->budget = LOOP_READ_BUDGET;
+        ws_step(w);
+}
+
+/* The budget of the previous wake-up ran out: go on with a new one. */
+static void ws_on_resume(struct loop *l, void *data)
+{
+        struct ws_attempt *w = data;
+
+        (void) l;
+        if (w->a->state != ATTEMPT_RUNNING || w->a->data != w)
+                return;
+        w->budget = LOOP_READ_BUDGET;
         ws_step(w);
 }
 
@@ -562,6 +616,7 @@ static void ws_on_connected(struct loop *l, CURL *easy, CURLcode rc, void *data)
         w->events = EPOLLOUT;
         w->step = WS_SEND_HANDSHAKE;
         a->waiting_for = "handshake response";
+        w->budget = LOOP_READ_BUDGET;
         ws_step(w);
 }
 
@@ -579,6 +634,7 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         w->fd = -1;
         w->step = WS_CONNECTING;
         w->lc = (struct loop_curl){ .fn = ws_on_connected, .data = a };
+        timer_init(&w->resume, ws_on_resume, w);
         a->data = w;
         a->waiting_for = "connection"; /* a timeout reads "timeout: no pong within 1s" */
         r = wsframe_key_new(w->key);
@@ -609,7 +665,7 @@ fail:
         return r;
 }
 
-static const char *const ws_keys[] = { "url", "headers", "subprotocol", "ping", NULL };
+static const char *const ws_keys[] = { "url", "headers", "subprotocol", "ping", "max_skip", NULL };
 
 static int ws_flag_to_json(cJSON *obj, const char *value)
 {
@@ -619,6 +675,9 @@ static int ws_flag_to_json(cJSON *obj, const char *value)
 const struct probe_ops websocket_probe_ops = {
         .type = "websocket",
         .keys = ws_keys,
+        /* the socket libcurl connects; two at once while it races IPv6 and IPv4 (happy
+         * eyeballs), or the threaded resolver's socketpair before that */
+        .fds_per_attempt = 2,
         .flag = { .name = "ws", .arg = "NAME=URL", .to_json = ws_flag_to_json },
         .parse = ws_parse,
         .free_spec = ws_free_spec,

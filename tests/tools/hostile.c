@@ -17,6 +17,10 @@
  *   ws-huge-frame    a correct 101, then a binary frame header claiming 2^62 bytes and
  *                    'x' forever
  *   ws-101-trickle   a correct 101 sent one byte per second
+ *   ws-stream        a correct 101, then binary frames of 16 KiB forever, as fast as
+ *                    they drain (each frame ends: only max_skip stops the reader)
+ *   ws-data-pong     a correct 101; once the client's ping came, 48 KiB of binary frames
+ *                    (3 x 16 KiB, 49,164 bytes with their headers), then the pong
  *   silent           reads the request and never answers (keeps the connection)
  */
 #include <arpa/inet.h>
@@ -49,6 +53,8 @@ enum mode {
         MODE_WS_GARBAGE,
         MODE_WS_HUGE_FRAME,
         MODE_WS_101_TRICKLE,
+        MODE_WS_STREAM,
+        MODE_WS_DATA_PONG,
         MODE_SILENT,
         _MODE_MAX,
 };
@@ -62,6 +68,8 @@ static const char *const mode_names[_MODE_MAX] = {
         [MODE_WS_GARBAGE] = "ws-garbage",
         [MODE_WS_HUGE_FRAME] = "ws-huge-frame",
         [MODE_WS_101_TRICKLE] = "ws-101-trickle",
+        [MODE_WS_STREAM] = "ws-stream",
+        [MODE_WS_DATA_PONG] = "ws-data-pong",
         [MODE_SILENT] = "silent",
 };
 
@@ -169,8 +177,45 @@ static int trickle(int fd, const char *s, size_t n)
         return 0;
 }
 
+/* Reads exactly n bytes. 0, or -1 on EOF/error. */
+static int recv_all(int fd, void *buf, size_t n)
+{
+        char *p = buf;
+
+        while (n > 0) {
+                ssize_t r = recv(fd, p, n, 0);
+
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r <= 0)
+                        return -1;
+                p += r;
+                n -= (size_t) r;
+        }
+        return 0;
+}
+
+/* Reads one masked client frame with a payload of at most 125 bytes (the probe's ping),
+ * unmasked into payload. Its length, or -1. */
+static int ws_read_small_frame(int fd, unsigned char payload[125])
+{
+        unsigned char h[2], mask[4];
+        size_t len;
+
+        if (recv_all(fd, h, 2) < 0 || (h[1] & 0x7F) > 125 || recv_all(fd, mask, 4) < 0)
+                return -1;
+        len = h[1] & 0x7F;
+        if (recv_all(fd, payload, len) < 0)
+                return -1;
+        for (size_t i = 0; i < len; i++)
+                payload[i] ^= mask[i % 4];
+        return (int) len;
+}
+
 static void run_mode(struct conn *c)
 {
+        /* FIN + binary, 126 = 16-bit length, 16384, unmasked (server frame) */
+        static const unsigned char frame16k[] = { 0x82, 126, STREAM_CHUNK >> 8, STREAM_CHUNK & 0xFF };
         char buf[1024];
         int n;
 
@@ -252,6 +297,32 @@ static void run_mode(struct conn *c)
                 n = ws_handshake_text(c, buf, sizeof(buf));
                 (void) trickle(c->fd, buf, (size_t) n);
                 return;
+        case MODE_WS_STREAM:
+                n = ws_handshake_text(c, buf, sizeof(buf));
+                if (send_all(c->fd, buf, (size_t) n) < 0)
+                        return;
+                for (;;)
+                        if (send_all(c->fd, frame16k, sizeof(frame16k)) < 0 || send_all(c->fd, flood, sizeof(flood)) < 0)
+                                return;
+        case MODE_WS_DATA_PONG: {
+                unsigned char ping[125], pong[2 + 125];
+                int len;
+
+                n = ws_handshake_text(c, buf, sizeof(buf));
+                if (send_all(c->fd, buf, (size_t) n) < 0 || (len = ws_read_small_frame(c->fd, ping)) < 0)
+                        return;
+                for (int i = 0; i < 3; i++)
+                        if (send_all(c->fd, frame16k, sizeof(frame16k)) < 0 || send_all(c->fd, flood, sizeof(flood)) < 0)
+                                return;
+                pong[0] = 0x8A; /* FIN + pong */
+                pong[1] = (unsigned char) len;
+                memcpy(pong + 2, ping, (size_t) len);
+                if (send_all(c->fd, pong, 2 + (size_t) len) < 0)
+                        return;
+                while (recv(c->fd, buf, sizeof(buf), 0) > 0) /* until the probe closes */
+                        ;
+                return;
+        }
         case MODE_SILENT:
                 while (recv(c->fd, buf, sizeof(buf), 0) > 0)
                         ;
