@@ -1,4 +1,5 @@
-/* Logging: one line per event on stderr, JSON as Cloud Logging reads it (SPEC 6), or
+/* Logging: one line per event on stderr, JSON as Cloud Logging reads it (README
+ * "Logs"), or
  * "TIME SEVERITY message key=value ..." with --log-format text.
  *
  * Every line is built in a stack buffer of LOG_LINE_MAX bytes and written with one
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "bounds.h"
+#include "json.h"
 #include "log.h"
 #include "util.h"
 
@@ -116,59 +118,34 @@ static bool line_puts(struct line *l, const char *s, size_t max)
         return line_put(l, s, strlen(s), max);
 }
 
-/* Bytes in the UTF-8 sequence a lead byte starts (1 for ASCII and stray bytes). */
-static size_t utf8_seq_len(unsigned char c)
-{
-        if (c >= 0xF0 && c <= 0xF7)
-                return 4;
-        if (c >= 0xE0)
-                return c <= 0xEF ? 3 : 1;
-        if (c >= 0xC0)
-                return 2;
-        return 1;
-}
-
-/* Escapes s as the inside of a JSON string (without quotes), stopping cleanly at max:
- * never half an escape, never half of a UTF-8 sequence. Bytes >= 0x80 go out as-is.
- * The text format uses the same escaping, so a value never spans lines. */
+/* Escapes s as the inside of a JSON string (without quotes; the policy of
+ * include/json.h), stopping cleanly at max: never half an escape, never half of a
+ * UTF-8 sequence. The text format uses the same escaping, so a value never spans
+ * lines. */
 static bool line_put_escaped(struct line *l, const char *s, size_t max)
 {
-        static const char hex[] = "0123456789abcdef";
+        while (*s) {
+                size_t n = json_plain_len(s);
+                char esc[JSON_ESCAPE_MAX];
 
-        for (const unsigned char *p = (const unsigned char *) s; *p;) {
-                char esc[8];
-                size_t n;
-
-                if (*p == '"' || *p == '\\') {
-                        esc[0] = '\\';
-                        esc[1] = (char) *p;
-                        n = 2;
-                } else if (*p == '\n') {
-                        memcpy(esc, "\\n", n = 2);
-                } else if (*p == '\t') {
-                        memcpy(esc, "\\t", n = 2);
-                } else if (*p == '\r') {
-                        memcpy(esc, "\\r", n = 2);
-                } else if (*p < 0x20 || *p == 0x7f) {
-                        memcpy(esc, "\\u00", 4);
-                        esc[4] = hex[*p >> 4];
-                        esc[5] = hex[*p & 0xf];
-                        n = 6;
-                } else {
-                        size_t seq = utf8_seq_len(*p);
-                        size_t avail = 0;
-
-                        /* A sequence cut short by the NUL is copied as far as it goes. */
-                        while (avail < seq && p[avail])
-                                avail++;
-                        if (!line_put(l, (const char *) p, avail, max))
+                if (n == 0) {
+                        if (!line_put(l, esc, json_escape_byte((unsigned char) *s, esc), max))
                                 return false;
-                        p += avail;
+                        s++;
                         continue;
                 }
-                if (!line_put(l, esc, n, max))
+                if (!l->truncated && l->len + n > max) {
+                        /* the part that fits, cut between two characters */
+                        n = max - l->len;
+                        while (n > 0 && ((unsigned char) s[n] & 0xC0) == 0x80)
+                                n--;
+                        (void) line_put(l, s, n, max);
+                        l->truncated = true;
                         return false;
-                p++;
+                }
+                if (!line_put(l, s, n, max))
+                        return false;
+                s += n;
         }
         return true;
 }

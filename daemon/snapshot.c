@@ -1,4 +1,4 @@
-/* The status snapshot and its three renderers (SPEC 5).
+/* The status snapshot and its three renderers (README "HTTP endpoints").
  *
  * A snapshot is built by the loop thread, published, and from then on only read:
  * the status server's threads hold a reference while they render from it, so the
@@ -11,9 +11,9 @@
  * The buffer latches out-of-memory and the renderer returns NULL at the end, so the
  * many append calls need no individual checks.
  *
- * JSON strings are escaped here, and bytes that are not valid UTF-8 (exec output can
- * hold anything) become U+FFFD, so /status is always valid JSON; cJSON would pass such
- * bytes through unchanged. Prometheus label values escape backslash, quote and
+ * JSON strings are escaped as the log lines are (include/json.h): bytes that are not
+ * valid UTF-8 (exec output can hold anything) become U+FFFD, so /status is always valid
+ * JSON; cJSON would pass such bytes through unchanged. Prometheus label values escape backslash, quote and
  * newline as the text format 0.0.4 requires.
  *
  * Verdict bodies (the non-verbose ones are what the platform's prober logs):
@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "snapshot.h"
 #include "util.h"
 
@@ -404,79 +405,24 @@ char *render_verdict(const struct snapshot *s, unsigned scope, bool verbose, int
 
 /* ---- /status ------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0 when it is not
- * one (overlong forms, surrogates and code points above U+10FFFF are invalid). */
-static size_t utf8_valid_len(const unsigned char *p)
-{
-        unsigned char c = p[0];
-
-        if (c >= 0xc2 && c <= 0xdf)
-                return (p[1] & 0xc0) == 0x80 ? 2 : 0;
-        if (c >= 0xe0 && c <= 0xef) {
-                unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-
-                if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
-                        return 0;
-                return 3;
-        }
-        if (c >= 0xf0 && c <= 0xf4) {
-                unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-
-                if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
-                        return 0;
-                return 4;
-        }
-        return 0;
-}
-
-/* A JSON string (quotes included); NULL is written as null. The NUL terminator stops
- * every continuation-byte test above, so reads never pass the end of s. */
+/* A JSON string (quotes included), escaped as include/json.h says; NULL is written as
+ * null. */
 static void json_string(struct buf *b, const char *s)
 {
-        const unsigned char *p, *run;
-
         if (!s) {
                 buf_puts(b, "null");
                 return;
         }
         buf_putc(b, '"');
-        p = run = (const unsigned char *) s;
-        while (*p) {
-                const char *esc = NULL;
-                char ubuf[8];
-                size_t n;
+        while (*s) {
+                size_t n = json_plain_len(s);
+                char esc[JSON_ESCAPE_MAX];
 
-                if (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') {
-                        p++;
-                        continue;
-                }
-                if (*p >= 0x80) {
-                        n = utf8_valid_len(p);
-                        if (n > 0) {
-                                p += n;
-                                continue;
-                        }
-                        esc = "\xef\xbf\xbd"; /* U+FFFD for one invalid byte */
-                } else if (*p == '"')
-                        esc = "\\\"";
-                else if (*p == '\\')
-                        esc = "\\\\";
-                else if (*p == '\n')
-                        esc = "\\n";
-                else if (*p == '\r')
-                        esc = "\\r";
-                else if (*p == '\t')
-                        esc = "\\t";
-                else {
-                        (void) snprintf(ubuf, sizeof(ubuf), "\\u%04x", *p);
-                        esc = ubuf;
-                }
-                buf_add(b, (const char *) run, (size_t) (p - run));
-                buf_puts(b, esc);
-                p++;
-                run = p;
+                buf_add(b, s, n);
+                s += n;
+                if (*s)
+                        buf_add(b, esc, json_escape_byte((unsigned char) *s++, esc));
         }
-        buf_add(b, (const char *) run, (size_t) (p - run));
         buf_putc(b, '"');
 }
 

@@ -337,6 +337,26 @@ START_TEST(test_log_json_escaping)
 }
 END_TEST
 
+/* Bytes that are not UTF-8 become U+FFFD, as in /status (include/json.h): the line
+ * stays valid JSON. */
+START_TEST(test_log_invalid_utf8)
+{
+        cJSON *j;
+        char *out;
+
+        capture_start();
+        log_kv(LOG_LEVEL_ERROR, "bad \xff", "output", "a\xc3(b\xed\xa0\x80|\xe2\x82", NULL);
+        out = capture_read();
+        ck_assert_msg(!strchr(out, '\xff') && !strstr(out, "\xed\xa0"), "invalid UTF-8 passed through: %s", out);
+        j = one_json_line(out);
+        ck_assert_str_eq(jstr(j, "message"), "bad \xef\xbf\xbd");
+        ck_assert_str_eq(jstr(j, "output"), "a\xef\xbf\xbd(b\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                                            "\xef\xbf\xbd\xef\xbf\xbd");
+        cJSON_Delete(j);
+        free(out);
+}
+END_TEST
+
 START_TEST(test_log_level_filter)
 {
         char *out;
@@ -524,6 +544,7 @@ static Suite *log_suite(void)
         tcase_add_test(tc, test_log_levels_strings);
         tcase_add_test(tc, test_log_json_fields);
         tcase_add_test(tc, test_log_json_escaping);
+        tcase_add_test(tc, test_log_invalid_utf8);
         tcase_add_test(tc, test_log_level_filter);
         tcase_add_test(tc, test_log_text);
         tcase_add_loop_test(tc, test_log_truncation, 0, 4);
