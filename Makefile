@@ -56,6 +56,15 @@ $(BUILD)/probed: $(MAIN_OBJ) $(BUILD)/libprobed.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The daemon with the test hooks of daemon/loop.c (SIGUSR2 spins the loop thread): only
+# the integration tests run it; build/probed never has them.
+$(BUILD)/tests/loop-hooks.o: daemon/loop.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -DPROBED_TEST_HOOKS -c -o $@ $<
+
+$(BUILD)/tests/probed-hooks: $(MAIN_OBJ) $(BUILD)/tests/loop-hooks.o $(BUILD)/libprobed.a
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/check_%: $(BUILD)/tests/unit/check_%.o $(BUILD)/libprobed.a
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CHECK_LIBS)
@@ -78,7 +87,7 @@ check: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_TIMEOUT_MULTIPLIER=$${CK_TIMEOUT_MULTIPLIER:-1} $$t; done
 
 # Integration tests: the real daemon against real targets, queried with curl.
-integration: $(BUILD)/probed $(TOOL_BIN)
+integration: $(BUILD)/probed $(TOOL_BIN) $(BUILD)/tests/probed-hooks
 	@BUILD=$(BUILD) sh tests/integration/run.sh
 
 sanitize:

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "heartbeat.h"
 #include "log.h"
 #include "probe.h"
 #include "util.h"
@@ -43,6 +44,9 @@ struct probe {
         struct timer timer;            /* next attempt, or end of backoff */
         struct timer deadline;         /* the running attempt's timeout */
         uint64_t backoff_ms;           /* 0: not backing off */
+        bool froze;                    /* the running attempt was in flight across a stall */
+        uint64_t frozen_ns;            /* wall time without CPU during the running attempt */
+        bool rerun;                    /* this attempt re-runs one whose failure a stall may have caused */
         struct probe_view *v;          /* owned reference; snapshots take more */
         struct probe *q_prev, *q_next; /* in d's queue of probes waiting for a slot */
         bool queued;
@@ -61,7 +65,7 @@ struct daemon {
         size_t startup_pending; /* startup-scope probes never healthy */
         size_t live_bad;        /* liveness-scope probes unhealthy */
         size_t ready_bad;       /* readiness-scope probes not healthy */
-        uint64_t stalls, reloads_ok, reloads_failed;
+        uint64_t stalls, loop_busy, reloads_ok, reloads_failed;
         bool dirty_verdict, dirty_stats;
         uint64_t last_publish_ns;
         struct timer publish_timer;
@@ -324,7 +328,7 @@ static void probe_run(struct probe *p)
         a->start_ns = now_ns();
         a->data = NULL;
         a->waiting_for = NULL;
-        loop_set_busy(d->loop, true);
+        loop_set_inflight(d->loop, true);
         loop_timer_arm(d->loop, &p->deadline, a->start_ns + p->cfg->timing.timeout_ms * NSEC_PER_MSEC);
         r = p->cfg->ops->start(a, p->cfg->spec, p->cfg->timing.timeout_ms);
         if (r < 0) /* a no-op when the kind already ended it */
@@ -401,9 +405,17 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(reason, sizeof(reason), fmt, ap);
         va_end(ap);
+        /* A failure of an attempt in flight across a stall may be the freeze's doing (the
+         * peer gave up on a frozen client): cancelled, and re-run once at once; the re-run
+         * counts whatever it gets (README, "Freezes and CPU throttling"). */
+        bool rerun = o == OUTCOME_FAILURE && p->froze && !p->rerun && !p->d->draining;
+        if (rerun)
+                o = OUTCOME_CANCELLED;
+        p->rerun = rerun;
+        p->froze = false;
         loop_timer_disarm(a->loop, &p->deadline);
         slot_release(p);
-        loop_set_busy(a->loop, p->d->running > 0);
+        loop_set_inflight(a->loop, p->d->running > 0);
         if (p->d->q_head && !timer_armed(&p->d->slot_timer))
                 loop_timer_arm(a->loop, &p->d->slot_timer, now_ns());
         if (a->data)
@@ -418,12 +430,18 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         }
         free(a->output);
         a->output = NULL;
-        probe_record(p, o, reason, now_ns() - a->start_ns);
+        /* the attempt's duration is awake time, as its timeout */
+        uint64_t dur = now_ns() - a->start_ns;
+        probe_record(p, o, reason, dur > p->frozen_ns ? dur - p->frozen_ns : 0);
+        p->frozen_ns = 0;
         a->state = ATTEMPT_IDLE;
-        if (o != OUTCOME_CANCELLED)
+        if (o != OUTCOME_CANCELLED) {
                 probe_schedule(p, o);
-        else
+        } else {
                 probe_set_state(p, PROBE_WAITING); /* the canceller decides what comes next */
+                if (rerun) /* from a timer: the kind's callback is still on the stack */
+                        loop_timer_arm(a->loop, &p->timer, now_ns());
+        }
 }
 
 void attempt_set_output(struct attempt *a, const char *buf, size_t len)
@@ -521,6 +539,7 @@ static struct snapshot *daemon_snapshot(struct daemon *d)
         s->details_loopback = d->cfg->details_loopback;
         s->start_mono_ns = d->start_mono_ns;
         s->stalls = d->stalls;
+        s->loop_busy = d->loop_busy;
         s->reloads_ok = d->reloads_ok;
         s->reloads_failed = d->reloads_failed;
         for (size_t i = 0; i < d->n_probes; i++)
@@ -558,32 +577,53 @@ static void daemon_on_iteration(struct loop *l, void *data)
 
 /* ---- events: stall, shutdown, reload, status dump --------------------------------------- */
 
-static void daemon_on_stall(struct loop *l, uint64_t late_ns, void *data)
+/* Wall time without CPU (a frozen or throttled instance) is not the targets' time: the
+ * deadlines of attempts in flight move later by it, so a timeout counts awake time and
+ * an attempt keeps its connection (docs/design.md, "Stalls and busy wake-ups"). */
+static void daemon_on_frozen(struct loop *l, uint64_t frozen_ns, bool stall, void *data)
 {
         struct daemon *d = data;
-        char late[32];
         size_t n = 0;
 
-        (void) l;
         if (d->draining)
-                return; /* shutdown already cancelled everything: nothing re-runs */
-        d->stalls++;
-        d->dirty_stats = true;
+                return; /* shutdown already cancelled everything */
         for (size_t i = 0; i < d->n_probes; i++) {
                 struct probe *p = d->probes[i];
                 if (p->attempt.state != ATTEMPT_RUNNING)
                         continue;
-                /* Whatever the target did while we were frozen is unknowable: cancel (not
-                 * fail) and re-run at once with a fresh deadline. */
-                attempt_end(&p->attempt, OUTCOME_CANCELLED, "stall");
-                probe_run(p);
+                loop_timer_arm(l, &p->deadline, p->deadline.when_ns + frozen_ns);
+                p->frozen_ns += frozen_ns;
+                p->froze |= stall;
                 n++;
         }
-        duration_format(late_ns / NSEC_PER_MSEC, late, sizeof(late));
-        char count[24];
+        if (!stall)
+                return;
+        d->stalls++;
+        d->dirty_stats = true;
+        char late[32], count[24];
+        duration_format(frozen_ns / NSEC_PER_MSEC, late, sizeof(late));
         snprintf(count, sizeof(count), "%zu", n);
-        log_kv(LOG_LEVEL_WARNING, "Loop stalled (CPU throttled or instance frozen), re-running attempts", "event",
-               "stall", "late", late, "rerun", count, NULL);
+        log_kv(LOG_LEVEL_WARNING, "Loop stalled (CPU throttled or instance frozen), deadlines moved", "event",
+               "stall", "late", late, "in_flight", count, NULL);
+}
+
+/* The loop was late through its own work: nothing is cancelled, the run is logged once
+ * with the probe whose handler held the loop, where the loop knows it. */
+static void daemon_on_busy(struct loop *l, uint64_t late_ns, const void *culprit, void *data)
+{
+        struct daemon *d = data;
+        const char *name = NULL;
+        char late[32];
+
+        (void) l;
+        d->loop_busy++;
+        d->dirty_stats = true;
+        for (size_t i = 0; culprit && i < d->n_probes && !name; i++)
+                if (d->probes[i]->attempt.state == ATTEMPT_RUNNING && d->probes[i]->attempt.data == culprit)
+                        name = d->probes[i]->cfg->name;
+        duration_format(late_ns / NSEC_PER_MSEC, late, sizeof(late));
+        log_kv(LOG_LEVEL_WARNING, "Loop busy (late through its own work), nothing cancelled", "event", "loop_busy",
+               "late", late, "probe", name, NULL);
 }
 
 static void drain_on_timer(struct loop *l, void *data)
@@ -629,6 +669,8 @@ static int daemon_load(struct daemon *d, struct config **ret, char **reterr)
 static void daemon_apply_settings(struct daemon *d)
 {
         loop_set_stall_threshold(d->loop, d->cfg->stall_threshold_ms * NSEC_PER_MSEC);
+        heartbeat_set_policy(loop_heartbeat(d->loop), d->cfg->fresh_wait_ms * NSEC_PER_MSEC,
+                             d->cfg->watchdog_ms * NSEC_PER_MSEC);
         if (!d->opts.log_level_locked && d->cfg->log_level_set)
                 log_setup(d->cfg->log_level, _LOG_FORMAT_INVALID);
 }
@@ -824,7 +866,8 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
         struct daemon *d = calloc(1, sizeof(*d));
         struct loop_hooks hooks = {
                 .signal = daemon_on_signal,
-                .stall = daemon_on_stall,
+                .frozen = daemon_on_frozen,
+                .busy = daemon_on_busy,
                 .iteration = daemon_on_iteration,
         };
 

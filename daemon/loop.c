@@ -5,13 +5,22 @@
  * Each fd registration gets a generation number carried in the epoll data next to the
  * fd; an event whose generation no longer matches (the fd was removed, perhaps closed
  * and reused, by an earlier callback of the same batch) is dropped. That is what lets a
- * callback end an attempt and close other attempts' fds safely (redis re-checks masks
- * after each callback for the same reason).
+ * callback end an attempt and close other attempts' fds safely.
  *
- * Stall detection: before sleeping the loop knows when it should wake (the timerfd
- * deadline, capped at threshold/STALL_WAKE_DIVISOR while attempts are in flight). When
- * epoll_wait returns more than threshold after that instant, the process was frozen or
- * starved of CPU and hooks.stall runs before any I/O or timer of the batch. */
+ * Frozen, stalled or busy (docs/design.md, "Stalls and busy wake-ups"): twice per
+ * iteration (after epoll_wait, after the I/O callbacks) the loop compares the wall time
+ * that passed since the previous check with the CPU its thread got meanwhile
+ * (CLOCK_THREAD_CPUTIME_ID) and the time it meant to sleep. Wall time with neither CPU
+ * nor a planned sleep is frozen time (a frozen or throttled process): hooks.frozen moves
+ * the deadlines of attempts in flight later by it, and past stall_threshold it is a
+ * stall. A wake-up later than stall_threshold during which the thread ran is the loop's
+ * own work: hooks.busy, which cancels nothing. Both run before any timer of the
+ * iteration, so a deadline never fires on frozen time.
+ *
+ * The heartbeat (include/heartbeat.h) is published for the status server's threads:
+ * asleep until an instant while in epoll_wait, and the start of every iteration whose
+ * events have been processed and published. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +30,7 @@
 #include <unistd.h>
 
 #include "bounds.h"
+#include "heartbeat.h"
 #include "log.h"
 #include "loop.h"
 #include "util.h"
@@ -47,8 +57,12 @@ struct loop {
         struct loop_hooks hooks;
         uint64_t stall_threshold_ns;
         uint64_t armed_ns; /* what the timerfd is armed to (NO_DEADLINE: disarmed) */
-        bool busy;         /* attempts are in flight: wake at least every threshold/divisor */
+        bool inflight;     /* attempts are in flight: wake at least every threshold/divisor */
         bool exiting;
+        bool busy_run;            /* inside a run of busy wake-ups (logged once per run) */
+        uint64_t mark_ns, mark_cpu; /* the last accounting point: wall and thread CPU */
+        struct heartbeat hb;
+        bool hb_ready;
 };
 
 /* ---- timers --------------------------------------------------------------------- */
@@ -307,15 +321,35 @@ void loop_curl_remove(struct loop *l, CURL *easy)
 
 /* ---- the loop ----------------------------------------------------------------------- */
 
+#ifdef PROBED_TEST_HOOKS
+/* Test build only (tests/integration, make's probed-hooks binary): SIGUSR2 makes the loop
+ * thread spin for $PROBED_TEST_SPIN_MS (default 3000), a stuck or busy loop on demand. */
+static void test_spin(void)
+{
+        const char *e = getenv("PROBED_TEST_SPIN_MS");
+        uint64_t end = now_ns() + (e ? strtoull(e, NULL, 10) : 3000) * NSEC_PER_MSEC;
+
+        while (now_ns() < end)
+                ;
+}
+#endif
+
 static void signal_on_io(struct loop *l, int fd, uint32_t events, void *data)
 {
         struct signalfd_siginfo si;
 
         (void) events;
         (void) data;
-        while (read(fd, &si, sizeof(si)) == (ssize_t) sizeof(si))
+        while (read(fd, &si, sizeof(si)) == (ssize_t) sizeof(si)) {
+#ifdef PROBED_TEST_HOOKS
+                if (si.ssi_signo == SIGUSR2) {
+                        test_spin();
+                        continue;
+                }
+#endif
                 if (l->hooks.signal)
                         l->hooks.signal(l, (int) si.ssi_signo, l->hooks.data);
+        }
 }
 
 static void timerfd_on_io(struct loop *l, int fd, uint32_t events, void *data)
@@ -344,6 +378,10 @@ struct loop *loop_new(const int *signals, size_t n_signals, int *ret_errno)
         sigemptyset(&mask);
         for (size_t i = 0; i < n_signals; i++)
                 sigaddset(&mask, signals[i]);
+#ifdef PROBED_TEST_HOOKS
+        sigaddset(&mask, SIGUSR2);
+        (void) pthread_sigmask(SIG_BLOCK, &mask, NULL);
+#endif
         l->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
         if (l->epfd < 0 || l->tfd < 0 || l->sfd < 0) {
                 r = negative_errno();
@@ -362,6 +400,8 @@ struct loop *loop_new(const int *signals, size_t n_signals, int *ret_errno)
         curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
         l->stall_threshold_ns = 500 * NSEC_PER_MSEC;
         l->armed_ns = NO_DEADLINE;
+        heartbeat_init(&l->hb);
+        l->hb_ready = true;
         return l;
 fail:
         if (ret_errno)
@@ -383,6 +423,8 @@ struct loop *loop_free(struct loop *l)
                 (void) close(l->tfd);
         if (l->epfd >= 0)
                 (void) close(l->epfd);
+        if (l->hb_ready)
+                heartbeat_destroy(&l->hb);
         free(l->slots);
         free(l->heap);
         free(l);
@@ -399,9 +441,14 @@ void loop_set_stall_threshold(struct loop *l, uint64_t threshold_ns)
         l->stall_threshold_ns = threshold_ns;
 }
 
-void loop_set_busy(struct loop *l, bool busy)
+void loop_set_inflight(struct loop *l, bool inflight)
 {
-        l->busy = busy;
+        l->inflight = inflight;
+}
+
+struct heartbeat *loop_heartbeat(struct loop *l)
+{
+        return &l->hb;
 }
 
 void loop_exit(struct loop *l)
@@ -415,7 +462,7 @@ static uint64_t loop_arm_wake(struct loop *l)
         uint64_t wake = l->heap_len ? l->heap[0]->when_ns : NO_DEADLINE, now = now_ns();
         struct itimerspec its = { 0 };
 
-        if (l->busy && l->stall_threshold_ns > 0) {
+        if (l->inflight && l->stall_threshold_ns > 0) {
                 uint64_t cap = now + l->stall_threshold_ns / STALL_WAKE_DIVISOR;
                 if (cap < wake)
                         wake = cap;
@@ -434,59 +481,91 @@ static uint64_t loop_arm_wake(struct loop *l)
         return wake;
 }
 
-/* Was the loop `late` ns behind where it should be? Past the threshold the process was
- * frozen or starved of CPU: signals that arrived meanwhile come first (a SIGTERM queued
- * then must stop the stall's re-runs), then hooks.stall. Returns whether it fired. */
-static bool loop_check_stall(struct loop *l, uint64_t late)
+/* Accounts the span since the last accounting point; late: how far past the instant it
+ * planned to be here the loop is (0: on time); slept: how much of the span it meant to
+ * sleep (epoll_wait until its wake-up instant). Wall time with neither CPU nor a planned sleep was frozen (hooks.frozen, a
+ * stall past the threshold: signals that arrived meanwhile come first, so a SIGTERM
+ * queued then stops everything before a deadline moves). A late point without frozen
+ * time is busy (hooks.busy, once per run of busy points). */
+static void loop_account(struct loop *l, uint64_t late, uint64_t slept, const void *culprit)
 {
-        if (l->stall_threshold_ns == 0 || late <= l->stall_threshold_ns || !l->hooks.stall)
-                return false;
-        signal_on_io(l, l->sfd, EPOLLIN, NULL);
-        if (!l->exiting)
-                l->hooks.stall(l, late, l->hooks.data);
-        return true;
+        uint64_t now = now_ns(), cpu = thread_cpu_ns();
+        uint64_t wall = now - l->mark_ns, ran = cpu - l->mark_cpu;
+        uint64_t frozen = wall > ran + slept ? wall - ran - slept : 0;
+        bool stall;
+
+        l->mark_ns = now;
+        l->mark_cpu = cpu;
+        stall = l->stall_threshold_ns > 0 && frozen > l->stall_threshold_ns;
+        if (stall)
+                signal_on_io(l, l->sfd, EPOLLIN, NULL);
+        if (frozen >= FREEZE_SHIFT_MIN_US * 1000 && !l->exiting && l->hooks.frozen)
+                l->hooks.frozen(l, frozen, stall, l->hooks.data);
+        if (!stall && l->stall_threshold_ns > 0 && late > l->stall_threshold_ns) {
+                if (!l->busy_run && l->hooks.busy)
+                        l->hooks.busy(l, late, culprit, l->hooks.data);
+                l->busy_run = true;
+        } else if (late <= l->stall_threshold_ns) {
+                l->busy_run = false;
+        }
 }
+
 
 int loop_run(struct loop *l)
 {
         struct epoll_event evs[MAX_EVENTS];
 
+        l->mark_ns = now_ns();
+        l->mark_cpu = thread_cpu_ns();
         while (!l->exiting) {
-                uint64_t wake = loop_arm_wake(l), now;
-                int n = epoll_wait(l->epfd, evs, MAX_EVENTS, -1);
-                bool stalled;
+                uint64_t wake = loop_arm_wake(l), asleep = now_ns(), woke, slowest = 0;
+                const void *culprit = NULL;
+                int n;
 
+                heartbeat_sleep(&l->hb, wake == NO_DEADLINE ? UINT64_MAX : wake);
+                n = epoll_wait(l->epfd, evs, MAX_EVENTS, -1);
+                heartbeat_awake(&l->hb);
                 if (n < 0) {
-                        /* A stopped process resumed by SIGCONT sees EINTR here (signal(7)),
-                         * which is exactly when the stall check below matters. */
+                        /* A stopped process resumed by SIGCONT sees EINTR here (signal(7)) */
                         if (errno != EINTR)
                                 return negative_errno();
                         n = 0;
                 }
-                now = now_ns();
-                /* frozen while asleep: woken later than it asked */
-                stalled = wake != NO_DEADLINE && now > wake && loop_check_stall(l, now - wake);
+                woke = now_ns();
+                /* asleep as planned until min(woke, wake); later than wake is lateness */
+                loop_account(l, wake != NO_DEADLINE && woke > wake ? woke - wake : 0,
+                             (wake < woke ? wake : woke) > asleep ? (wake < woke ? wake : woke) - asleep : 0, NULL);
                 for (int i = 0; i < n; i++) {
                         int fd = (int) (uint32_t) evs[i].data.u64;
                         uint32_t gen = (uint32_t) (evs[i].data.u64 >> 32);
                         struct io_slot *s;
+                        uint64_t t;
 
                         if ((size_t) fd >= l->n_slots)
                                 continue;
                         s = &l->slots[fd];
                         if (!s->used || s->gen != gen)
                                 continue; /* removed or reused during this batch */
+                        t = now_ns();
                         s->fn(l, fd, evs[i].events, s->data);
+                        if ((t = now_ns() - t) > slowest) {
+                                slowest = t;
+                                culprit = s->data; /* whose handler held the loop longest */
+                        }
                 }
-                /* frozen while working: the earliest timer is overdue by more than the
-                 * threshold (checked before it fires, or a deadline would end an attempt
-                 * whose answer is waiting unread) */
-                now = now_ns();
-                if (!stalled && l->heap_len > 0 && now > l->heap[0]->when_ns)
-                        (void) loop_check_stall(l, now - l->heap[0]->when_ns);
+                /* the callbacks' span: past the earliest timer, or the wake-up it planned,
+                 * is lateness (checked before a timer fires, or a deadline would end an
+                 * attempt whose answer is waiting unread) */
+                {
+                        uint64_t now = now_ns(), due = l->heap_len > 0 ? l->heap[0]->when_ns : NO_DEADLINE;
+                        if (wake < due)
+                                due = wake;
+                        loop_account(l, due < now ? now - due : 0, 0, culprit);
+                }
                 timers_run(l);
                 if (l->hooks.iteration)
                         l->hooks.iteration(l, l->hooks.data);
+                heartbeat_beat(&l->hb, woke);
         }
         l->exiting = false; /* loop_run may be called again (tests step the loop) */
         return 0;

@@ -19,15 +19,34 @@
 #define LOOP_READ_BUDGET 65536      /* bytes one read handler takes per wake-up; then back to the loop */
 #define LOG_LINE_MAX 8192           /* one log line, truncated beyond */
 
-#define SERVER_CONNECTION_LIMIT 4096  /* status server connections: thousands of idle ones must not lock out probes */
+/* Status server connections (README.md, "Status server limits"). probed counts them
+ * itself and never lets libmicrohttpd reach its own limit: 0.9.75 leaves a mutex locked
+ * when a connection arrives at it (new_connection_process_ in daemon.c) and the server
+ * is wedged for good. The platform needs a handful of connections; 1024 idle ones cost
+ * at most 8 MiB of MHD pools (SERVER_MEMORY_LIMIT each), and every connection past the
+ * limit sheds the oldest idle one (no complete request yet), so a flood of idle or
+ * slowloris connections cannot lock the platform out. */
+#define SERVER_CONNECTION_LIMIT 1024 /* at it, each new connection sheds the oldest idle one */
+#define SERVER_CONNECTION_HARD_LIMIT                                                                                   \
+        2048 /* open ones, busy and being shed included: past it a new one is closed at once */
+#define SERVER_MHD_CONNECTION_LIMIT                                                                                    \
+        (SERVER_THREADS * (SERVER_CONNECTION_HARD_LIMIT + 64)) /* MHD's own, never reached: any one worker may get them all */
 #define SERVER_PER_IP_LIMIT 0         /* 0: unlimited per IP (the platform probes from one IP) */
 #define SERVER_CONNECTION_TIMEOUT_S 5 /* idle connection closed after this */
 #define SERVER_MEMORY_LIMIT 8192      /* per-connection buffer: bounds request line + headers */
 #define SERVER_THREADS 2              /* MHD epoll thread pool size */
 #define SERVER_LISTEN_BACKLOG                                                                                          \
-        4096                   /* accept queue: a burst of connects must not drop the platform's SYN (1 s retransmit) */
-#define SERVER_ACCEPT_BATCH 64 /* accepts per wake-up of the listen socket */
+        4096 /* accept queue: a burst of connects must not drop the platform's SYN (1 s retransmit) */
+#define SERVER_ACCEPT_BATCH 64     /* accepts between two looks at the stop signal */
 #define SERVER_ACCEPT_PAUSE_MS 100 /* out of fds: stop accepting this long */
+/* Bytes of /status and /metrics bodies alive, each shared by its readers: past it a
+ * request reuses the latest rendered body instead of rendering one (10,000 probes:
+ * 15.8 + 4.6 MB fit once, a second /metrics does not). */
+#define SERVER_DOC_BUDGET (24u << 20)
+#define SERVER_REPLY_BLOCK 8192        /* per-request buffer MHD fills from a shared body */
+#define SERVER_STOP_WAIT_MS 50         /* shutdown waits this long for MHD's threads, then exits without them */
+#define SERVER_WATCHDOG_GRACE_MS 1000  /* a loop behind by the watchdog gets this long to catch up before 503 */
+#define SERVER_WAIT_SLICE_MS 20        /* a request waiting for the loop re-checks for shutdown this often */
 #define SERVER_LOG_BURST 5         /* status server log lines per second, more are counted */
 
 #define SNAPSHOT_STATS_INTERVAL_MS 100 /* counters-only changes are published at most this often */
@@ -39,6 +58,9 @@
  * flight, each counting its kind's fds_per_attempt. */
 #define SERVER_FD_RESERVE 32
 #define FIRST_ATTEMPT_STAGGER_US 100   /* first attempts of probes starting together: this far apart */
+#define HEARTBEAT_SLACK_MS 20          /* a loop this close to the present counts as current */
+#define HEARTBEAT_POLL_MS 5            /* a waiting server thread re-checks the heartbeat this often */
+#define FREEZE_SHIFT_MIN_US 1000       /* no-CPU lateness below this is not moved out of deadlines */
 #define STALL_WAKE_DIVISOR 4           /* wake every stall_threshold/4 while attempts run */
 #define CHECK_DEFAULT_TIMEOUT_MS 1000  /* probed check URL */
 #define NOFILE_WANTED 65536            /* soft RLIMIT_NOFILE raised towards this (hard limit permitting) */

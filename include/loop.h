@@ -37,7 +37,12 @@ struct loop_curl {
 
 struct loop_hooks {
         void (*signal)(struct loop *l, int signo, void *data); /* from signalfd */
-        void (*stall)(struct loop *l, uint64_t late_ns, void *data);
+        /* frozen_ns of wall time passed without CPU (docs/design.md, "Stalls and busy
+         * wake-ups"); stall: more than the stall threshold */
+        void (*frozen)(struct loop *l, uint64_t frozen_ns, bool stall, void *data);
+        /* the first of a run of wake-ups late_ns late through the loop's own work;
+         * culprit: the data of the fd handler that ran longest, or NULL */
+        void (*busy)(struct loop *l, uint64_t late_ns, const void *culprit, void *data);
         void (*iteration)(struct loop *l, void *data); /* end of every iteration */
         void *data;
 };
@@ -48,11 +53,14 @@ struct loop *loop_new(const int *signals, size_t n_signals, int *ret_errno);
 struct loop *loop_free(struct loop *l); /* NULL-safe; removes nothing it does not own */
 
 void loop_set_hooks(struct loop *l, const struct loop_hooks *hooks);
-/* Stall detection: wake later than its deadline by more than threshold -> hooks.stall.
- * While busy (attempts in flight) the loop wakes at least every threshold/STALL_WAKE_DIVISOR,
- * so that any freeze longer than the threshold is seen. */
+/* Frozen time past threshold is a stall; a wake-up later than threshold through the
+ * loop's own work is busy. While attempts are in flight the loop wakes at least every
+ * threshold/STALL_WAKE_DIVISOR, so that any freeze longer than the threshold is seen. */
 void loop_set_stall_threshold(struct loop *l, uint64_t threshold_ns);
-void loop_set_busy(struct loop *l, bool busy);
+void loop_set_inflight(struct loop *l, bool inflight);
+
+/* The loop's heartbeat (include/heartbeat.h), for the status server's threads. */
+struct heartbeat *loop_heartbeat(struct loop *l);
 
 int loop_run(struct loop *l); /* until loop_exit; 0, or negative errno */
 void loop_exit(struct loop *l);

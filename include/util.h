@@ -15,6 +15,9 @@
 
 /* CLOCK_MONOTONIC in ns: every deadline uses it (STYLE 22). */
 uint64_t now_ns(void);
+/* CLOCK_THREAD_CPUTIME_ID in ns: the CPU the calling thread got; against now_ns() it
+ * tells a frozen loop from a busy one (docs/design.md, "Stalls and busy wake-ups"). */
+uint64_t thread_cpu_ns(void);
 /* CLOCK_REALTIME in ns: only for timestamps shown to people. */
 uint64_t wall_ns(void);
 /* "2026-11-28T21:28:12.123Z" into buf (at least 32 bytes). */

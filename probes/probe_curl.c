@@ -8,7 +8,10 @@
 #include "loop.h"
 #include "probe_curl.h"
 
-#define CURL_BACKSTOP_MS 1000 /* libcurl's own limit sits this far past the probe's timeout */
+/* No libcurl time limit of its own: the lifecycle's deadline ends every attempt and
+ * counts only awake time, while libcurl's clock would run on through a freeze (README,
+ * "Freezes and CPU throttling"). Its connect limit cannot be switched off: a day. */
+#define CURL_CONNECT_LIMIT_MS (24L * 3600 * 1000)
 
 static int sockopt_linger0(void *clientp, curl_socket_t fd, curlsocktype purpose)
 {
@@ -82,7 +85,9 @@ CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int 
         curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_record_errno);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, ret_socket_errno);
         curl_easy_setopt(e, CURLOPT_USERAGENT, "probed/" PROBED_VERSION);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) (timeout_ms + CURL_BACKSTOP_MS));
+        (void) timeout_ms;
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 0L);
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CURL_CONNECT_LIMIT_MS);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, tls_verify ? 1L : 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, tls_verify ? 2L : 0L);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");

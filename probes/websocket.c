@@ -647,8 +647,8 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 r = -ENOMEM;
                 goto fail;
         }
-        /* libcurl's own limit stays the backstop past timeout_ms that probe_curl_new set:
-         * the lifecycle's deadline decides, so a slow connect is a timeout, not a failure */
+        /* the lifecycle's deadline decides (libcurl has no limit of its own), so a slow
+         * connect is a timeout, not a failure */
         curl_easy_setopt(w->easy, CURLOPT_CONNECT_ONLY, 1L);
         /* FORBID_REUSE would close the connection as soon as it is made; a CONNECT_ONLY
          * connection is never handed to another transfer anyway, and FRESH_CONNECT stays */

@@ -328,7 +328,10 @@ def test_stall_freeze_flips_nothing():
     eq((p["failures"], p["timeouts"]), (0, 0), "failures, timeouts after a 5 s freeze")
     eq(p["healthy"], True, "healthy after the freeze")
     eq(p["last_change"], before["last_change"], "last_change")
-    assert p["cancellations"] >= 1, "no attempt was cancelled by the stall: %r" % p
+    # timeouts count awake time: the attempt in flight keeps its connection and its
+    # deadline moves by the frozen span, so nothing is cancelled (README, "Freezes and CPU
+    # throttling")
+    eq(p["cancellations"], 0, "attempts cancelled by the stall")
     st = status(d)
     assert st["stalls"] >= 1, "/status stalls = %r" % st["stalls"]
     assert metric(metrics(d), "probed_stalls_total") >= 1, "probed_stalls_total"
@@ -346,8 +349,8 @@ def wall_of(rfc3339):
 def test_stall_shorter_than_timeout_detected():
     """A 2 s freeze (> stall_threshold 500ms) in the middle of an attempt with a 10 s
     timeout, while the daemon only waits for the target's answer: SPEC 4 says any freeze
-    longer than stall_threshold is seen, even one that ends before a deadline, so the
-    attempt in flight is cancelled and re-run, not completed as a 2.x s success."""
+    longer than stall_threshold is seen, even one that ends before a deadline; the attempt
+    in flight keeps its connection and its deadline moves by the frozen span."""
     t = start_target()
     d = start_daemon(config(http("slow", t.url("/delay/1000"), timeout="10s", period="100ms",
                                  startup_period="100ms", failure_threshold=1)))
