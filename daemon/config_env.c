@@ -13,35 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "config_env.h"
 #include "config_get.h"
 
 #define EXPAND_PATH_MAX 512 /* JSON path buffer while expanding; longer paths are cut */
-
-struct strbuf {
-        char *s;
-        size_t len, cap;
-};
-
-static int strbuf_add(struct strbuf *b, const char *s, size_t n)
-{
-        if (b->len + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap : 64;
-                char *p;
-
-                while (cap < b->len + n + 1)
-                        cap *= 2;
-                p = realloc(b->s, cap);
-                if (!p)
-                        return -ENOMEM;
-                b->s = p;
-                b->cap = cap;
-        }
-        memcpy(b->s + b->len, s, n);
-        b->len += n;
-        b->s[b->len] = '\0';
-        return 0;
-}
 
 static bool var_start_char(char c)
 {
@@ -57,9 +33,8 @@ static bool var_char(char c)
  * -EINVAL with *ret_why (static) on a malformed reference. */
 static int expand_string(const char *s, char **ret, const char **ret_why)
 {
-        struct strbuf b = { 0 };
+        struct buf b = { 0 };
         const char *p = s, *ref;
-        int r = 0;
 
         *ret = NULL;
         if (!strstr(s, "${"))
@@ -70,21 +45,20 @@ static int expand_string(const char *s, char **ret, const char **ret_why)
                 size_t def_len = 0;
                 char var[256];
 
-                if ((r = strbuf_add(&b, p, (size_t) (ref - p))) < 0)
-                        goto out;
+                buf_add(&b, p, (size_t) (ref - p));
                 close = strchr(name, '}');
                 if (!close) {
                         *ret_why = "has \"${\" without a closing \"}\" (use ${VAR} or ${VAR:-default})";
-                        r = -EINVAL;
-                        goto out;
+                        free(b.p);
+                        return -EINVAL;
                 }
                 if (var_start_char(*n))
                         for (n++; var_char(*n); n++)
                                 ;
                 if (n == name || (size_t) (n - name) >= sizeof(var) || (n != close && strncmp(n, ":-", 2) != 0)) {
                         *ret_why = "has a malformed \"${...}\" (use ${VAR} or ${VAR:-default})";
-                        r = -EINVAL;
-                        goto out;
+                        free(b.p);
+                        return -EINVAL;
                 }
                 if (n != close) {
                         def = n + 2;
@@ -94,20 +68,14 @@ static int expand_string(const char *s, char **ret, const char **ret_why)
                 var[n - name] = '\0';
                 value = getenv(var);
                 if (def && (!value || !*value))
-                        r = strbuf_add(&b, def, def_len);
+                        buf_add(&b, def, def_len);
                 else if (value)
-                        r = strbuf_add(&b, value, strlen(value));
-                if (r < 0)
-                        goto out;
+                        buf_puts(&b, value);
                 p = close + 1;
         }
-        if ((r = strbuf_add(&b, p, strlen(p))) < 0)
-                goto out;
-        *ret = b.s;
-        b.s = NULL;
-out:
-        free(b.s);
-        return r;
+        buf_puts(&b, p);
+        *ret = buf_steal(&b);
+        return *ret ? 0 : -ENOMEM;
 }
 
 /* Walks the tree; path is a buffer of EXPAND_PATH_MAX bytes holding node's JSON path. */

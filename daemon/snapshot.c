@@ -6,7 +6,7 @@
  * way down so the last owner sees every write before it frees).
  *
  * The renderers are pure functions of the snapshot and write into one growable
- * buffer (struct buf) instead of building a cJSON tree: with 10,000 probes the
+ * buffer (struct buf, include/buf.h) instead of building a cJSON tree: with 10,000 probes the
  * /status document is several MB and a tree would cost one allocation per value.
  * The buffer latches out-of-memory and the renderer returns NULL at the end, so the
  * many append calls need no individual checks.
@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "json.h"
 #include "snapshot.h"
 #include "util.h"
@@ -175,116 +176,6 @@ const char *snapshot_status(const struct snapshot *s)
         if (s->live && s->ready)
                 return "ok";
         return "failing";
-}
-
-/* ---- growable output buffer --------------------------------------------------- */
-
-struct buf {
-        char *p;
-        size_t len, cap;
-        bool oom;
-};
-
-static bool buf_reserve(struct buf *b, size_t extra)
-{
-        size_t want, cap;
-        char *p;
-
-        if (b->oom)
-                return false;
-        if (extra >= SIZE_MAX / 2 - b->len) {
-                b->oom = true;
-                return false;
-        }
-        want = b->len + extra + 1; /* + NUL */
-        if (want <= b->cap)
-                return true;
-        cap = b->cap ? b->cap : 256;
-        while (cap < want)
-                cap *= 2;
-        p = realloc(b->p, cap);
-        if (!p) {
-                b->oom = true;
-                return false;
-        }
-        b->p = p;
-        b->cap = cap;
-        return true;
-}
-
-static void buf_add(struct buf *b, const char *s, size_t n)
-{
-        if (!buf_reserve(b, n))
-                return;
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-        b->p[b->len] = '\0';
-}
-
-static void buf_puts(struct buf *b, const char *s)
-{
-        buf_add(b, s, strlen(s));
-}
-
-static void buf_putc(struct buf *b, char c)
-{
-        buf_add(b, &c, 1);
-}
-
-/* Decimal without printf: /metrics of 10,000 probes is 200,000 numbers. */
-static void buf_u64(struct buf *b, uint64_t v)
-{
-        char d[20];
-        size_t n = sizeof(d);
-
-        do {
-                d[--n] = (char) ('0' + v % 10);
-                v /= 10;
-        } while (v > 0);
-        buf_add(b, d + n, sizeof(d) - n);
-}
-
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-        va_list ap;
-        int n;
-
-        if (!buf_reserve(b, 64))
-                return;
-        va_start(ap, fmt);
-        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-                b->oom = true;
-                return;
-        }
-        if ((size_t) n >= b->cap - b->len) {
-                if (!buf_reserve(b, (size_t) n))
-                        return;
-                va_start(ap, fmt);
-                n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-                va_end(ap);
-                if (n < 0) {
-                        b->oom = true;
-                        return;
-                }
-        }
-        b->len += (size_t) n;
-}
-
-/* Hands the text over to the caller (malloc'd), or NULL after any allocation failure. */
-static char *buf_steal(struct buf *b)
-{
-        if (!b->oom && !b->p)
-                buf_reserve(b, 0);
-        if (b->oom) {
-                free(b->p);
-                b->p = NULL;
-                return NULL;
-        }
-        b->p[b->len] = '\0';
-        return b->p;
 }
 
 /* ---- verdicts ------------------------------------------------------------------ */
