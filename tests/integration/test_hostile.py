@@ -11,6 +11,7 @@ with a 4 GiB length prefix, or no trailers, or nothing), and /usr/bin/yes and a
 Figures (attempt durations, RSS) are printed as "INFO ..." lines. A kind that is not
 linked into the daemon fails its test with a clear message (it is not skipped)."""
 
+import http.client
 import json
 import os
 import re
@@ -349,6 +350,242 @@ def test_memory_bounded():
         raise AssertionError("private RSS grew by %.2f MiB (limit %.0f MiB): %s"
                              % ((late - base) / MIB, RSS_GROWTH_MAX / MIB,
                                 ["%.1fs %.2fMiB" % (t, r / MIB) for t, r in samples]))
+
+
+# ---------------------------------------------------------------- fairness (issue 10)
+#
+# A peer streaming as fast as probed reads must not hold the loop: every read handler
+# takes at most LOOP_READ_BUDGET bytes per wake-up (README "Design"). A fast tcp probe
+# (period 100ms) beside it keeps its schedule, and nothing is cancelled.
+
+FAST_PERIOD = 0.1
+FAIR_WINDOW = 3.0 * S
+FAIR_MIN_SHARE = 0.8  # of the attempts a 100ms probe makes alone in the window
+
+
+def counts(d):
+    return {p["name"]: p for p in status(d)["probes"]}
+
+
+def fairness(hostile_probes, settle=1.0):
+    """Runs hostile_probes beside a fast tcp probe; returns the last /status probes by
+    name. The fast probe must make FAIR_MIN_SHARE of its expected attempts over
+    FAIR_WINDOW, succeed every time, and no probe may count a cancellation."""
+    t = harness.start_target()
+    probes = [probe("fast", "tcp", period="100ms", timeout="1s", address="127.0.0.1:%d" % t.port)]
+    probes += hostile_probes
+    require_kinds(probes)
+    d = start_daemon({"probes": probes})
+    names = [p["name"] for p in probes]
+    # every hostile probe has ended an attempt: the streams are flowing
+    wait_until(lambda: all(counts(d)[n]["attempts"] >= 1 for n in names), timeout=5,
+               interval=0.05, msg="one attempt of every probe")
+    t_settle = time.monotonic()
+    wait_until(lambda: time.monotonic() - t_settle >= settle, timeout=settle + 5, interval=0.05)
+    first = counts(d)
+    t0 = time.monotonic()
+    wait_until(lambda: time.monotonic() - t0 >= FAIR_WINDOW, timeout=FAIR_WINDOW + 5,
+               interval=0.05)
+    last = counts(d)
+    span = time.monotonic() - t0
+    made = last["fast"]["attempts"] - first["fast"]["attempts"]
+    expected = span / FAST_PERIOD
+    info("fast probe: %d attempts in %.2fs beside %s (%.0f expected at 100ms)", made, span,
+         [p["name"] for p in hostile_probes], expected)
+    for n in names:
+        p = last[n]
+        info("%s: %d attempts, last %s (%r), cancellations %d", n, p["attempts"],
+             p["last_outcome"], p["last_error"], p["cancellations"])
+        if p["cancellations"]:
+            raise AssertionError("%s: %d cancelled attempts (the loop was held)"
+                                 % (n, p["cancellations"]))
+    if made < FAIR_MIN_SHARE * expected:
+        raise AssertionError("fast probe made %d attempts in %.2fs, expected about %.0f: "
+                             "a streaming peer delays it" % (made, span, expected))
+    f = last["fast"]
+    if f["failures"] or f["timeouts"] or f["errors"]:
+        raise AssertionError("fast probe: %d failures, %d timeouts, %d errors (%r)"
+                             % (f["failures"], f["timeouts"], f["errors"], f["last_error"]))
+    return last
+
+
+SKIPPED_RE = re.compile(r"^(\d+) bytes of data before the pong \(max_skip (\d+)\)$")
+
+
+def test_fair_websocket_stream():
+    """Data frames before the pong: at most max_skip bytes of them (default 65536), then
+    failure "N bytes of data before the pong"; with a huge max_skip the stream is read
+    until the timeout, LOOP_READ_BUDGET bytes per wake-up, and the fast probe keeps pace."""
+    peers = {m: hostile(m) for m in ("ws-stream", "ws-huge-frame", "ws-data-pong")}
+    url = lambda m: "ws://127.0.0.1:%d/" % peers[m].port  # noqa: E731
+    last = fairness([
+        probe("w-stream", "websocket", period="200ms", url=url("ws-stream")),
+        probe("w-huge", "websocket", period="200ms", url=url("ws-huge-frame")),
+        # 1 GiB allowed: the stream is read, as fast as it comes, until the timeout
+        probe("w-greedy", "websocket", period="200ms", url=url("ws-stream"), max_skip=1 << 30),
+        # 49,164 bytes of frames, then the pong: within the default
+        probe("w-pong", "websocket", period="200ms", url=url("ws-data-pong")),
+        probe("w-pong-tight", "websocket", period="200ms", url=url("ws-data-pong"), max_skip=1000),
+    ])
+    for n in ("w-stream", "w-huge", "w-pong-tight"):
+        m = SKIPPED_RE.match(last[n]["last_error"] or "")
+        if last[n]["last_outcome"] != "failure" or not m or int(m.group(1)) <= int(m.group(2)):
+            raise AssertionError("%s: %r %r, expected failure 'N bytes of data before the pong'"
+                                 % (n, last[n]["last_outcome"], last[n]["last_error"]))
+    eq(last["w-stream"]["last_error"], "65552 bytes of data before the pong (max_skip 65536)",
+       "the fourth frame of 16 KiB + 4 goes past 65536")
+    eq(last["w-pong-tight"]["last_error"], "16388 bytes of data before the pong (max_skip 1000)",
+       "the first 16 KiB frame goes past 1000")
+    eq(last["w-greedy"]["last_outcome"], "timeout", "w-greedy reads until the timeout")
+    eq(last["w-pong"]["last_outcome"], "success", "48 KiB of data, then the pong")
+    if last["w-pong"]["failures"] or last["w-pong"]["timeouts"]:
+        raise AssertionError("w-pong: %r" % last["w-pong"])
+
+
+def test_fair_http_stream():
+    """probed's http client against bodies and headers streaming forever: max_body 64 MiB
+    with an expect_body that never comes, so each attempt reads 64 MiB (or until its
+    timeout), LOOP_READ_BUDGET bytes per wake-up."""
+    peers = {m: hostile(m) for m in ("body-forever", "body-huge", "headers-forever")}
+    url = lambda m: "http://127.0.0.1:%d/" % peers[m].port  # noqa: E731
+    last = fairness([
+        probe("h-forever", "http", period="200ms", url=url("body-forever"), max_body=64 << 20,
+              expect_body="never-there"),
+        probe("h-huge", "http", period="200ms", url=url("body-huge"), max_body=64 << 20,
+              expect_body="never-there"),
+        probe("h-headers", "http", period="200ms", url=url("headers-forever")),
+    ])
+    eq(last["h-headers"]["last_error"], "response headers too large", "headers forever")
+    for n in ("h-forever", "h-huge"):
+        if last[n]["last_outcome"] not in ("failure", "timeout"):
+            raise AssertionError("%s: %r" % (n, last[n]))
+
+
+def test_fair_grpc_stream():
+    """A gRPC server streaming DATA as fast as flow control allows: the reply is read up
+    to GRPC_MAX_REPLY_BYTES, then the attempt fails."""
+    g = hostile_grpc("huge-prefix")
+    last = fairness([probe("g-stream", "grpc", period="200ms", address="127.0.0.1:%d" % g.port)])
+    eq(last["g-stream"]["last_error"], "malformed reply: more than 4096 bytes", "gRPC stream")
+
+
+def test_fair_exec_flood():
+    """Commands flooding stdout: the first 1024 bytes are kept, the rest read and dropped,
+    LOOP_READ_BUDGET bytes per wake-up."""
+    last = fairness([probe("e-yes%d" % i, "exec", period="200ms", timeout="500ms",
+                           command=["/usr/bin/yes", "flood"]) for i in range(2)])
+    for i in range(2):
+        eq(last["e-yes%d" % i]["last_outcome"], "timeout", "yes never exits")
+
+
+def test_websocket_max_skip_config():
+    """max_skip: a websocket key (default 65536, shown by --check-config), an integer
+    0..2^30; errors name the JSON path."""
+    d = tmpdir()
+    path = os.path.join(d, "c.json")
+
+    def check(extra):
+        with open(path, "w") as f:
+            json.dump({"probes": [dict({"name": "w", "type": "websocket",
+                                        "url": "ws://127.0.0.1:1/"}, **extra)]}, f)
+        return run_probed(["--check-config", "-c", path])
+
+    r = check({})
+    eq(r.rc, 0, "default config: " + r.stderr)
+    eq(json.loads(r.stdout)["probes"][0]["max_skip"], 65536, "default max_skip")
+    r = check({"max_skip": 0})
+    eq(r.rc, 0, r.stderr)
+    eq(json.loads(r.stdout)["probes"][0]["max_skip"], 0, "max_skip 0 kept")
+    for bad in (-1, 1.5, "64k", (1 << 30) + 1, True):
+        r = check({"max_skip": bad})
+        eq(r.rc, 2, "max_skip %r must be rejected" % (bad,))
+        if "probes[0].max_skip" not in r.stderr:
+            raise AssertionError("error does not name probes[0].max_skip: %r" % r.stderr)
+    r = check({"max_skip": 1})
+    eq(r.rc, 0, r.stderr)
+    with open(path, "w") as f:
+        json.dump({"probes": [{"name": "t", "type": "tcp", "address": "127.0.0.1:1",
+                               "max_skip": 5}]}, f)
+    r = run_probed(["--check-config", "-c", path])
+    eq(r.rc, 2, "max_skip is a websocket key only")
+
+
+# ---------------------------------------------------------------- descriptors (issue 10)
+
+NOFILE = 128
+
+
+def test_fd_reserve_low_nofile():
+    """RLIMIT_NOFILE 128 and five times more slow http probes than the descriptors left
+    to probes allow: the cap (max_inflight in the listening line) binds, due probes wait
+    their turn with no outcome, /livez answers within 100 ms throughout, and no probe
+    counts a failure, a timeout or an error (no EMFILE)."""
+    t = harness.start_target()
+    orig = harness._wrapper_cmd
+    harness._wrapper_cmd = lambda d: ["prlimit", "--nofile=%d:%d" % (NOFILE, NOFILE), "--"] + orig(d)
+    try:
+        # an http attempt counts 2 descriptors: about (128 - open - 32) / 2 ~ 40 at once
+        n = 200
+        probes = [probe("slow%03d" % i, "http", period="1s", timeout="5s",
+                        url=t.url("/delay/400")) for i in range(n)]
+        d = start_daemon({"probes": probes})
+    finally:
+        harness._wrapper_cmd = orig
+    line = d.wait_log({"event": "listening"})
+    cap, fds = int(line["max_inflight"]), int(line["probe_fds"])
+    info("listening line: max_inflight %d, probe_fds %d (RLIMIT_NOFILE %d)", cap, fds, NOFILE)
+    if not 0 < cap < n // 4 or fds > NOFILE - 32:
+        raise AssertionError("cap %d / probe_fds %d for %d probes at RLIMIT_NOFILE %d"
+                             % (cap, fds, n, NOFILE))
+    # the first 400 ms: cap attempts run, the others wait with no outcome
+    st = wait_until(lambda: (lambda c: c if sum(p["state"] == "running" for p in c.values()) >= cap
+                             else None)(counts(d)), timeout=2, interval=0.01,
+                    msg="%d attempts in flight" % cap)
+    running = [p for p in st.values() if p["state"] == "running"]
+    idle = [p for p in st.values() if p["attempts"] == 0 and p["state"] != "running"]
+    info("early: %d running, %d waiting without an attempt", len(running), len(idle))
+    if len(running) > cap:
+        raise AssertionError("%d attempts in flight, cap %d" % (len(running), cap))
+    for p in idle:
+        if p["last_outcome"] is not None:
+            raise AssertionError("queued probe with an outcome: %r" % p)
+    if len(running) + len(idle) < n - cap:
+        raise AssertionError("expected most probes still queued: %d running, %d idle"
+                             % (len(running), len(idle)))
+    # /livez, a fresh connection each time, while probes hold every descriptor theirs
+    slowest, answered = 0.0, 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 4.0 * S:
+        s0 = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=2)
+        try:
+            c.request("GET", "/livez")
+            code = c.getresponse().status
+        except OSError as e:
+            raise AssertionError("/livez while probes hold their descriptors: %s" % e)
+        finally:
+            c.close()
+        took = time.monotonic() - s0
+        eq(code, 200, "/livez while probes hold their descriptors")
+        answered += 1
+        slowest = max(slowest, took)
+        time.sleep(0.02)
+    info("/livez: %d answers over %.1fs, slowest %.1f ms", answered, 4.0 * S, slowest * 1000)
+    if slowest > 0.1 * S:
+        raise AssertionError("/livez took %.0f ms" % (slowest * 1000))
+    st = counts(d)
+    done = sum(p["attempts"] for p in st.values())
+    info("after %.1fs: %d attempts ended", time.monotonic() - t0, done)
+    if done < n:
+        raise AssertionError("only %d attempts ended: the queue does not drain" % done)
+    for p in st.values():
+        if p["failures"] or p["timeouts"] or p["errors"] or p["cancellations"]:
+            raise AssertionError("%s: %d failures, %d timeouts, %d errors, %d cancelled (%r)"
+                                 % (p["name"], p["failures"], p["timeouts"], p["errors"],
+                                    p["cancellations"], p["last_error"]))
+    emfile = [l for l in d.logs() if "many open files" in json.dumps(l)]
+    if emfile:
+        raise AssertionError("EMFILE in the logs: %r" % emfile[:3])
 
 
 if __name__ == "__main__":
