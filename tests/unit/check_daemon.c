@@ -374,18 +374,15 @@ static bool stalled(void)
         return latest && latest->stalls > 0 && running;
 }
 
-START_TEST(test_stall_cancels_and_reruns)
+/* Freezes this process for ms (SIGSTOP from a child, SIGCONT after ms) and runs the
+ * loop until the stall is published. */
+static void freeze_ms(long ms)
 {
-        pid_t parent = getpid(), child;
+        pid_t parent = getpid(), child = fork();
 
-        start_daemon(SCOPE_ALL, 1, 1, 2000);
-        step(OUTCOME_SUCCESS);
-        run_until(attempt_running);
-        int starts_before = starts;
-        child = fork();
         ck_assert_int_ge(child, 0);
         if (child == 0) {
-                struct timespec freeze = { 0, 700 * 1000000L };
+                struct timespec freeze = { ms / 1000, (ms % 1000) * 1000000L };
                 kill(parent, SIGSTOP);
                 nanosleep(&freeze, NULL); /* the freeze being simulated */
                 kill(parent, SIGCONT);
@@ -393,12 +390,48 @@ START_TEST(test_stall_cancels_and_reruns)
         }
         run_until(stalled);
         waitpid(child, NULL, 0);
+}
+
+/* A freeze longer than the attempt's timeout: the attempt keeps running (its deadline
+ * moved by the frozen span), nothing is cancelled, re-run or timed out. */
+START_TEST(test_stall_moves_deadline)
+{
+        start_daemon(SCOPE_ALL, 1, 1, 600);
+        step(OUTCOME_SUCCESS);
+        run_until(attempt_running);
+        int starts_before = starts;
+        struct attempt *a = running;
+        freeze_ms(1000);
         ck_assert_uint_ge(latest->stalls, 1);
-        ck_assert_int_gt(starts, starts_before); /* re-run at once */
+        ck_assert_ptr_eq(running, a); /* the same attempt, still in flight */
+        ck_assert_int_eq(starts, starts_before);
+        attempt_end(running, OUTCOME_SUCCESS, "answer read after the thaw");
+        sync_attempts(2);
+        ck_assert_uint_eq(view()->cancellations + view()->failures + view()->timeouts, 0);
+        ck_assert_int_eq(view()->healthy, 1);
+}
+END_TEST
+
+/* A failure of an attempt in flight across a stall is cancelled and re-run once; the
+ * re-run's failure counts. */
+START_TEST(test_failure_across_stall_reruns_once)
+{
+        start_daemon(SCOPE_ALL, 1, 1, 5000);
+        step(OUTCOME_SUCCESS);
+        run_until(attempt_running);
+        int starts_before = starts;
+        freeze_ms(700);
+        attempt_end(running, OUTCOME_FAILURE, "reset while frozen");
+        run_until(attempt_running);
+        ck_assert_int_eq(starts, starts_before + 1); /* re-run at once */
         sync_attempts(2);
         ck_assert_uint_eq(view()->cancellations, 1);
-        ck_assert_uint_eq(view()->failures + view()->timeouts, 0);
+        ck_assert_uint_eq(view()->failures, 0);
         ck_assert_int_eq(view()->healthy, 1);
+        attempt_end(running, OUTCOME_FAILURE, "refused");
+        sync_attempts(3);
+        ck_assert_uint_eq(view()->failures, 1);
+        ck_assert_int_eq(view()->healthy, 0);
 }
 END_TEST
 
@@ -456,7 +489,8 @@ static Suite *daemon_suite(void)
         tcase_set_timeout(tc, 15);
         tcase_add_test(tc, test_sigterm_cancels_and_nothing_restarts);
         tcase_add_test(tc, test_sigterm_during_backoff);
-        tcase_add_test(tc, test_stall_cancels_and_reruns);
+        tcase_add_test(tc, test_stall_moves_deadline);
+        tcase_add_test(tc, test_failure_across_stall_reruns_once);
         suite_add_tcase(s, tc);
         return s;
 }
