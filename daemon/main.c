@@ -221,119 +221,140 @@ static void publish_to_server(struct snapshot *s, void *data)
         server_publish(data, s);
 }
 
-int main(int argc, char **argv)
-{
-        static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
-        const char *config_path = getenv("PROBED_CONFIG"), *listen = getenv("PROBED_LISTEN");
-        enum log_level level = LOG_LEVEL_INFO;
-        enum log_format format = LOG_FORMAT_JSON;
-        bool check_config = false, level_given = false;
-        struct probe_flag *flags;
-        struct option *options = NULL;
-        size_t n_flags = 0;
-        struct config *cfg = NULL;
-        struct loop *loop = NULL;
-        struct server *srv = NULL;
-        struct daemon *d = NULL;
-        char *text = NULL, *err = NULL;
-        uint16_t port = 0;
-        sigset_t mask;
-        int opt, r, ret = 1;
+/* What the command line asked for. */
+struct cli {
+        const char *config_path; /* -c, else $PROBED_CONFIG; NULL: none */
+        const char *listen;      /* -l, else $PROBED_LISTEN; NULL or "": the config's */
+        enum log_level level;
+        bool level_given; /* --log-level wins over the config's log_level */
+        enum log_format format;
+        bool check_config;
+        struct probe_flag *flags; /* malloc'd, n_flags used */
+        size_t n_flags;
+};
 
-        if (argc >= 2 && strcmp(argv[1], "check") == 0)
-                return cmd_check(argc, argv);
-        flags = calloc((size_t) argc, sizeof(*flags));
-        options = options_new();
-        if (!flags || !options)
-                goto out;
-        if (config_path && !*config_path)
-                config_path = NULL;
+#define CONTINUE (-1) /* a step's result when main goes on to the next */
+
+/* Parses argv into cli. CONTINUE, or the exit status (--help, --version, usage error). */
+static int parse_args(int argc, char **argv, struct cli *cli)
+{
+        struct option *options = options_new();
+        int opt, ret = CONTINUE;
+
+        cli->config_path = getenv("PROBED_CONFIG");
+        cli->listen = getenv("PROBED_LISTEN");
+        cli->level = LOG_LEVEL_INFO;
+        cli->format = LOG_FORMAT_JSON;
+        cli->flags = calloc((size_t) argc, sizeof(*cli->flags));
+        if (!cli->flags || !options) {
+                free(options);
+                return 1;
+        }
+        if (cli->config_path && !*cli->config_path)
+                cli->config_path = NULL;
         opterr = 0;
-        while ((opt = getopt_long(argc, argv, ":c:l:", options, NULL)) != -1) {
+        while (ret == CONTINUE && (opt = getopt_long(argc, argv, ":c:l:", options, NULL)) != -1) {
                 switch (opt) {
                 case 'c':
-                        config_path = optarg;
+                        cli->config_path = optarg;
                         break;
                 case 'l':
-                        listen = optarg;
+                        cli->listen = optarg;
                         break;
                 case OPT_LOG_LEVEL:
-                        level = log_level_from_string(optarg);
-                        if ((int) level < 0) {
+                        cli->level = log_level_from_string(optarg);
+                        if ((int) cli->level < 0)
                                 ret = usage_error("--log-level: \"%s\" is not debug, info, warn or error", optarg);
-                                goto out;
-                        }
-                        level_given = true;
+                        cli->level_given = true;
                         break;
                 case OPT_LOG_FORMAT:
-                        format = log_format_from_string(optarg);
-                        if ((int) format < 0) {
+                        cli->format = log_format_from_string(optarg);
+                        if ((int) cli->format < 0)
                                 ret = usage_error("--log-format: \"%s\" is not json or text", optarg);
-                                goto out;
-                        }
                         break;
                 case OPT_CHECK_CONFIG:
-                        check_config = true;
+                        cli->check_config = true;
                         break;
                 case OPT_HELP:
                         print_usage();
                         ret = 0;
-                        goto out;
+                        break;
                 case OPT_VERSION:
                         printf("probed %s\n", PROBED_VERSION);
                         ret = 0;
-                        goto out;
+                        break;
                 case ':':
                         ret = usage_error("%s needs a value", argv[optind - 1]);
-                        goto out;
+                        break;
                 default:
-                        if (opt >= OPT_KIND) {
-                                flags[n_flags++] = (struct probe_flag){ .kind = probe_kinds[opt - OPT_KIND]->flag.name,
-                                                                        .arg = optarg };
-                                break;
-                        }
-                        ret = usage_error("unknown option \"%s\"", argv[optind - 1]);
-                        goto out;
+                        if (opt >= OPT_KIND)
+                                cli->flags[cli->n_flags++] =
+                                        (struct probe_flag){ .kind = probe_kinds[opt - OPT_KIND]->flag.name,
+                                                             .arg = optarg };
+                        else
+                                ret = usage_error("unknown option \"%s\"", argv[optind - 1]);
+                        break;
                 }
         }
-        if (optind < argc) {
+        free(options);
+        if (ret == CONTINUE && optind < argc)
                 ret = usage_error("unexpected argument \"%s\"", argv[optind]);
-                goto out;
-        }
-        log_setup(level, format);
+        return ret;
+}
 
-        if (config_path && config_read_file(config_path, &text, &err) < 0)
-                goto config_error;
-        r = check_config ? config_load(text, flags, n_flags, &cfg, &err)
-                         : config_load_lean(text, flags, n_flags, &cfg, &err);
+/* Reads and validates the config (lean unless it is to be printed). CONTINUE with
+ * *ret_cfg, or EXIT_USAGE after printing the error. */
+static int load_config(const struct cli *cli, struct config **ret_cfg)
+{
+        char *text = NULL, *err = NULL;
+        int r = 0;
+
+        if (cli->config_path)
+                r = config_read_file(cli->config_path, &text, &err);
+        if (r >= 0)
+                r = cli->check_config ? config_load(text, cli->flags, cli->n_flags, ret_cfg, &err)
+                                      : config_load_lean(text, cli->flags, cli->n_flags, ret_cfg, &err);
         free(text); /* up to MAX_CONFIG_BYTES, no longer needed */
-        text = NULL;
         if (r < 0)
-                goto config_error;
-        if (check_config) {
-                cJSON *j = config_to_json(cfg);
-                char *s = j ? cJSON_Print(j) : NULL;
-                if (s)
-                        printf("%s\n", s);
-                free(s);
-                cJSON_Delete(j);
-                ret = s ? 0 : 1;
-                goto out;
+                fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
+        free(err);
+        return r < 0 ? EXIT_USAGE : CONTINUE;
+}
+
+/* --check-config: the effective config as JSON on stdout. */
+static int print_config(const struct config *cfg)
+{
+        cJSON *j = config_to_json(cfg);
+        char *s = j ? cJSON_Print(j) : NULL;
+
+        if (s)
+                printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+        return s ? 0 : 1;
+}
+
+/* The daemon's life (see the top of this file); takes cfg over. The exit status. */
+static int run(const struct cli *cli, struct config *cfg)
+{
+        static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+        const char *listen = cli->listen && *cli->listen ? cli->listen : cfg->listen;
+        struct loop *loop = NULL;
+        struct server *srv = NULL;
+        struct daemon *d = NULL;
+        char *err = NULL;
+        uint16_t port = 0;
+        sigset_t mask;
+        int r, ret = 1;
+
+        if (listen != cfg->listen && !config_listen_valid(listen)) { /* the config checked its own */
+                config_free(cfg);
+                return usage_error("listen: \"%s\" " LISTEN_HINT, listen);
         }
-        if (!listen || !*listen) {
-                listen = cfg->listen;
-        } else {
-                struct addr_list addrs;
-                if (address_resolve(listen, true, &addrs) < 0) {
-                        ret = usage_error("listen: \"%s\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")",
-                                          listen);
-                        goto out;
-                }
-        }
-        if (level_given)
-                log_setup(level, format);
+        if (cli->level_given)
+                log_setup(cli->level, cli->format);
         else if (cfg->log_level_set)
-                log_setup(cfg->log_level, format);
+                log_setup(cfg->log_level, cli->format);
 
         raise_nofile_limit();
         /* One malloc arena: the status server's threads allocate little, and an arena each
@@ -349,7 +370,8 @@ int main(int argc, char **argv)
 
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 fprintf(stderr, "probed: cannot initialize libcurl\n");
-                goto out;
+                config_free(cfg);
+                return 1;
         }
         if (!(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_ASYNCHDNS)) {
                 /* a blocking resolver would stall the one loop (libcurl-multi BLOCKING) */
@@ -375,10 +397,10 @@ int main(int argc, char **argv)
                "version", PROBED_VERSION, "max_inflight", inflight_s, "probe_fds", fds_s, NULL);
         d = daemon_new(loop, cfg,
                        &(struct daemon_options){
-                               .config_path = config_path,
-                               .flags = flags,
-                               .n_flags = n_flags,
-                               .log_level_locked = level_given,
+                               .config_path = cli->config_path,
+                               .flags = cli->flags,
+                               .n_flags = cli->n_flags,
+                               .log_level_locked = cli->level_given,
                                .publish = publish_to_server,
                                .publish_data = srv,
                        });
@@ -400,15 +422,31 @@ out_curl:
         loop = loop_free(loop); /* curl_multi_cleanup while epoll is open, then the loop's fds */
         probe_curl_pool_drain();
         curl_global_cleanup();
-        goto out;
-config_error:
-        fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
-        ret = EXIT_USAGE;
-out:
-        config_free(cfg);
-        free(text);
+        config_free(cfg); /* when the daemon did not take it */
         free(err);
-        free(flags);
-        free(options);
+        return ret;
+}
+
+int main(int argc, char **argv)
+{
+        struct cli cli = { 0 };
+        struct config *cfg = NULL;
+        int ret;
+
+        if (argc >= 2 && strcmp(argv[1], "check") == 0)
+                return cmd_check(argc, argv);
+        ret = parse_args(argc, argv, &cli);
+        if (ret == CONTINUE) {
+                log_setup(cli.level, cli.format);
+                ret = load_config(&cli, &cfg);
+        }
+        if (ret == CONTINUE && cli.check_config)
+                ret = print_config(cfg);
+        else if (ret == CONTINUE) {
+                ret = run(&cli, cfg);
+                cfg = NULL; /* run took it */
+        }
+        config_free(cfg);
+        free(cli.flags);
         return ret;
 }
