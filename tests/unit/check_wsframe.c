@@ -2,13 +2,15 @@
  * key generation, frame encoding (masking, the three length forms at 125/126/65536 and
  * the RFC 5.7 example bytes), strict decoding (fragmented control frames, oversized
  * frames, RSV bits, masked server frames rejected; incomplete headers wait), and the
- * handshake request/response checks. */
+ * handshake request/response checks. Also the websocket kind's max_skip key (default
+ * filled in, bounds, errors naming the JSON path). */
 #include <check.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "probe.h"
 #include "wsframe.h"
 
 static const uint8_t rfc_mask[4] = { 0x37, 0xfa, 0x21, 0x3d };
@@ -287,6 +289,61 @@ START_TEST(test_response_end)
 }
 END_TEST
 
+/* Parses a websocket probe object with the kind's own parse; 0 or its error. */
+static int ws_parse_json(const char *json, cJSON **ret_obj, char **reterr)
+{
+        const struct probe_ops *ops = probe_ops_find("websocket");
+        void *spec = NULL;
+        char *target = NULL;
+        int r;
+
+        ck_assert_ptr_nonnull(ops);
+        *ret_obj = cJSON_Parse(json);
+        ck_assert_ptr_nonnull(*ret_obj);
+        r = ops->parse(*ret_obj, "probes[0]", &spec, &target, reterr);
+        if (r == 0) {
+                ck_assert_str_eq(target, "ws://127.0.0.1:1/");
+                ops->free_spec(spec);
+                free(target);
+        }
+        return r;
+}
+
+START_TEST(test_max_skip_default)
+{
+        cJSON *obj;
+        char *err = NULL;
+
+        ck_assert_int_eq(ws_parse_json("{\"url\": \"ws://127.0.0.1:1/\"}", &obj, &err), 0);
+        ck_assert_int_eq(cJSON_GetObjectItem(obj, "max_skip")->valuedouble, WS_MAX_SKIP_DEFAULT);
+        ck_assert_int_eq(WS_MAX_SKIP_DEFAULT, 65536);
+        cJSON_Delete(obj);
+        ck_assert_int_eq(ws_parse_json("{\"url\": \"ws://127.0.0.1:1/\", \"max_skip\": 0}", &obj, &err), 0);
+        ck_assert_int_eq(cJSON_GetObjectItem(obj, "max_skip")->valuedouble, 0);
+        cJSON_Delete(obj);
+        ck_assert_int_eq(ws_parse_json("{\"url\": \"ws://127.0.0.1:1/\", \"max_skip\": 1073741824}", &obj, &err),
+                         0);
+        cJSON_Delete(obj);
+        ck_assert_ptr_null(err);
+}
+END_TEST
+
+static const char *const bad_max_skip[] = { "-1", "1.5", "\"64k\"", "1073741825", "true", "null" };
+
+START_TEST(test_max_skip_rejects)
+{
+        char json[128], *err = NULL;
+        cJSON *obj;
+
+        snprintf(json, sizeof(json), "{\"url\": \"ws://127.0.0.1:1/\", \"max_skip\": %s}", bad_max_skip[_i]);
+        ck_assert_int_lt(ws_parse_json(json, &obj, &err), 0);
+        ck_assert_ptr_nonnull(err);
+        ck_assert_msg(strstr(err, "probes[0].max_skip"), "error does not name the path: %s", err);
+        free(err);
+        cJSON_Delete(obj);
+}
+END_TEST
+
 static Suite *wsframe_suite(void)
 {
         Suite *s = suite_create("wsframe");
@@ -310,6 +367,12 @@ static Suite *wsframe_suite(void)
         tcase_add_test(tc, test_decode_server_frames);
         tcase_add_loop_test(tc, test_decode_rejects, 0, sizeof(bad_frames) / sizeof(bad_frames[0]));
         tcase_add_test(tc, test_decode_unmasked_client_frame);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("max_skip");
+        tcase_set_timeout(tc, 5);
+        tcase_add_test(tc, test_max_skip_default);
+        tcase_add_loop_test(tc, test_max_skip_rejects, 0, sizeof(bad_max_skip) / sizeof(bad_max_skip[0]));
         suite_add_tcase(s, tc);
         return s;
 }
