@@ -1,6 +1,7 @@
 """Chaos test of the probe lifecycle (issue 3): the real daemon, 10+ http and tcp probes
 against flapping targets, random SIGHUPs alternating valid and invalid configs,
-SIGSTOP/SIGCONT pauses of 0.5-3 s, constant /status polling from a thread, and a final
+SIGSTOP/SIGCONT pauses of 0.5-3 s (half of them as throttle patterns: short running
+windows between frozen gaps, as request-based CPU allocation runs an instance), constant /status polling from a thread, and a final
 SIGTERM.
 
     PROBED=build/probed TOOLS=build/tests CHAOS_SECONDS=60 /usr/bin/python3 tests/chaos.py
@@ -339,6 +340,24 @@ def steady_view(d):
     return st, {n: ps[n] for n in STEADY}
 
 
+def pause(d, seconds):
+    """SIGSTOP for `seconds` of wall time, then SIGCONT."""
+    stop_at = time.monotonic() + seconds
+    d.signal(signal.SIGSTOP)
+    try:
+        while time.monotonic() < stop_at:
+            time.sleep(stop_at - time.monotonic())  # the pause itself
+    finally:
+        os.kill(d.pid, signal.SIGCONT)
+
+
+def run_for(seconds):
+    """A running window of the throttle pattern: the daemon runs for `seconds`."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(end - time.monotonic())
+
+
 def false_count(view):
     return sum(p["failures"] + p["timeouts"] for p in view.values())
 
@@ -391,6 +410,7 @@ def run(seconds, seed=None):
     pauses, frozen_s = 0, 0.0
     usr1 = usr1_truncated = 0
     missed_stalls = 0
+    throttled_windows = 0
     false_during_pauses = 0
     next_valid = True
     t0 = time.monotonic()
@@ -455,13 +475,16 @@ def run(seconds, seed=None):
                 # a pause: the steady probes must not count a failure or timeout for it
                 st_before, before = steady_view(d)
                 length = rng.uniform(0.5, 3.0)
-                stop_at = time.monotonic() + length
-                d.signal(signal.SIGSTOP)
-                try:
-                    while time.monotonic() < stop_at:
-                        time.sleep(stop_at - time.monotonic())  # the pause itself
-                finally:
-                    os.kill(d.pid, signal.SIGCONT)
+                if rng.random() < 0.5:
+                    # request-based CPU first: running windows of 50-200 ms between frozen
+                    # gaps of 0.1-1.5 s, then the pause checked below
+                    for _ in range(rng.randint(1, 5)):
+                        g = rng.uniform(0.1, 1.5)
+                        pause(d, g)
+                        frozen_s += g
+                        run_for(rng.uniform(0.05, 0.2))
+                        throttled_windows += 1
+                pause(d, length)
                 pauses += 1
                 frozen_s += length
                 alive_or_fail("after a pause")
@@ -543,10 +566,10 @@ def run(seconds, seed=None):
                         % (rss_before, rss_after))
     duration = time.monotonic() - t0
     print("chaos: seed=%d duration=%.1fs probes=%d reloads ok=%d failed=%d pauses=%d "
-          "(%.1fs frozen) stalls=%d (missed %d) usr1=%d (%d truncated) flips=%d attempts=%d false_failures=%d status_answers=%d "
+          "(%.1fs frozen, %d throttled windows) stalls=%d (missed %d) usr1=%d (%d truncated) flips=%d attempts=%d false_failures=%d status_answers=%d "
           "status_conn_errors=%d rss_before=%dKiB rss_after=%dKiB%s exit=%r in %.2fs"
           % (seed, duration, len(good["probes"]), reloads_ok, reloads_failed, pauses, frozen_s,
-             stalls, missed_stalls, usr1, usr1_truncated, flips[0], poller.attempts_total(), false_total, poller.answers,
+             throttled_windows, stalls, missed_stalls, usr1, usr1_truncated, flips[0], poller.attempts_total(), false_total, poller.answers,
              poller.conn_errors, rss_before, rss_after, rss_note, rc, exit_s), flush=True)
     if problems:
         raise AssertionError("chaos (seed %d): %s" % (seed, "; ".join(problems)))
