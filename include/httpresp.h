@@ -51,3 +51,14 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t len, http_body_f
 int http_resp_eof(struct http_resp *r);
 /* Frees what the parser holds; r may be fed again after zeroing its settings. */
 void http_resp_free(struct http_resp *r);
+
+/* ---- shared with the websocket handshake (probes/wsframe.c) ------------------------ */
+
+/* The status code of a status line "HTTP/1.<digit> <3 digits>[ <reason>]" (line without
+ * its CRLF or LF), 100 to 599, or -1 when it is malformed. */
+int http_status_line(const char *line, size_t len);
+/* Splits a header line (without its line end) at its colon: *ret_name_len bytes of name
+ * at line, the value with the white space around it trimmed. false when the line has no
+ * colon (such a line is ignored, as most clients do). */
+bool http_header_split(const char *line, size_t len, size_t *ret_name_len, const char **ret_value,
+                       size_t *ret_value_len);

@@ -36,6 +36,15 @@ static inline int negative_errno(void)
         return errno > 0 ? -errno : -EIO;
 }
 
+/* 0-15 for a hex digit, else -1: chunk sizes, percent-encoding. */
+static inline int hexval(char c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        c = (char) (c | 0x20);
+        return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 /* FNV-1a of a string: spreads probe names over open-addressing tables. */
 size_t str_hash(const char *s);
 

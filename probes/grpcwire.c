@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "grpcwire.h"
+#include "util.h"
 
 const char *grpc_serving_status_to_string(uint64_t s)
 {
@@ -185,17 +186,6 @@ int grpcwire_status_parse(const char *v, size_t len, long *ret_code)
                 return -EINVAL;
         *ret_code = code;
         return 0;
-}
-
-static int hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
 }
 
 void grpcwire_message_decode(const char *v, size_t len, char *out, size_t n)

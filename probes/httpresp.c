@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "httpresp.h"
+#include "util.h"
 
 enum { ST_HEAD, ST_LENGTH, ST_CHUNKED, ST_UNTIL_EOF, ST_DONE, ST_ENOUGH, ST_ERROR };
 enum { CH_SIZE0, CH_SIZE, CH_EXT, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER };
@@ -39,6 +40,31 @@ static size_t head_end(const char *p, size_t n, size_t from)
                         break;
         }
         return 0;
+}
+
+int http_status_line(const char *p, size_t len)
+{
+        if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' || p[7] > '9' || p[8] != ' ' || p[9] < '1' ||
+            p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9' || (len > 12 && p[12] != ' '))
+                return -1;
+        return (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+}
+
+bool http_header_split(const char *line, size_t len, size_t *ret_name_len, const char **ret_value,
+                       size_t *ret_value_len)
+{
+        const char *colon = memchr(line, ':', len), *v, *eol = line + len;
+
+        if (!colon)
+                return false;
+        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+                ;
+        while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t'))
+                eol--;
+        *ret_name_len = (size_t) (colon - line);
+        *ret_value = v;
+        *ret_value_len = (size_t) (eol - v);
+        return true;
 }
 
 static bool name_is(const char *name, size_t len, const char *want)
@@ -91,25 +117,22 @@ static int parse_head(struct http_resp *r, const char *p, size_t n)
         int64_t length = -1;
 
         r->heads_len += n;
-        if (n < 13 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' || p[7] > '9' || p[8] != ' ' || p[9] < '1' ||
-            p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9' ||
-            (p[12] != ' ' && p[12] != '\r' && p[12] != '\n'))
-                return fail(r, "malformed status line");
-        r->status = (unsigned) ((p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0'));
-        free(r->location);
-        r->location = NULL;
-        for (line = (const char *) memchr(p, '\n', n) + 1; line < end;) {
-                const char *lf = memchr(line, '\n', (size_t) (end - line)), *eol = lf, *colon, *v;
+        for (; line < end;) { /* the head ends with a blank line: every line has its LF */
+                const char *lf = memchr(line, '\n', (size_t) (end - line)), *eol = lf, *v;
+                size_t nlen, vlen;
+                int status;
+
                 if (eol > line && eol[-1] == '\r')
                         eol--;
-                colon = memchr(line, ':', (size_t) (eol - line));
-                if (colon) { /* a line without a colon is ignored, as most clients do */
-                        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
-                                ;
-                        while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t'))
-                                eol--;
-                        if (header(r, line, (size_t) (colon - line), v, (size_t) (eol - v), &te, &length) < 0)
-                                return HTTP_RESP_ERROR;
+                if (line == p) {
+                        if ((status = http_status_line(p, (size_t) (eol - p))) < 0)
+                                return fail(r, "malformed status line");
+                        r->status = (unsigned) status;
+                        free(r->location);
+                        r->location = NULL;
+                } else if (http_header_split(line, (size_t) (eol - line), &nlen, &v, &vlen) &&
+                           header(r, line, nlen, v, vlen, &te, &length) < 0) {
+                        return HTTP_RESP_ERROR;
                 }
                 line = lf + 1;
         }
@@ -179,14 +202,6 @@ static int body(struct http_resp *r, const char *p, size_t n, http_body_fn fn, v
                 return HTTP_RESP_ENOUGH;
         }
         return HTTP_RESP_MORE;
-}
-
-static int hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        c = (char) (c | 0x20);
-        return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
 /* Chunked framing; *used: bytes consumed. */

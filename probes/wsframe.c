@@ -17,6 +17,7 @@
 #include <sys/random.h>
 
 #include "bounds.h"
+#include "httpresp.h"
 #include "wsframe.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -276,34 +277,27 @@ int wsframe_response_check(const char *buf, size_t len, const char *key, const c
         *ret_status = 0;
         /* status line: HTTP/1.x SP 3DIGIT */
         eol = memmem(p, (size_t) (end - p), "\r\n", 2);
-        if (!eol || eol - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' || p[9] < '1' || p[9] > '5' ||
-            p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9' || (eol - p > 12 && p[12] != ' ')) {
+        if (!eol || (status = http_status_line(p, (size_t) (eol - p))) < 0) {
                 snprintf(reason, n, "handshake: malformed status line");
                 return -EPROTO;
         }
-        status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
         *ret_status = status;
         if (status != 101) {
                 snprintf(reason, n, "handshake: status %d", status);
                 return -EPROTO;
         }
         for (p = eol + 2; p < end; p = eol + 2) {
-                const char *colon, *v, *ve;
+                const char *v, *ve;
+                size_t nlen, vlen;
                 struct head_value *hv = NULL;
 
                 eol = memmem(p, (size_t) (end - p), "\r\n", 2);
                 if (!eol || eol == p)
                         break;
-                colon = memchr(p, ':', (size_t) (eol - p));
-                if (!colon)
+                if (!http_header_split(p, (size_t) (eol - p), &nlen, &v, &vlen))
                         continue;
-                v = colon + 1;
-                while (v < eol && (*v == ' ' || *v == '\t'))
-                        v++;
-                ve = eol;
-                while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-                        ve--;
-#define NAME_IS(s) ((size_t) (colon - p) == sizeof(s) - 1 && strncasecmp(p, s, sizeof(s) - 1) == 0)
+                ve = v + vlen;
+#define NAME_IS(s) (nlen == sizeof(s) - 1 && strncasecmp(p, s, sizeof(s) - 1) == 0)
                 if (NAME_IS("Upgrade")) {
                         hv = &upgrade;
                         upgrade_ok = upgrade_ok || list_has_token(v, (size_t) (ve - v), "websocket");

@@ -772,6 +772,47 @@ START_TEST(test_reuse)
 }
 END_TEST
 
+/* The one status-line parser, shared with the websocket handshake (probes/wsframe.c):
+ * the line comes without its line end. */
+START_TEST(test_status_line)
+{
+        static const struct {
+                const char *line;
+                int want;
+        } lines[] = {
+                { "HTTP/1.1 200 OK", 200 },
+                { "HTTP/1.0 101", 101 },
+                { "HTTP/1.1 599 x", 599 },
+                { "HTTP/1.1 101 Switching Protocols", 101 },
+                { "HTTP/1.x 101 OK", -1 },
+                { "HTTP/1.1 1010 x", -1 },
+                { "HTTP/1.1 101\r", -1 },
+                { "HTTP/1.1 10", -1 },
+                { "HTTP/2 200", -1 },
+                { "ICY 200 OK", -1 },
+                { "", -1 },
+        };
+
+        for (size_t i = 0; i < N(lines); i++)
+                ck_assert_msg(http_status_line(lines[i].line, strlen(lines[i].line)) == lines[i].want, "%s",
+                              lines[i].line);
+}
+END_TEST
+
+START_TEST(test_header_split)
+{
+        const char *line = "Upgrade: \t websocket \t", *v;
+        size_t nlen, vlen;
+
+        ck_assert(http_header_split(line, strlen(line), &nlen, &v, &vlen));
+        ck_assert_uint_eq(nlen, strlen("Upgrade"));
+        ck_assert_uint_eq(vlen, strlen("websocket"));
+        ck_assert(strncmp(v, "websocket", vlen) == 0);
+        ck_assert(http_header_split("X:", 2, &nlen, &v, &vlen) && nlen == 1 && vlen == 0);
+        ck_assert(!http_header_split("no colon", 8, &nlen, &v, &vlen));
+}
+END_TEST
+
 static Suite *httpresp_suite(void)
 {
         Suite *s = suite_create("httpresp");
@@ -781,6 +822,8 @@ static Suite *httpresp_suite(void)
         tcase_set_timeout(tc, 20);
         tcase_add_loop_test(tc, test_status, 0, N(status_cases));
         tcase_add_loop_test(tc, test_bad_status, 0, N(bad_status_cases));
+        tcase_add_test(tc, test_status_line);
+        tcase_add_test(tc, test_header_split);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("length");
