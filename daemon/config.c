@@ -36,6 +36,7 @@
 #include "config_env.h"
 #include "config_flags.h"
 #include "config_get.h"
+#include "nametable.h"
 #include "probe.h"
 #include "util.h"
 
@@ -114,16 +115,10 @@ static int json_add_timing(cJSON *obj, const struct timing *t)
 
 /* ---- probes --------------------------------------------------------------------- */
 
-/* Names seen so far -> their probe index: open addressing, so 10,000 probes stay linear. */
-struct name_set {
-        size_t *slots; /* probe index + 1; 0 is empty */
-        size_t mask;
-};
-
 struct load {
         struct config *cfg;
-        struct name_set names;
-        size_t n_file; /* probes from the file come first */
+        struct name_table names; /* probe names so far -> their index */
+        size_t n_file;           /* probes from the file come first */
         const struct probe_flag *flags;
         bool lean; /* keep digests only, not each probe's json */
 };
@@ -136,23 +131,11 @@ static char *load_probe_path(const struct load *ld, size_t i)
         return strdup_printf("--%s %s", ld->flags[i - ld->n_file].kind, ld->flags[i - ld->n_file].arg);
 }
 
-/* Adds probe idx's name; -EEXIST with *ret_other set when already present. */
-static int name_set_add(struct load *ld, size_t idx, size_t *ret_other)
+static const char *load_probe_name(const void *ctx, size_t idx)
 {
-        const char *name = ld->cfg->probes[idx].name;
+        const struct load *ld = ctx;
 
-        for (size_t h = str_hash(name) & ld->names.mask;; h = (h + 1) & ld->names.mask) {
-                size_t s = ld->names.slots[h];
-
-                if (s == 0) {
-                        ld->names.slots[h] = idx + 1;
-                        return 0;
-                }
-                if (strcmp(ld->cfg->probes[s - 1].name, name) == 0) {
-                        *ret_other = s - 1;
-                        return -EEXIST;
-                }
-        }
+        return ld->cfg->probes[idx].name;
 }
 
 /* "<type> is not a known type (http, tcp, ...)": the kinds of the registry. */
@@ -231,7 +214,7 @@ static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char 
         pc->name = strdup(name);
         if (!pc->name)
                 return -ENOMEM;
-        if (name_set_add(ld, idx, &other) == -EEXIST) {
+        if (name_table_add(&ld->names, idx, &other) == -EEXIST) {
                 other_path = load_probe_path(ld, other);
                 if (!other_path)
                         return -ENOMEM;
@@ -423,10 +406,7 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
                 return 0;
 
         c->probes = calloc(n_total, sizeof(*c->probes));
-        for (ld->names.mask = 15; ld->names.mask < 2 * n_total; ld->names.mask = ld->names.mask * 2 + 1)
-                ;
-        ld->names.slots = calloc(ld->names.mask + 1, sizeof(*ld->names.slots));
-        if (!c->probes || !ld->names.slots)
+        if (name_table_init(&ld->names, n_total, load_probe_name, ld) < 0 || !c->probes)
                 return -ENOMEM;
 
         i = 0;
@@ -516,12 +496,12 @@ static int config_load_impl(const char *text, const struct probe_flag *flags, si
         if (r < 0)
                 goto fail;
         cJSON_Delete(root);
-        free(ld.names.slots);
+        name_table_free(&ld.names);
         *ret_config = c;
         return 0;
 fail:
         cJSON_Delete(root);
-        free(ld.names.slots);
+        name_table_free(&ld.names);
         config_free(c);
         return cfg_fail(r, reterr);
 }

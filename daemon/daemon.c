@@ -23,10 +23,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "heartbeat.h"
 #include "log.h"
+#include "nametable.h"
 #include "probe.h"
 #include "util.h"
 
@@ -675,6 +679,14 @@ static void daemon_apply_settings(struct daemon *d)
                 log_setup(d->cfg->log_level, _LOG_FORMAT_INVALID);
 }
 
+/* A running probe's name for the reload's name table; NULL once it moved to the new config. */
+static const char *running_probe_name(const void *ctx, size_t j)
+{
+        const struct daemon *d = ctx;
+
+        return d->probes[j] ? d->probes[j]->cfg->name : NULL;
+}
+
 static void daemon_reload_failed(struct daemon *d, const char *err)
 {
         d->reloads_failed++;
@@ -707,35 +719,23 @@ static void daemon_reload(struct daemon *d)
          * 10^8 compares on the loop): unchanged probes keep their state and counters
          * (their config entry, spec included, moves into the new config, since an attempt
          * in flight points at it); changed ones restart fresh; removed ones are cancelled. */
-        size_t cap = 16;
-        while (cap < 2 * d->n_probes)
-                cap *= 2;
-        size_t *slot = malloc(cap * sizeof(*slot)); /* index + 1 into d->probes, 0: empty */
+        struct name_table names;
         bool *changed_cfg = calloc(d->n_probes ? d->n_probes : 1, sizeof(*changed_cfg)); /* same name, another config */
-        if (!slot || !changed_cfg) {
-                free(slot);
+        if (name_table_init(&names, d->n_probes, running_probe_name, d) < 0 || !changed_cfg) {
+                name_table_free(&names);
                 free(changed_cfg);
                 free(np);
                 daemon_reload_failed(d, "out of memory");
                 config_free(nc);
                 return;
         }
-        memset(slot, 0, cap * sizeof(*slot));
-        for (size_t j = 0; j < d->n_probes; j++) {
-                size_t h = str_hash(d->probes[j]->cfg->name) & (cap - 1);
-                while (slot[h])
-                        h = (h + 1) & (cap - 1);
-                slot[h] = j + 1;
-        }
+        for (size_t j = 0, other; j < d->n_probes; j++)
+                (void) name_table_add(&names, j, &other); /* names are unique */
         for (size_t i = 0; i < nc->n_probes; i++) {
                 struct probe_config *npc = &nc->probes[i];
-                size_t h = str_hash(npc->name) & (cap - 1), j;
-                for (; slot[h]; h = (h + 1) & (cap - 1))
-                        if (d->probes[slot[h] - 1] && strcmp(d->probes[slot[h] - 1]->cfg->name, npc->name) == 0)
-                                break;
-                if (!slot[h])
+                size_t j;
+                if (!name_table_find(&names, npc->name, &j))
                         continue; /* a new probe */
-                j = slot[h] - 1;
                 if (!probe_config_equal(d->probes[j]->cfg, npc)) {
                         changed_cfg[j] = true;
                         continue;
@@ -758,7 +758,7 @@ static void daemon_reload(struct daemon *d)
                         removed++;
                 d->probes[j] = probe_free(d->probes[j]);
         }
-        free(slot);
+        name_table_free(&names);
         free(changed_cfg);
         free(d->probes);
         d->probes = np;
