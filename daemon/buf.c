@@ -46,20 +46,12 @@ void buf_u64(struct buf *b, uint64_t v)
 
 void buf_printf(struct buf *b, const char *fmt, ...)
 {
-        va_list ap;
-        int n;
+        /* a first try in what is free; a second one with room for all of it */
+        for (size_t room = 64;;) {
+                va_list ap;
+                int n;
 
-        if (!buf_reserve(b, 64))
-                return;
-        va_start(ap, fmt);
-        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-                b->oom = true;
-                return;
-        }
-        if ((size_t) n >= b->cap - b->len) {
-                if (!buf_reserve(b, (size_t) n))
+                if (!buf_reserve(b, room))
                         return;
                 va_start(ap, fmt);
                 n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
@@ -68,8 +60,12 @@ void buf_printf(struct buf *b, const char *fmt, ...)
                         b->oom = true;
                         return;
                 }
+                if ((size_t) n < b->cap - b->len) {
+                        b->len += (size_t) n;
+                        return;
+                }
+                room = (size_t) n;
         }
-        b->len += (size_t) n;
 }
 
 char *buf_steal(struct buf *b)

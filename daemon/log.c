@@ -219,6 +219,16 @@ static void line_put_text_value(struct line *l, const char *s)
         l->buf[l->len++] = '"';
 }
 
+/* The key/value pairs after the message, up to the NULL key, each through put. */
+static void line_put_fields(struct line *l, va_list ap, void (*put)(struct line *l, const char *key, const char *value))
+{
+        for (const char *key; (key = va_arg(ap, const char *));) {
+                const char *value = va_arg(ap, const char *);
+
+                put(l, key, value);
+        }
+}
+
 static void log_build_json(struct line *l, enum log_level level, const char *message, const char *time, va_list ap)
 {
         /* `,"time":"` + time + `"` is reserved while the message is written. */
@@ -239,15 +249,19 @@ static void log_build_json(struct line *l, enum log_level level, const char *mes
         (void) line_puts(l, "\"", l->limit);
         l->truncated = msg_cut; /* a cut message filled the line: no fields follow */
 
-        for (;;) {
-                const char *key = va_arg(ap, const char *);
-                const char *value;
+        line_put_fields(l, ap, line_put_json_field);
+}
 
-                if (!key)
-                        break;
-                value = va_arg(ap, const char *);
-                line_put_json_field(l, key, value);
-        }
+/* One ` key=value` of the text format; nothing once the line is cut. */
+static void line_put_text_field(struct line *l, const char *key, const char *value)
+{
+        if (l->truncated)
+                return;
+        (void) line_puts(l, " ", l->limit);
+        (void) line_put_escaped(l, key, l->limit);
+        (void) line_puts(l, "=", l->limit);
+        if (!l->truncated)
+                line_put_text_value(l, value ? value : "null");
 }
 
 static void log_build_text(struct line *l, enum log_level level, const char *message, const char *time, va_list ap)
@@ -258,21 +272,7 @@ static void log_build_text(struct line *l, enum log_level level, const char *mes
         (void) line_puts(l, severity_names[level], l->limit);
         (void) line_puts(l, " ", l->limit);
         (void) line_put_escaped(l, message ? message : "", l->limit);
-        for (;;) {
-                const char *key = va_arg(ap, const char *);
-                const char *value;
-
-                if (!key)
-                        break;
-                value = va_arg(ap, const char *);
-                if (l->truncated)
-                        continue;
-                (void) line_puts(l, " ", l->limit);
-                (void) line_put_escaped(l, key, l->limit);
-                (void) line_puts(l, "=", l->limit);
-                if (!l->truncated)
-                        line_put_text_value(l, value ? value : "null");
-        }
+        line_put_fields(l, ap, line_put_text_field);
 }
 
 static void log_write(const char *buf, size_t len)

@@ -281,6 +281,19 @@ static int chunked_feed(struct http_resp *r, const char *p, size_t n, size_t *us
         return HTTP_RESP_MORE;
 }
 
+/* What every call returns once the response ended, or failed. */
+static int ended(const struct http_resp *r)
+{
+        switch (r->state) {
+        case ST_DONE:
+                return HTTP_RESP_DONE;
+        case ST_ENOUGH:
+                return HTTP_RESP_ENOUGH;
+        default:
+                return HTTP_RESP_ERROR;
+        }
+}
+
 int http_resp_feed(struct http_resp *r, const char *buf, size_t len, http_body_fn fn, void *data)
 {
         size_t off = 0;
@@ -319,12 +332,8 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t len, http_body_f
                 case ST_UNTIL_EOF:
                         rc = body(r, buf + off, len - off, fn, data);
                         return rc;
-                case ST_DONE:
-                        return HTTP_RESP_DONE;
-                case ST_ENOUGH:
-                        return HTTP_RESP_ENOUGH;
                 default:
-                        return HTTP_RESP_ERROR;
+                        return ended(r);
                 }
         }
 }
@@ -341,12 +350,8 @@ int http_resp_eof(struct http_resp *r)
         case ST_UNTIL_EOF:
                 r->state = ST_DONE;
                 return HTTP_RESP_DONE;
-        case ST_DONE:
-                return HTTP_RESP_DONE;
-        case ST_ENOUGH:
-                return HTTP_RESP_ENOUGH;
         default:
-                return HTTP_RESP_ERROR;
+                return ended(r);
         }
 }
 
