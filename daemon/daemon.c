@@ -18,6 +18,7 @@
  * verdict or a probe's health changes, and at most every SNAPSHOT_STATS_INTERVAL_MS for
  * counters alone. */
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -79,6 +80,18 @@ struct daemon {
         size_t fds_in_flight;          /* what the attempts in flight hold (fds_per_attempt) */
         struct probe *q_head, *q_tail; /* due probes waiting for a slot, FIFO */
         struct timer slot_timer;       /* starts queued probes once slots are free */
+        /* SIGHUP: the file is read and parsed on a thread of its own (10,000 probes take
+         * longer than a loop iteration may); the loop applies the result when the
+         * thread's eventfd says it is done. */
+        struct {
+                pthread_t thread;
+                int efd;           /* eventfd: the worker is done */
+                bool running;      /* a worker exists (joined on completion or free) */
+                bool again;        /* SIGHUP while it ran: one more reload after it */
+                int r;             /* the worker's result: 0 or negative errno */
+                struct config *nc; /* the worker's config, or NULL */
+                char *err;         /* the worker's error text, or NULL */
+        } reload;
 };
 
 static const double duration_bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
@@ -695,20 +708,13 @@ static void daemon_reload_failed(struct daemon *d, const char *err)
                err, NULL);
 }
 
-static void daemon_reload(struct daemon *d)
+/* Applies a loaded config on the loop: O(n) in the probes, no I/O. */
+static void daemon_reload_apply(struct daemon *d, struct config *nc)
 {
-        struct config *nc = NULL, *old = d->cfg;
+        struct config *old = d->cfg;
         struct probe **np;
-        char *err = NULL;
         size_t kept = 0, changed = 0, added = 0, removed = 0;
 
-        if (d->draining)
-                return;
-        if (daemon_load(d, &nc, &err) < 0) {
-                daemon_reload_failed(d, err ? err : "out of memory");
-                free(err);
-                return;
-        }
         np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
         if (!np) {
                 daemon_reload_failed(d, "out of memory");
@@ -803,6 +809,78 @@ static void daemon_reload(struct daemon *d)
                NULL);
 }
 
+/* The reload thread: reads and parses the file, touches nothing of d but reload and
+ * the immutable options. */
+static void *reload_worker(void *data)
+{
+        struct daemon *d = data;
+        uint64_t one = 1;
+
+        d->reload.r = daemon_load(d, &d->reload.nc, &d->reload.err);
+        if (write(d->reload.efd, &one, sizeof(one)) < 0) {
+                /* an eventfd write of 1 cannot fail short of overflow: nothing to do */
+        }
+        return NULL;
+}
+
+/* Waits for the reload thread (it has finished, or is about to) and takes its result. */
+static void reload_join(struct daemon *d, struct config **ret_nc, char **ret_err)
+{
+        (void) pthread_join(d->reload.thread, NULL);
+        d->reload.running = false;
+        *ret_nc = d->reload.nc;
+        *ret_err = d->reload.err;
+        if (d->reload.r < 0 && !*ret_err)
+                *ret_err = strdup_printf("%s", strerror(-d->reload.r));
+        d->reload.nc = NULL;
+        d->reload.err = NULL;
+}
+
+static void daemon_reload(struct daemon *d)
+{
+        int r;
+
+        if (d->draining)
+                return;
+        if (d->reload.running) {
+                d->reload.again = true; /* the file may have changed since it was read */
+                return;
+        }
+        d->reload.r = 0;
+        r = pthread_create(&d->reload.thread, NULL, reload_worker, d);
+        if (r != 0) {
+                daemon_reload_failed(d, strerror(r));
+                return;
+        }
+        d->reload.running = true;
+}
+
+static void reload_on_done(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct daemon *d = data;
+        struct config *nc;
+        char *err;
+        uint64_t n;
+
+        (void) l;
+        (void) events;
+        if (read(fd, &n, sizeof(n)) < 0 || !d->reload.running)
+                return;
+        reload_join(d, &nc, &err);
+        if (d->draining) {
+                config_free(nc); /* shutdown began meanwhile: nothing is applied */
+        } else if (!nc) {
+                daemon_reload_failed(d, err ? err : "out of memory");
+        } else {
+                daemon_reload_apply(d, nc);
+        }
+        free(err);
+        if (d->reload.again) {
+                d->reload.again = false;
+                daemon_reload(d);
+        }
+}
+
 /* SIGUSR1: the full /status, in as many lines as it takes to keep each line under
  * LOG_LINE_MAX (each line is a /status document holding a slice of the probes). */
 static void daemon_log_status(struct daemon *d)
@@ -882,6 +960,9 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
         timer_init(&d->publish_timer, publish_on_timer, d);
         timer_init(&d->drain_timer, drain_on_timer, d);
         timer_init(&d->slot_timer, slot_on_timer, d);
+        d->reload.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (d->reload.efd < 0 || loop_io_add(l, d->reload.efd, EPOLLIN, reload_on_done, d) < 0)
+                return daemon_free(d);
         d->probes = calloc(cfg->n_probes ? cfg->n_probes : 1, sizeof(*d->probes));
         if (!d->probes)
                 return daemon_free(d);
@@ -912,6 +993,17 @@ struct daemon *daemon_free(struct daemon *d)
                 return NULL;
         d->draining = true;                                 /* nothing may schedule while we tear down */
         loop_set_hooks(d->loop, &(struct loop_hooks){ 0 }); /* the loop outlives d */
+        if (d->reload.running) { /* a reload in progress: its file read ends soon */
+                struct config *nc;
+                char *err;
+                reload_join(d, &nc, &err);
+                config_free(nc);
+                free(err);
+        }
+        if (d->reload.efd > 0) {
+                loop_io_del(d->loop, d->reload.efd);
+                (void) close(d->reload.efd);
+        }
         for (size_t i = 0; i < d->n_probes; i++)
                 d->probes[i] = probe_free(d->probes[i]);
         free(d->probes);

@@ -223,6 +223,36 @@ def test_reload_many_probes_by_name():
     eq(names, sorted(p["name"] for p in new), "probes after reload")
 
 
+def test_reload_of_10000_probes_while_100_run():
+    """A SIGHUP adding 9,900 http probes beside 100 running ones: the file is read and
+    parsed off the loop thread, so the loop is neither stalled nor busy, and the 100 keep their
+    state (no cancellation, no failure) and their schedule."""
+    t = start_target()
+    addr = "127.0.0.1:%d" % t.port
+    run = [tcp("run%03d" % i, addr, period="100ms", startup_period="100ms") for i in range(100)]
+    # a loop late by more than 100 ms through its own work logs loop_busy
+    d = start_daemon(config(*run, stall_threshold="100ms"))
+    wait_until(lambda: all(p["successes"] >= 2 for p in status(d)["probes"]), timeout=30,
+               msg="the 100 running probes succeeded")
+    quiet = {"period": "1h", "startup_period": "1h", "initial_delay": "1h"}
+    # http probes to a host name: parsing them resolves names, about 0.2 s for 9,900
+    d.write_config(config(*(run + [http("new%04d" % i, "http://localhost:%d/h%d" % (t.port, i), **quiet)
+                                   for i in range(9900)]), stall_threshold="100ms"))
+    before = probes_by_name(status(d))
+    d.signal(signal.SIGHUP)
+    line = d.wait_log({"event": "reload"}, timeout=30)
+    eq((line.get("kept"), line.get("added")), ("100", "9900"), "reload line kept/added")
+    after = wait_until(lambda: (lambda v: v if all(v[p["name"]]["successes"] >= before[p["name"]]["successes"] + 2
+                                                   for p in run) else None)(probes_by_name(status(d))),
+                       timeout=30, msg="the 100 probes went on after the reload")
+    eq(len(after), 10000, "probes after the reload")
+    for p in run:
+        v = after[p["name"]]
+        eq((v["cancellations"], v["failures"], v["timeouts"]), (0, 0, 0),
+           "%s cancellations, failures, timeouts" % p["name"])
+    eq([l for l in d.logs() if l.get("event") in ("stall", "loop_busy")], [], "stall or loop_busy lines")
+
+
 def test_reload_invalid_changes_nothing():
     t = start_target()
     cfg = config(http("a", t.url("/status/200")), tcp("b", "127.0.0.1:%d" % t.port))
