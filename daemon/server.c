@@ -131,6 +131,17 @@ struct conn {
         int fd;                   /* MHD's: only shut down, under conn_lock, never closed here */
         atomic_bool busy;         /* a complete request is being answered: never shed */
         uint64_t arrival_ns;      /* the request's arrival; MHD's thread of the connection only */
+        bool suspended;           /* waiting for the render thread */
+        struct doc *doc;          /* what the render thread rendered for it (a reference) */
+};
+
+/* A body to render for a suspended connection. */
+struct job {
+        struct job *next;
+        struct MHD_Connection *c;
+        struct conn *k;
+        struct published *p; /* a reference */
+        enum doc_kind kind;
 };
 
 struct server {
@@ -153,6 +164,13 @@ struct server {
         pthread_mutex_t doc_lock;
         size_t doc_bytes;              /* guarded by doc_lock: bytes of every doc alive */
         struct doc *latest[_DOC_MAX];  /* guarded by doc_lock: last rendered, NULL once freed */
+
+        pthread_t renderer; /* renders bodies while their requests are suspended */
+        bool renderer_started;
+        pthread_mutex_t job_lock;
+        pthread_cond_t job_cond;
+        struct job *jobs_head, *jobs_tail; /* guarded by job_lock */
+        bool jobs_stop;                    /* guarded by job_lock */
 
         atomic_bool stuck;             /* in a watchdog episode (logged once) */
         _Atomic uint64_t stuck_done;   /* the heartbeat's done_ns when the episode began */
@@ -214,31 +232,54 @@ static struct published *server_current(struct server *srv)
         return p;
 }
 
-/* The body of kind for p, rendered on first use, or the latest rendered one (maybe of
- * an older snapshot) while bodies alive exceed SERVER_DOC_BUDGET. A reference; NULL on
- * ENOMEM. */
-static struct doc *server_doc(struct server *srv, struct published *p, enum doc_kind kind)
+/* The body of kind for p without rendering: p's own, or the latest rendered one (maybe
+ * of an older snapshot) while bodies alive exceed SERVER_DOC_BUDGET. Called with
+ * p->render_lock held. A reference, or NULL: it must be rendered. */
+static struct doc *server_doc_ready(struct server *srv, struct published *p, enum doc_kind kind)
 {
-        struct doc *d, *latest;
-        size_t len = 0;
-        char *text;
+        struct doc *d = p->doc[kind], *latest;
 
-        pthread_mutex_lock(&p->render_lock);
-        d = p->doc[kind];
         if (d) {
                 atomic_fetch_add(&d->refs, 1);
-                pthread_mutex_unlock(&p->render_lock);
                 return d;
         }
         pthread_mutex_lock(&srv->doc_lock);
         latest = srv->latest[kind];
         /* a new body about the size of the latest one would not fit: share the latest */
-        if (latest && srv->doc_bytes + latest->len > SERVER_DOC_BUDGET && doc_tryref(latest)) {
-                pthread_mutex_unlock(&srv->doc_lock);
-                pthread_mutex_unlock(&p->render_lock);
-                return latest;
-        }
+        if (latest && srv->doc_bytes + latest->len > SERVER_DOC_BUDGET && doc_tryref(latest))
+                d = latest;
         pthread_mutex_unlock(&srv->doc_lock);
+        return d;
+}
+
+/* server_doc_ready for an MHD thread, which must never wait for a render: NULL (to be
+ * rendered) while p's body is being rendered. */
+static struct doc *server_doc_lookup(struct server *srv, struct published *p, enum doc_kind kind)
+{
+        struct doc *d;
+
+        if (pthread_mutex_trylock(&p->render_lock) != 0)
+                return NULL;
+        d = server_doc_ready(srv, p, kind);
+        pthread_mutex_unlock(&p->render_lock);
+        return d;
+}
+
+/* The body of kind for p, rendered unless server_doc_ready has one (on the render
+ * thread: rendering 10,000 probes takes tens of ms, which must not hold up an MHD
+ * thread and the /livez requests it serves). A reference; NULL on ENOMEM. */
+static struct doc *server_doc(struct server *srv, struct published *p, enum doc_kind kind)
+{
+        struct doc *d;
+        size_t len = 0;
+        char *text;
+
+        pthread_mutex_lock(&p->render_lock);
+        d = server_doc_ready(srv, p, kind);
+        if (d) {
+                pthread_mutex_unlock(&p->render_lock);
+                return d;
+        }
 
         text = kind == DOC_STATUS ? render_status_body(p->snap, &len) : render_metrics_body(p->snap, &len);
         d = text ? calloc(1, sizeof(*d)) : NULL;
@@ -428,6 +469,95 @@ static enum MHD_Result queue_owned(struct MHD_Connection *c, unsigned status, ch
         return ret;
 }
 
+/* Queues d (taken over) with this request's own part: the /status head from d's
+ * snapshot, the /metrics tail with the process figures and the heartbeat's age. */
+static enum MHD_Result queue_doc(struct server *srv, struct MHD_Connection *c, struct doc *d)
+{
+        struct reply *r = malloc(sizeof(*r));
+
+        if (!r) {
+                doc_unref(d);
+                return MHD_NO;
+        }
+        r->doc = d;
+        if (d->kind == DOC_STATUS) {
+                r->part_first = true;
+                r->part_len = render_status_head(d->snap, now_ns(), r->part, sizeof(r->part));
+                return queue_reply(c, r, CT_JSON);
+        }
+        uint64_t rss, behind = srv->hb ? heartbeat_behind(srv->hb, now_ns()) : 0;
+        double cpu;
+        process_figures(&rss, &cpu);
+        r->part_first = false;
+        r->part_len = render_metrics_tail(rss, cpu, (double) behind / 1e9, r->part, sizeof(r->part));
+        return queue_reply(c, r, CT_METRICS);
+}
+
+/* /status or /metrics: a body ready to share is sent at once; one to render is
+ * rendered on the render thread while the connection is suspended. */
+static enum MHD_Result answer_doc(struct server *srv, struct MHD_Connection *c, struct conn *k, struct published *p,
+                                  enum doc_kind kind)
+{
+        struct doc *d = server_doc_lookup(srv, p, kind);
+        struct job *j;
+
+        if (d)
+                return queue_doc(srv, c, d);
+        j = k && srv->renderer_started ? calloc(1, sizeof(*j)) : NULL;
+        if (!j) {
+                d = server_doc(srv, p, kind); /* no render thread to spare: render here */
+                return d ? queue_doc(srv, c, d) : MHD_NO;
+        }
+        j->c = c;
+        j->k = k;
+        j->kind = kind;
+        atomic_fetch_add(&p->refs, 1);
+        j->p = p;
+        k->suspended = true;
+        k->doc = NULL;
+        MHD_suspend_connection(c); /* at once: the render thread may resume it any time after */
+        pthread_mutex_lock(&srv->job_lock);
+        if (srv->jobs_tail)
+                srv->jobs_tail->next = j;
+        else
+                srv->jobs_head = j;
+        srv->jobs_tail = j;
+        pthread_cond_signal(&srv->job_cond);
+        pthread_mutex_unlock(&srv->job_lock);
+        return MHD_YES;
+}
+
+/* The render thread: renders each job's body and resumes its connection; once stopping,
+ * resumes the rest without one (MHD must not stop with a connection suspended). */
+static void *server_render_main(void *data)
+{
+        struct server *srv = data;
+
+        pthread_mutex_lock(&srv->job_lock);
+        for (;;) {
+                struct job *j = srv->jobs_head;
+                bool stop = srv->jobs_stop;
+                if (!j) {
+                        if (stop)
+                                break;
+                        pthread_cond_wait(&srv->job_cond, &srv->job_lock);
+                        continue;
+                }
+                srv->jobs_head = j->next;
+                if (!srv->jobs_head)
+                        srv->jobs_tail = NULL;
+                pthread_mutex_unlock(&srv->job_lock);
+                if (!stop)
+                        j->k->doc = server_doc(srv, j->p, j->kind);
+                published_unref(j->p);
+                MHD_resume_connection(j->c);
+                free(j);
+                pthread_mutex_lock(&srv->job_lock);
+        }
+        pthread_mutex_unlock(&srv->job_lock);
+        return NULL;
+}
+
 /* The connection's own state (its socket context), NULL if it had no memory for it. */
 static struct conn *conn_of(struct MHD_Connection *c)
 {
@@ -597,7 +727,6 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
         enum route route = _ROUTE_INVALID;
         struct conn *k = conn_of(c);
         struct published *p;
-        struct reply *r;
         enum MHD_Result ret;
         bool verbose = false;
         uint64_t arrival;
@@ -619,6 +748,13 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
         if (*upload_data_size) {
                 *upload_data_size = 0; /* we take no body: discard it */
                 return MHD_YES;
+        }
+        if (k && k->suspended) {
+                /* resumed by the render thread: its body, or nothing when stopping */
+                struct doc *d = k->doc;
+                k->suspended = false;
+                k->doc = NULL;
+                return d ? queue_doc(srv, c, d) : MHD_NO;
         }
         url = request_path(url);
         for (size_t i = 0; i < ELEMENTSOF(routes); i++)
@@ -662,31 +798,11 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
                         ret = MHD_queue_response(c, MHD_HTTP_FORBIDDEN, srv->forbidden);
                         break;
                 }
-                r = malloc(sizeof(*r));
-                if (!r || !(r->doc = server_doc(srv, p, DOC_STATUS))) {
-                        free(r);
-                        ret = MHD_NO;
-                        break;
-                }
-                r->part_first = true;
-                r->part_len = render_status_head(r->doc->snap, now_ns(), r->part, sizeof(r->part));
-                ret = queue_reply(c, r, CT_JSON);
+                ret = answer_doc(srv, c, k, p, DOC_STATUS);
                 break;
-        case ROUTE_METRICS: {
-                uint64_t rss, behind = srv->hb ? heartbeat_behind(srv->hb, now_ns()) : 0;
-                double cpu;
-                r = malloc(sizeof(*r));
-                if (!r || !(r->doc = server_doc(srv, p, DOC_METRICS))) {
-                        free(r);
-                        ret = MHD_NO;
-                        break;
-                }
-                process_figures(&rss, &cpu);
-                r->part_first = false;
-                r->part_len = render_metrics_tail(rss, cpu, (double) behind / 1e9, r->part, sizeof(r->part));
-                ret = queue_reply(c, r, CT_METRICS);
+        case ROUTE_METRICS:
+                ret = answer_doc(srv, c, k, p, DOC_METRICS);
                 break;
-        }
         default:
                 ret = MHD_NO;
         }
@@ -848,6 +964,8 @@ struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret
         pthread_mutex_init(&srv->lock, NULL);
         pthread_mutex_init(&srv->conn_lock, NULL);
         pthread_mutex_init(&srv->doc_lock, NULL);
+        pthread_mutex_init(&srv->job_lock, NULL);
+        pthread_cond_init(&srv->job_cond, NULL);
         srv->not_found = response_new((char *) not_found, sizeof(not_found) - 1, false, CT_TEXT);
         srv->not_allowed = response_new((char *) not_allowed, sizeof(not_allowed) - 1, false, CT_TEXT);
         srv->unavailable = response_new((char *) unavailable, sizeof(unavailable) - 1, false, CT_TEXT);
@@ -867,7 +985,7 @@ struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret
          * /livez requests/s (make bench), which is where nginx is the reference. */
         srv->mhd = MHD_start_daemon(
                 MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET |
-                        MHD_USE_TURBO,
+                        MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME,
                 0, NULL, NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, server_log, NULL,
                 MHD_OPTION_NOTIFY_CONNECTION, server_notify_connection, srv, MHD_OPTION_NOTIFY_COMPLETED,
                 server_completed, srv, MHD_OPTION_THREAD_POOL_SIZE, (unsigned) SERVER_THREADS,
@@ -883,6 +1001,8 @@ struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret
                 return server_free(srv);
         }
         srv->acceptor_started = true;
+        if (pthread_create(&srv->renderer, NULL, server_render_main, srv) == 0)
+                srv->renderer_started = true; /* else bodies are rendered on MHD's threads */
         *ret_port = port;
         return srv;
 }
@@ -902,6 +1022,13 @@ static void *server_stop_main(void *data)
 
         if (srv->acceptor_started)
                 pthread_join(srv->acceptor, NULL);
+        if (srv->renderer_started) {
+                pthread_mutex_lock(&srv->job_lock);
+                srv->jobs_stop = true;
+                pthread_cond_signal(&srv->job_cond);
+                pthread_mutex_unlock(&srv->job_lock);
+                pthread_join(srv->renderer, NULL);
+        }
         if (srv->mhd)
                 MHD_stop_daemon(srv->mhd); /* joins the threads, closes the connections */
         pthread_mutex_lock(&st->lock);
@@ -921,7 +1048,7 @@ static bool server_stop(struct server *srv)
         uint64_t end;
         bool done;
 
-        if (!srv->acceptor_started && !srv->mhd)
+        if (!srv->acceptor_started && !srv->renderer_started && !srv->mhd)
                 return true;
         if (srv->stop_fd >= 0)
                 (void) eventfd_write(srv->stop_fd, 1);
@@ -990,6 +1117,8 @@ struct server *server_free(struct server *srv)
         if (srv->forbidden)
                 MHD_destroy_response(srv->forbidden);
         pthread_mutex_destroy(&srv->doc_lock);
+        pthread_cond_destroy(&srv->job_cond);
+        pthread_mutex_destroy(&srv->job_lock);
         pthread_mutex_destroy(&srv->conn_lock);
         pthread_mutex_destroy(&srv->lock);
         free(srv);
