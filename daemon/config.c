@@ -38,6 +38,7 @@
 #include "config_get.h"
 #include "nametable.h"
 #include "probe.h"
+#include "registry.h"
 #include "util.h"
 
 #define DEFAULT_LISTEN "0.0.0.0:8081"

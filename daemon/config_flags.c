@@ -8,6 +8,7 @@
 #include "config_flags.h"
 #include "config_get.h"
 #include "probe.h"
+#include "registry.h"
 
 int config_flag_to_json(const struct probe_flag *f, const char *path, cJSON **ret, char **reterr)
 {

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "loop.h"
 #include "probe.h"
+#include "registry.h"
 #include "probe_curl.h"
 #include "server.h"
 #include "util.h"

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "probe.h"
+#include "registry.h"
 
 /* One line per kind, in the order of the usage text and of the known-type list. */
 #define PROBE_KINDS(KIND)                                                                                              \

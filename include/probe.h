@@ -7,9 +7,9 @@
  * the kind's handles, then records the outcome (never for CANCELLED) and schedules.
  *
  * A probe kind is one file, probes/<kind>.c, exporting one `const struct probe_ops`,
- * plus one line in the registry (daemon/registry.c). Everything else about a kind
- * (the known-type list of config errors, the command-line flag, its getopt entry and
- * usage text) is derived from the registry (docs/design.md, "Adding a kind"):
+ * plus one line in the registry (daemon/registry.c). Everything else about a kind (the
+ * known-type list of config errors, the command-line flag, its getopt entry and usage
+ * text) is derived from the registry (docs/design.md, "Adding a kind"):
  *   type, keys its "type" value and its own config keys
  *   flag       its command-line flag (--<name> <arg>) and the config JSON it stands for
  *   parse      validate and normalize its config keys (fills defaults into obj)
@@ -37,7 +37,18 @@ enum outcome {
         _OUTCOME_MAX,
         _OUTCOME_INVALID = -EINVAL,
 };
-const char *outcome_to_string(enum outcome o);
+const char *outcome_to_string(enum outcome o); /* "success", ...; NULL when invalid */
+
+/* A probe's state in its coroutine (above); shown in /status. */
+enum probe_state {
+        PROBE_WAITING,
+        PROBE_RUNNING,
+        PROBE_BACKOFF,
+        PROBE_STOPPED,
+        _PROBE_STATE_MAX,
+        _PROBE_STATE_INVALID = -EINVAL,
+};
+const char *probe_state_to_string(enum probe_state s); /* "waiting", ...; NULL when invalid */
 
 enum attempt_state {
         ATTEMPT_IDLE,    /* no attempt in flight */
@@ -90,13 +101,7 @@ struct probe_ops {
         unsigned fds_per_attempt;
 };
 
-/* The registry of kinds (daemon/registry.c), in the order of the usage text and of
- * the known-type list: NULL-terminated. */
-extern const struct probe_ops *const probe_kinds[];
-/* The kind with that type, or NULL when unknown. */
-const struct probe_ops *probe_ops_find(const char *type);
-/* The kind whose flag has that long option name ("ws"), or NULL. */
-const struct probe_ops *probe_ops_find_flag(const char *flag);
+/* ---- the lifecycle's side (daemon/daemon.c), called by the kinds ---- */
 
 /* Ends the attempt with one outcome; the reason (printf) becomes last_error for
  * failure/timeout/error. No-op unless a->state == ATTEMPT_RUNNING. After it returns,

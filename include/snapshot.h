@@ -1,5 +1,5 @@
-/* An immutable, refcounted picture of the daemon's state: what the status server
- * answers from (SPEC 5), built by the loop thread and read by the server's threads.
+/* An immutable, refcounted picture of the daemon's state (daemon/snapshot.c): what the
+ * status server answers from (README "HTTP endpoints"), built by the loop thread and read by the server's threads.
  * Once published a snapshot is never modified; readers hold a reference
  * (snapshot_ref/snapshot_unref, atomic) for as long as they render from it.
  * The render_* functions are pure: snapshot in, text out. */
@@ -11,16 +11,6 @@
 
 #include "config.h"
 #include "probe.h"
-
-enum probe_state {
-        PROBE_WAITING,
-        PROBE_RUNNING,
-        PROBE_BACKOFF,
-        PROBE_STOPPED,
-        _PROBE_STATE_MAX,
-        _PROBE_STATE_INVALID = -EINVAL,
-};
-const char *probe_state_to_string(enum probe_state s); /* "waiting", ... */
 
 /* Histogram buckets of probed_probe_duration_seconds, upper bounds in seconds. */
 #define DURATION_BUCKETS                                                                                               \
@@ -88,7 +78,7 @@ const char *snapshot_status(const struct snapshot *s);
  * then "startup check passed" / "livez check failed" ... *ret_status is 200 or 503.
  * Returns a malloc'd string, NULL on ENOMEM. */
 char *render_verdict(const struct snapshot *s, unsigned scope, bool verbose, int *ret_status);
-/* /status JSON (SPEC 5). now_mono_ns for uptime. malloc'd, NULL on ENOMEM. */
+/* /status JSON (README "HTTP endpoints"). now_mono_ns for uptime. malloc'd, NULL on ENOMEM. */
 char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns);
 /* /metrics, Prometheus text format 0.0.4; passes `promtool check metrics`.
  * rss_bytes and cpu_seconds are the process figures. malloc'd, NULL on ENOMEM. */

@@ -15,6 +15,7 @@
 #include "bounds.h"
 #include "config.h"
 #include "probe.h"
+#include "registry.h"
 #include "util.h"
 
 /* ---- helpers -------------------------------------------------------------------- */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "probe.h"
+#include "registry.h"
 #include "wsframe.h"
 
 static const uint8_t rfc_mask[4] = { 0x37, 0xfa, 0x21, 0x3d };
