@@ -1,4 +1,4 @@
-/* probed: command line (SPEC 2), then the daemon's life:
+/* probed: command line (README "Command line"), then the daemon's life:
  * block signals -> libcurl init -> loop -> status server -> daemon -> loop_run ->
  * shutdown in one place (daemon_free cancels and removes every easy handle, then
  * curl_multi_cleanup inside loop_free while epoll is open, then MHD stop). */

@@ -13,7 +13,7 @@
 #define NSEC_PER_SEC 1000000000ULL
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
-/* CLOCK_MONOTONIC in ns: every deadline uses it (STYLE 22). */
+/* CLOCK_MONOTONIC in ns: every deadline uses it (docs/design.md, "Time"). */
 uint64_t now_ns(void);
 /* CLOCK_THREAD_CPUTIME_ID in ns: the CPU the calling thread got; against now_ns() it
  * tells a frozen loop from a busy one (docs/design.md, "Stalls and busy wake-ups"). */

@@ -1,7 +1,7 @@
 /* gRPC health-check wire format (see include/grpcwire.h).
  *
- * The two messages of grpc.health.v1 are small enough to encode by hand (PLATFORM
- * 5.1): HealthCheckRequest is field 1 (string, tag 0x0A); HealthCheckResponse is field
+ * The two messages of grpc.health.v1 are small enough to encode by hand (no protobuf
+ * library): HealthCheckRequest is field 1 (string, tag 0x0A); HealthCheckResponse is field
  * 1 (enum as varint, tag 0x08). The decoder follows the proto3 wire format rules a
  * generated parser would: unknown fields of every non-group wire type are skipped, the
  * last occurrence of a field wins, an absent enum is 0. It never reads past the buffer

@@ -1,4 +1,4 @@
-# Fuzzing (STYLE 3, 37). Included by the top-level Makefile, which provides LIB_SRC,
+# Fuzzing (docs/design.md, "Testing"). Included by the top-level Makefile, which provides LIB_SRC,
 # PKG_CFLAGS, PKG_LIBS, BUILD and Q.
 #
 #   make fuzz-replay   gcc + ASan/UBSan replay binaries in $(BUILD)/fuzz/, then every
