@@ -20,6 +20,10 @@ performed inside its measurement window. Sections:
 - lifecycle: exec to first /livez 200, SIGTERM to exit with 1,000 hung http attempts,
   target ready to /startup 200.
 - memory: private / anonymous / total RSS with 10 and 10,000 probes at a 10 s period.
+- fairness (issue 10; not in the default BENCH_SECTIONS): schedule lateness of a 100 ms
+  http probe (p50, p99, max of the gaps between its requests in nginx's log, less
+  100 ms) alone and beside hostile peers (tests/tools/hostile, hostile_grpc.py, yes)
+  streaming as fast as probed reads, and the CPU probed spends per second meanwhile.
 
 Every process is started in its own session and registered; on any exit path
 (normal, exception, SIGINT/SIGTERM/SIGHUP) each registered process group is sent
@@ -924,6 +928,137 @@ def section_memory(targets, res):
     res["memory"] = out
 
 
+# ---------------------------------------------------------------- fairness
+
+
+FAIR_SECONDS = float(os.environ.get("BENCH_FAIR_SECONDS", "10"))
+# BENCH_FAIR_PIN=1 (and 2+ CPUs): probed alone on CPU 0, the peers, their exec commands
+# and nginx on the others, so that lateness shows the loop, not CPU contention
+FAIR_PIN = os.environ.get("BENCH_FAIR_PIN", "") not in ("", "0") and (os.cpu_count() or 1) >= 2
+
+
+def pin_session(sid, cpus):
+    """Every thread of every process of session sid onto cpus."""
+    for pid in session_pids(sid):
+        try:
+            for tid in os.listdir("/proc/%d/task" % pid):
+                os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+HOSTILE = os.path.join(ROOT, BUILD, "tests", "hostile")
+HOSTILE_GRPC = os.path.join(ROOT, "tests", "tools", "hostile_grpc.py")
+
+
+def start_peer(name, argv):
+    """A hostile peer; returns (Proc, port) once it printed "PORT <n>"."""
+    out = os.path.join(TMP, name + ".out")
+    p = Proc(name, argv, cgroup=False, stdout=out)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(out) as f:
+            m = re.search(r"^PORT (\d+)$", f.read(), re.M)
+        if m:
+            return p, int(m.group(1))
+        if not p.alive():
+            break
+        time.sleep(0.02)
+    raise RuntimeError("%s printed no port, see %s" % (name, out))
+
+
+def request_times(targets, prefix, t0, t1, offset):
+    times = []
+    pb = prefix.encode()
+    with open(targets.log, "rb") as f:
+        f.seek(offset)
+        for line in f:
+            ts, _, uri = line.partition(b" ")
+            if uri.startswith(pb):
+                t = float(ts)
+                if t0 <= t < t1:
+                    times.append(t)
+    return sorted(times)
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else None
+
+
+def fairness_one(targets, label, kinds):
+    """kinds: hostile probe kinds to run beside the fast probe (ws, http, exec, grpc)."""
+    peers, probes = [], []
+    prefix = "/fair-%s/" % label
+    probes.append({"name": "fast", "type": "http", "period": "100ms", "timeout": "1s",
+                   "url": "http://127.0.0.1:%d%s" % (targets.base, prefix)})
+    try:
+        for k in kinds:
+            i = len(probes)
+            if k == "ws":  # data frames forever, 1 GiB allowed: read until the timeout
+                p, port = start_peer("fair-ws%d" % i, [HOSTILE, "--port", "0", "ws-stream"])
+                probes.append({"name": "ws%d" % i, "type": "websocket", "max_skip": 1 << 30,
+                               "url": "ws://127.0.0.1:%d/" % port})
+            elif k == "http":  # a body forever, 64 MiB read per attempt
+                p, port = start_peer("fair-http%d" % i, [HOSTILE, "--port", "0", "body-forever"])
+                probes.append({"name": "http%d" % i, "type": "http", "max_body": 64 << 20,
+                               "expect_body": "never-there", "url": "http://127.0.0.1:%d/" % port})
+            elif k == "grpc":
+                p, port = start_peer("fair-grpc%d" % i, ["/usr/bin/python3", HOSTILE_GRPC, "--port", "0",
+                                                        "huge-prefix"])
+                probes.append({"name": "grpc%d" % i, "type": "grpc", "address": "127.0.0.1:%d" % port})
+            else:
+                p = None
+                probes.append({"name": "exec%d" % i, "type": "exec", "command": ["/usr/bin/yes", "flood"]})
+                if FAIR_PIN:
+                    probes[-1]["command"][:0] = ["/usr/bin/taskset", "-c", "1-%d" % (os.cpu_count() - 1)]
+            if p:
+                peers.append(p)
+        for pr in probes[1:]:
+            pr.update({"period": "100ms", "timeout": "1s"})
+        cfg, port = probed_config("fair-%s" % label, probes)
+        main = start_probed("fair-probed", cfg, port)
+        if FAIR_PIN:
+            others = set(range(1, os.cpu_count()))
+            pin_session(main.pid, {0})
+            for p in peers + [targets.proc]:
+                pin_session(p.pid, others)
+        try:
+            time.sleep(WARMUP)
+            off = targets.offset()
+            win, t0w, t1w, dur = measure_window([main], FAIR_SECONDS, sample_mem=False)
+            st = probed_status(port) or {"probes": []}
+        finally:
+            main.stop()
+    finally:
+        for p in peers:
+            p.stop()
+    times = request_times(targets, prefix, t0w, t1w, off)
+    late = [max(0.0, (b - a) - 0.1) * 1000 for a, b in zip(times, times[1:])]
+    w = win[0]
+    cpu = w["cpu_us_cgroup"] if w["cpu_us_cgroup"] is not None else w["cpu_us_proc"]
+    r = {"label": label, "beside": kinds, "seconds": round(dur, 3), "requests": len(times),
+         "expected": round(dur / 0.1), "late_p50_ms": pct(late, 0.5), "late_p99_ms": pct(late, 0.99),
+         "late_max_ms": max(late) if late else None, "cpu_percent": 100.0 * cpu / (dur * 1e6),
+         "cancellations": sum(x.get("cancellations", 0) for x in st["probes"]),
+         "outcomes": {x["name"]: (x.get("last_outcome"), x.get("last_error")) for x in st["probes"]}}
+    log("  %s: %d/%d requests, lateness p50 %s p99 %s max %s ms, probed CPU %.1f%%, %d cancelled"
+        % (label, r["requests"], r["expected"], fmt(r["late_p50_ms"]), fmt(r["late_p99_ms"]),
+           fmt(r["late_max_ms"]), r["cpu_percent"], r["cancellations"]))
+    return r
+
+
+def section_fairness(targets, res):
+    if not os.access(HOSTILE, os.X_OK):
+        raise RuntimeError("%s not built (make BUILD=%s)" % (HOSTILE, BUILD))
+    out = []
+    cases = [("alone", []), ("websocket", ["ws", "ws"]), ("http", ["http", "http"]),
+             ("exec", ["exec", "exec"]), ("grpc", ["grpc"]),
+             ("all", ["ws", "ws", "http", "http", "exec", "exec", "grpc"])]
+    for label, kinds in cases:
+        log("fairness: 100ms probe beside %s" % (", ".join(kinds) or "nothing"))
+        out.append(fairness_one(targets, label, kinds))
+    res["fairness"] = out
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -1044,6 +1179,25 @@ def report(res):
                         fmt(r["completed_first_attempt"], "%d"),
                         "≤ 2 MiB" if r["n"] <= 10 else "≤ 16 MiB" if r["n"] <= 10000 else ""))
         L.append("")
+    if "fairness" in res:
+        L.append("## Fairness: a 100 ms http probe beside peers streaming as fast as probed reads")
+        L.append("")
+        L.append("Lateness: gaps between its requests in nginx's log, less 100 ms "
+                 "(log resolution 1 ms), over %g s." % FAIR_SECONDS)
+        L.append("")
+        L.append("| beside | requests / expected | lateness p50 ms | p99 ms | max ms "
+                 "| probed CPU % | cancelled |")
+        L.append("|---|---|---|---|---|---|---|")
+        for r in res["fairness"]:
+            L.append("| %s | %d / %d | %s | %s | %s | %.1f | %d |"
+                     % (", ".join(r["beside"]) or "nothing", r["requests"], r["expected"],
+                        fmt(r["late_p50_ms"]), fmt(r["late_p99_ms"]), fmt(r["late_max_ms"]),
+                        r["cpu_percent"], r["cancellations"]))
+        L.append("")
+    if "fairness" in res and FAIR_PIN:
+        L.append("Pinned (BENCH_FAIR_PIN=1): probed alone on CPU 0; peers, exec commands and "
+                 "nginx on the others.")
+        L.append("")
     L.append("## SPEC section 8 checks")
     L.append("")
     for line in verdicts(res):
@@ -1137,7 +1291,9 @@ def main():
     if not os.access(PROBED, os.X_OK):
         log("%s not built (run make first, or set BUILD=...)" % PROBED)
         return 2
-    for tool in ("nginx", "haproxy", "prometheus-blackbox-exporter", "wrk", "curl"):
+    need = {"fleet": ("haproxy", "prometheus-blackbox-exporter", "curl"), "status": ("wrk",)}
+    tools = ["nginx"] + [t for s in SECTIONS for t in need.get(s, ())]
+    for tool in tools:
         if shutil.which(tool) is None:
             log("%s missing (tests/bench/bench.sh installs it)" % tool)
             return 2
@@ -1175,7 +1331,8 @@ def main():
                                                                   TMP))
         targets = Targets(base, TARGET_PORTS)
         for name, fn in (("fleet", section_fleet), ("status", section_status),
-                         ("lifecycle", section_lifecycle), ("memory", section_memory)):
+                         ("lifecycle", section_lifecycle), ("memory", section_memory),
+                         ("fairness", section_fairness)):
             if name in SECTIONS:
                 fn(targets, res)
         for r in res.get("fleet", []):
