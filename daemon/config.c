@@ -193,19 +193,14 @@ static int cfg_scopes(const cJSON *obj, const char *path, unsigned *ret, char **
         return 0;
 }
 
-/* Validates one probe object (from the file or built from a flag) into probes[idx]. */
-static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char *path, char **reterr)
+/* The probe's name: valid and not used before. */
+static int load_probe_name_check(struct load *ld, size_t idx, const cJSON *obj, const char *path, char **reterr)
 {
         struct probe_config *pc = &ld->cfg->probes[idx];
-        const struct probe_ops *ops;
-        const char *name = NULL, *type = NULL;
-        cJSON *eff = NULL, *arr;
+        const char *name = NULL;
         char *other_path;
         size_t other;
         int r;
-
-        if (!cJSON_IsObject(obj))
-                return cfg_error_value(reterr, path, NULL, obj, "is not an object");
 
         if ((r = cfg_string(obj, "name", path, true, &name, reterr)) < 0)
                 return r;
@@ -215,38 +210,24 @@ static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char 
         pc->name = strdup(name);
         if (!pc->name)
                 return -ENOMEM;
-        if (name_table_add(&ld->names, idx, &other) == -EEXIST) {
-                other_path = load_probe_path(ld, other);
-                if (!other_path)
-                        return -ENOMEM;
-                r = cfg_error(reterr, path, "name", "\"%s\" is already used by %s", name, other_path);
-                free(other_path);
-                return r;
-        }
+        if (name_table_add(&ld->names, idx, &other) != -EEXIST)
+                return 0;
+        other_path = load_probe_path(ld, other);
+        if (!other_path)
+                return -ENOMEM;
+        r = cfg_error(reterr, path, "name", "\"%s\" is already used by %s", name, other_path);
+        free(other_path);
+        return r;
+}
 
-        if ((r = cfg_string(obj, "type", path, true, &type, reterr)) < 0)
-                return r;
-        ops = probe_ops_find(type);
-        if (!ops)
-                return cfg_type_error(reterr, path, cJSON_GetObjectItemCaseSensitive(obj, "type"));
-        pc->ops = ops;
+/* The effective object of pc, as --check-config prints it: fixed keys first (canonical
+ * scopes, every timing key), then the kind's keys of obj as written. NULL on ENOMEM. */
+static cJSON *probe_effective(const struct probe_config *pc, const cJSON *obj)
+{
+        cJSON *eff = cJSON_CreateObject(), *arr;
 
-        if ((r = cfg_check_keys(obj, path, probe_common_keys, timing_keys, ops->keys, reterr)) < 0)
-                return r;
-
-        if ((r = cfg_scopes(obj, path, &pc->scopes, reterr)) < 0)
-                return r;
-        pc->timing = ld->cfg->defaults;
-        if ((r = cfg_timing(obj, path, &pc->timing, reterr)) < 0)
-                return r;
-
-        /* The effective object: fixed keys first, then the kind's keys as written. */
-        r = -ENOMEM;
-        eff = cJSON_CreateObject();
-        if (!eff || !cJSON_AddStringToObject(eff, "name", name) || !cJSON_AddStringToObject(eff, "type", ops->type))
-                goto fail;
-        arr = cJSON_AddArrayToObject(eff, "scopes");
-        if (!arr)
+        if (!eff || !cJSON_AddStringToObject(eff, "name", pc->name) ||
+            !cJSON_AddStringToObject(eff, "type", pc->ops->type) || !(arr = cJSON_AddArrayToObject(eff, "scopes")))
                 goto fail;
         for (size_t k = 0; k < ELEMENTSOF(scope_names); k++) {
                 cJSON *s;
@@ -265,7 +246,7 @@ static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char 
                 bool kind_key = false;
                 cJSON *dup;
 
-                for (const char *const *k = ops->keys; k && *k && !kind_key; k++)
+                for (const char *const *k = pc->ops->keys; k && *k && !kind_key; k++)
                         kind_key = strcmp(*k, c->string) == 0;
                 if (!kind_key)
                         continue;
@@ -275,26 +256,51 @@ static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char 
                         goto fail;
                 }
         }
-
-        r = ops->parse(eff, path, &pc->spec, &pc->target, reterr);
-        if (r < 0)
-                goto fail;
-        r = -ENOMEM;
-        char *canon = cJSON_PrintUnformatted(eff);
-        if (!canon)
-                goto fail;
-        SHA256((const unsigned char *) canon, strlen(canon), pc->digest);
-        free(canon);
-        if (ld->lean) {
-                /* freed at once, while it is the newest allocation: no heap holes */
-                cJSON_Delete(eff);
-                return 0;
-        }
-        pc->json = eff;
-        return 0;
+        return eff;
 fail:
         cJSON_Delete(eff);
-        return r;
+        return NULL;
+}
+
+/* Validates one probe object (from the file or built from a flag) into probes[idx]. */
+static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char *path, char **reterr)
+{
+        struct probe_config *pc = &ld->cfg->probes[idx];
+        const char *type = NULL;
+        cJSON *eff;
+        char *canon;
+        int r;
+
+        if (!cJSON_IsObject(obj))
+                return cfg_error_value(reterr, path, NULL, obj, "is not an object");
+        if ((r = load_probe_name_check(ld, idx, obj, path, reterr)) < 0 ||
+            (r = cfg_string(obj, "type", path, true, &type, reterr)) < 0)
+                return r;
+        pc->ops = probe_ops_find(type);
+        if (!pc->ops)
+                return cfg_type_error(reterr, path, cJSON_GetObjectItemCaseSensitive(obj, "type"));
+        pc->timing = ld->cfg->defaults;
+        if ((r = cfg_check_keys(obj, path, probe_common_keys, timing_keys, pc->ops->keys, reterr)) < 0 ||
+            (r = cfg_scopes(obj, path, &pc->scopes, reterr)) < 0 ||
+            (r = cfg_timing(obj, path, &pc->timing, reterr)) < 0)
+                return r;
+
+        eff = probe_effective(pc, obj);
+        if (!eff)
+                return -ENOMEM;
+        r = pc->ops->parse(eff, path, &pc->spec, &pc->target, reterr);
+        canon = r < 0 ? NULL : cJSON_PrintUnformatted(eff);
+        if (!canon) {
+                cJSON_Delete(eff);
+                return r < 0 ? r : -ENOMEM;
+        }
+        SHA256((const unsigned char *) canon, strlen(canon), pc->digest);
+        free(canon);
+        if (ld->lean)
+                cJSON_Delete(eff); /* freed at once, while it is the newest allocation: no heap holes */
+        else
+                pc->json = eff;
+        return 0;
 }
 
 /* ---- load ----------------------------------------------------------------------- */
@@ -315,20 +321,11 @@ static int json_syntax_error(const char *text, size_t len, const char *at, char 
         return cfg_error(reterr, NULL, NULL, "invalid JSON at line %zu, column %zu", line, col);
 }
 
-static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags, size_t n_flags, char **reterr)
+/* listen, log_level, details and the top-level durations. */
+static int load_settings(struct config *c, const cJSON *root, char **reterr)
 {
-        struct config *c = ld->cfg;
-        const cJSON *v, *probes = NULL;
         const char *s = NULL;
-        size_t n_file = 0, n_total, i;
         int r;
-
-        if (!cJSON_IsObject(root))
-                return cfg_error(reterr, NULL, NULL, "the top level is not a JSON object");
-        if ((r = config_expand(root, reterr)) < 0)
-                return r;
-        if ((r = cfg_check_keys(root, "", top_keys, NULL, NULL, reterr)) < 0)
-                return r;
 
         if ((r = cfg_string(root, "listen", "", false, &s, reterr)) < 0)
                 return r;
@@ -366,8 +363,15 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
             (r = cfg_duration(root, "fresh_wait", "", false, &c->fresh_wait_ms, reterr)) < 0 ||
             (r = cfg_duration(root, "watchdog", "", true, &c->watchdog_ms, reterr)) < 0)
                 return r;
+        return 0;
+}
 
-        v = cJSON_GetObjectItemCaseSensitive(root, "defaults");
+/* The "defaults" and "backoff" objects. */
+static int load_defaults_backoff(struct config *c, const cJSON *root, char **reterr)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "defaults");
+        int r;
+
         if (v) {
                 if (!cJSON_IsObject(v))
                         return cfg_error_value(reterr, "", "defaults", v, "is not an object");
@@ -392,8 +396,18 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
                 duration_format(c->backoff_initial_ms, in, sizeof(in));
                 return cfg_error(reterr, "backoff", "max", "\"%s\" is less than backoff.initial \"%s\"", mx, in);
         }
+        return 0;
+}
 
-        probes = cJSON_GetObjectItemCaseSensitive(root, "probes");
+/* The file's probes, then the flags' (their paths: "probes[i]", then the flag). */
+static int load_probes(struct load *ld, const cJSON *root, const struct probe_flag *flags, size_t n_flags,
+                       char **reterr)
+{
+        struct config *c = ld->cfg;
+        const cJSON *v, *probes = cJSON_GetObjectItemCaseSensitive(root, "probes");
+        size_t n_file = 0, n_total, i = 0;
+        int r;
+
         if (probes && !cJSON_IsArray(probes))
                 return cfg_error_value(reterr, "", "probes", probes, "is not an array");
         for (v = probes ? probes->child : NULL; v; v = v->next)
@@ -410,7 +424,6 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
         if (name_table_init(&ld->names, n_total, load_probe_name, ld) < 0 || !c->probes)
                 return -ENOMEM;
 
-        i = 0;
         for (v = probes ? probes->child : NULL; v; v = v->next, i++) {
                 char ppath[32];
 
@@ -435,6 +448,18 @@ static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags
                         return r;
         }
         return 0;
+}
+
+static int load_top(struct load *ld, cJSON *root, const struct probe_flag *flags, size_t n_flags, char **reterr)
+{
+        int r;
+
+        if (!cJSON_IsObject(root))
+                return cfg_error(reterr, NULL, NULL, "the top level is not a JSON object");
+        if ((r = config_expand(root, reterr)) < 0 || (r = cfg_check_keys(root, "", top_keys, NULL, NULL, reterr)) < 0 ||
+            (r = load_settings(ld->cfg, root, reterr)) < 0 || (r = load_defaults_backoff(ld->cfg, root, reterr)) < 0)
+                return r;
+        return load_probes(ld, root, flags, n_flags, reterr);
 }
 
 static int config_load_impl(const char *text, const struct probe_flag *flags, size_t n_flags, bool lean,

@@ -17,8 +17,8 @@
 #include "log.h"
 #include "loop.h"
 #include "probe.h"
-#include "registry.h"
 #include "probe_curl.h"
+#include "registry.h"
 #include "server.h"
 #include "util.h"
 
@@ -335,6 +335,38 @@ static int print_config(const struct config *cfg)
         return s ? 0 : 1;
 }
 
+/* Process settings, before any thread exists (libcurl's resolver, MHD's pool): they
+ * inherit the signal mask. */
+static void setup_process(const int *signals, size_t n_signals)
+{
+        sigset_t mask;
+
+        raise_nofile_limit();
+        /* One malloc arena: the status server's threads allocate little, and an arena each
+         * would cost more memory than it saves in contention. */
+        (void) mallopt(M_ARENA_MAX, 1);
+
+        sigemptyset(&mask);
+        for (size_t i = 0; i < n_signals; i++)
+                sigaddset(&mask, signals[i]);
+        pthread_sigmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN); /* CURLOPT_NOSIGNAL leaves SIGPIPE to us */
+}
+
+/* The "listening" line, with the descriptors left to probes; returns that budget. */
+static size_t log_listening(const char *listen, uint16_t port, const struct config *cfg)
+{
+        char port_s[8], inflight_s[24], fds_s[24];
+        size_t max_inflight, fd_budget = probe_fd_budget(cfg, &max_inflight);
+
+        snprintf(port_s, sizeof(port_s), "%u", (unsigned) port);
+        snprintf(inflight_s, sizeof(inflight_s), "%zu", max_inflight);
+        snprintf(fds_s, sizeof(fds_s), "%zu", fd_budget);
+        log_kv(LOG_LEVEL_INFO, "Status server listening", "event", "listening", "address", listen, "port", port_s,
+               "version", PROBED_VERSION, "max_inflight", inflight_s, "probe_fds", fds_s, NULL);
+        return fd_budget;
+}
+
 /* The daemon's life (see the top of this file); takes cfg over. The exit status. */
 static int run(const struct cli *cli, struct config *cfg)
 {
@@ -345,7 +377,7 @@ static int run(const struct cli *cli, struct config *cfg)
         struct daemon *d = NULL;
         char *err = NULL;
         uint16_t port = 0;
-        sigset_t mask;
+        size_t fd_budget;
         int r, ret = 1;
 
         if (listen != cfg->listen && !config_listen_valid(listen)) { /* the config checked its own */
@@ -357,18 +389,7 @@ static int run(const struct cli *cli, struct config *cfg)
         else if (cfg->log_level_set)
                 log_setup(cfg->log_level, cli->format);
 
-        raise_nofile_limit();
-        /* One malloc arena: the status server's threads allocate little, and an arena each
-         * would cost more memory than it saves in contention. */
-        (void) mallopt(M_ARENA_MAX, 1);
-
-        /* Before any thread exists (libcurl's resolver, MHD's pool): they inherit this. */
-        sigemptyset(&mask);
-        for (size_t i = 0; i < ELEMENTSOF(signals); i++)
-                sigaddset(&mask, signals[i]);
-        pthread_sigmask(SIG_BLOCK, &mask, NULL);
-        signal(SIGPIPE, SIG_IGN); /* CURLOPT_NOSIGNAL leaves SIGPIPE to us */
-
+        setup_process(signals, ELEMENTSOF(signals));
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 fprintf(stderr, "probed: cannot initialize libcurl\n");
                 config_free(cfg);
@@ -389,13 +410,7 @@ static int run(const struct cli *cli, struct config *cfg)
                 fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
                 goto out_curl;
         }
-        char port_s[8], inflight_s[24], fds_s[24];
-        size_t max_inflight, fd_budget = probe_fd_budget(cfg, &max_inflight);
-        snprintf(port_s, sizeof(port_s), "%u", (unsigned) port);
-        snprintf(inflight_s, sizeof(inflight_s), "%zu", max_inflight);
-        snprintf(fds_s, sizeof(fds_s), "%zu", fd_budget);
-        log_kv(LOG_LEVEL_INFO, "Status server listening", "event", "listening", "address", listen, "port", port_s,
-               "version", PROBED_VERSION, "max_inflight", inflight_s, "probe_fds", fds_s, NULL);
+        fd_budget = log_listening(listen, port, cfg);
         d = daemon_new(loop, cfg,
                        &(struct daemon_options){
                                .config_path = cli->config_path,
