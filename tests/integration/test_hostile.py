@@ -363,8 +363,32 @@ FAIR_WINDOW = 3.0 * S
 FAIR_MIN_SHARE = 0.8  # of the attempts a 100ms probe makes alone in the window
 
 
+FAIR_LATE_MAX_MS = 60  # generous: 2 shared cores; a held loop shows hundreds of ms
+
+
 def counts(d):
     return {p["name"]: p for p in status(d)["probes"]}
+
+
+def status_quick(d):
+    """/status through http.client (no curl process: polled every 20 ms)."""
+    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5 * S)
+    try:
+        c.request("GET", "/status")
+        return {p["name"]: p for p in json.loads(c.getresponse().read())["probes"]}
+    finally:
+        c.close()
+
+
+def rfc3339(s):
+    """Seconds since the epoch of "2026-12-06T19:20:01.123Z" (ms kept)."""
+    import calendar
+    m = re.match(r"^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(?:\.(\d+))?Z$", s)
+    if not m:
+        raise AssertionError("last_attempt %r is not RFC 3339 UTC" % s)
+    y, mo, d, h, mi, se = (int(x) for x in m.groups()[:6])
+    frac = m.group(7) or "0"
+    return calendar.timegm((y, mo, d, h, mi, se)) + int(frac) / 10 ** len(frac)
 
 
 def fairness(hostile_probes, settle=1.0):
@@ -384,14 +408,31 @@ def fairness(hostile_probes, settle=1.0):
     wait_until(lambda: time.monotonic() - t_settle >= settle, timeout=settle + 5, interval=0.05)
     first = counts(d)
     t0 = time.monotonic()
-    wait_until(lambda: time.monotonic() - t0 >= FAIR_WINDOW, timeout=FAIR_WINDOW + 5,
-               interval=0.05)
+    # The status server's threads answer from snapshots, whatever the loop does: the fast
+    # probe's (attempts, last_attempt) seen every 20 ms give the spacing of its attempts
+    seen = []
+
+    def sample():
+        f = status_quick(d)["fast"]
+        if f["last_attempt"] and (not seen or seen[-1][0] != f["attempts"]):
+            seen.append((f["attempts"], rfc3339(f["last_attempt"])))
+        return time.monotonic() - t0 >= FAIR_WINDOW
+    wait_until(sample, timeout=FAIR_WINDOW + 5, interval=0.02)
     last = counts(d)
     span = time.monotonic() - t0
     made = last["fast"]["attempts"] - first["fast"]["attempts"]
     expected = span / FAST_PERIOD
-    info("fast probe: %d attempts in %.2fs beside %s (%.0f expected at 100ms)", made, span,
-         [p["name"] for p in hostile_probes], expected)
+    # per attempt between two sightings (a sighting may miss one: snapshots of counters
+    # are published every 100 ms)
+    gaps = [(t2 - t1) / (a2 - a1) for (a1, t1), (a2, t2) in zip(seen, seen[1:])]
+    late_ms = max(0.0, max(gaps) - FAST_PERIOD) * 1000 if gaps else None
+    info("fast probe: %d attempts in %.2fs beside %s (%.0f expected at 100ms); "
+         "%d sightings, worst spacing %s ms past the period", made, span,
+         [p["name"] for p in hostile_probes], expected, len(seen),
+         "-" if late_ms is None else "%.0f" % late_ms)
+    if late_ms is None or late_ms > FAIR_LATE_MAX_MS * S:
+        raise AssertionError("fast probe attempts %s ms apart beyond the period (limit %d ms): "
+                             "a streaming peer held the loop" % (late_ms, FAIR_LATE_MAX_MS * S))
     for n in names:
         p = last[n]
         info("%s: %d attempts, last %s (%r), cancellations %d", n, p["attempts"],
