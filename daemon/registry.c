@@ -5,13 +5,15 @@
 #include "probe.h"
 #include "registry.h"
 
-/* One line per kind, in the order of the usage text and of the known-type list. */
+/* One line per kind, in the order of the usage text and of the known-type list; every
+ * line ends with a backslash, so that adding a kind touches no other line. */
 #define PROBE_KINDS(KIND)                                                                                              \
         KIND(http)                                                                                                     \
         KIND(tcp)                                                                                                      \
         KIND(websocket)                                                                                                \
         KIND(grpc)                                                                                                     \
-        KIND(exec)
+        KIND(exec)                                                                                                     \
+        /* end of PROBE_KINDS */
 
 #define KIND_DECLARE(kind) extern const struct probe_ops kind##_probe_ops;
 #define KIND_ENTRY(kind) &kind##_probe_ops,
