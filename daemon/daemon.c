@@ -1,98 +1,33 @@
-/* The probe lifecycle (SPEC 4).
+/* The probe lifecycle (README, "Lifecycle"; docs/design.md, "The attempt").
  *
  * Each probe is a small coroutine stepped by the loop:
  *
  *     WAITING --timer--> RUNNING --attempt_end(success|failure|timeout)--> WAITING
  *        ^                  |  \--attempt_end(error)--> BACKOFF --timer--> RUNNING
  *        |                  |
- *        +--(stall: re-run at once)    shutdown: any state --> STOPPED
+ *        +--(failure across a stall: cancelled, re-run once)   shutdown: any --> STOPPED
  *
  * attempt_end() is the only place an attempt's outcome is recorded: it does nothing
  * unless the attempt is RUNNING, releases the kind's handles first (ops->cancel), then
  * updates counters and health (never for a cancellation), logs transitions and
- * schedules the next run (never once shutdown began). Cancellation (shutdown, reload,
- * stall) is attempt_end(OUTCOME_CANCELLED): it cannot be mistaken for a failure.
+ * schedules the next run (never once shutdown began). Cancellation (shutdown, reload) is
+ * attempt_end(OUTCOME_CANCELLED): it cannot be mistaken for a failure. Frozen time
+ * (hooks.frozen) moves the deadlines of attempts in flight: timeouts count awake time.
  *
  * Aggregates are kept as counts updated on each health transition, so an attempt costs
- * O(1) even with 10,000 probes; the snapshot for the status server is rebuilt when a
- * verdict or a probe's health changes, and at most every SNAPSHOT_STATS_INTERVAL_MS for
- * counters alone. */
+ * O(1) even with 10,000 probes. Reload lives in reload.c, snapshots in publish.c. */
 #include <malloc.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
-#include "daemon.h"
 #include "heartbeat.h"
+#include "lifecycle.h"
 #include "log.h"
-#include "nametable.h"
 #include "probe.h"
 #include "util.h"
-
-/* A probe's counters and last results live in its view (v), the very object snapshots
- * show: copy-on-write (probe_mut) instead of a copy per snapshot, so 10,000 probes hold
- * one set of numbers each. state and healthy are kept here too, for the lifecycle's own
- * decisions. */
-struct probe {
-        struct daemon *d;
-        const struct probe_config *cfg; /* entry of d->cfg->probes */
-        enum probe_state state;
-        int healthy; /* -1 unknown, 0, 1 */
-        bool ever_healthy;
-        struct attempt attempt;
-        struct timer timer;            /* next attempt, or end of backoff */
-        struct timer deadline;         /* the running attempt's timeout */
-        uint64_t backoff_ms;           /* 0: not backing off */
-        bool froze;                    /* the running attempt was in flight across a stall */
-        uint64_t frozen_ns;            /* wall time without CPU during the running attempt */
-        bool rerun;                    /* this attempt re-runs one whose failure a stall may have caused */
-        struct probe_view *v;          /* owned reference; snapshots take more */
-        struct probe *q_prev, *q_next; /* in d's queue of probes waiting for a slot */
-        bool queued;
-        unsigned fds_held; /* the attempt in flight's fds_per_attempt, counted in d */
-};
-
-struct daemon {
-        struct loop *loop;
-        struct config *cfg;
-        struct daemon_options opts;
-        struct probe **probes; /* cfg order */
-        size_t n_probes;
-        uint64_t start_mono_ns;
-        uint64_t next_attempt_id;
-        bool started, draining;
-        size_t startup_pending; /* startup-scope probes never healthy */
-        size_t live_bad;        /* liveness-scope probes unhealthy */
-        size_t ready_bad;       /* readiness-scope probes not healthy */
-        uint64_t stalls, loop_busy, reloads_ok, reloads_failed;
-        bool dirty_verdict, dirty_stats;
-        uint64_t last_publish_ns;
-        struct timer publish_timer;
-        struct timer drain_timer;
-        size_t running;                /* attempts in flight, at most MAX_INFLIGHT_ATTEMPTS */
-        size_t fd_budget;              /* descriptors attempts may hold at once; 0: not limited */
-        size_t fds_in_flight;          /* what the attempts in flight hold (fds_per_attempt) */
-        struct probe *q_head, *q_tail; /* due probes waiting for a slot, FIFO */
-        struct timer slot_timer;       /* starts queued probes once slots are free */
-        /* SIGHUP: the file is read and parsed on a thread of its own (10,000 probes take
-         * longer than a loop iteration may); the loop applies the result when the
-         * thread's eventfd says it is done. */
-        struct {
-                pthread_t thread;
-                int efd;           /* eventfd: the worker is done */
-                bool running;      /* a worker exists (joined on completion or free) */
-                bool again;        /* SIGHUP while it ran: one more reload after it */
-                int r;             /* the worker's result: 0 or negative errno */
-                struct config *nc; /* the worker's config, or NULL */
-                char *err;         /* the worker's error text, or NULL */
-        } reload;
-};
 
 static const double duration_bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
 
@@ -137,7 +72,7 @@ static void probe_set_state(struct probe *p, enum probe_state state)
 
 /* ---- aggregates ------------------------------------------------------------------ */
 
-static void aggregates_recount(struct daemon *d)
+void aggregates_recount(struct daemon *d)
 {
         d->startup_pending = d->live_bad = d->ready_bad = 0;
         for (size_t i = 0; i < d->n_probes; i++) {
@@ -152,7 +87,7 @@ static void aggregates_recount(struct daemon *d)
         }
 }
 
-static void daemon_check_started(struct daemon *d)
+void daemon_check_started(struct daemon *d)
 {
         if (d->started || d->startup_pending > 0)
                 return;
@@ -456,7 +391,7 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
                 probe_schedule(p, o);
         } else {
                 probe_set_state(p, PROBE_WAITING); /* the canceller decides what comes next */
-                if (rerun) /* from a timer: the kind's callback is still on the stack */
+                if (rerun)                         /* from a timer: the kind's callback is still on the stack */
                         loop_timer_arm(a->loop, &p->timer, now_ns());
         }
 }
@@ -478,7 +413,7 @@ void attempt_set_output(struct attempt *a, const char *buf, size_t len)
 
 /* ---- probes --------------------------------------------------------------------------- */
 
-static struct probe *probe_new(struct daemon *d, const struct probe_config *cfg)
+struct probe *probe_new(struct daemon *d, const struct probe_config *cfg)
 {
         struct probe *p = calloc(1, sizeof(*p));
 
@@ -515,7 +450,7 @@ static void probe_stop(struct probe *p)
         probe_set_state(p, PROBE_STOPPED);
 }
 
-static struct probe *probe_free(struct probe *p)
+struct probe *probe_free(struct probe *p)
 {
         if (!p)
                 return NULL;
@@ -530,66 +465,13 @@ static struct probe *probe_free(struct probe *p)
  * initial_delay, staggered FIRST_ATTEMPT_STAGGER_US apart but within one period, so that
  * 10,000 probes do not open 10,000 sockets in the same instant (HAProxy spreads its
  * checks the same way), while a handful start at once. */
-static void probe_begin(struct probe *p, size_t i, size_t n)
+void probe_begin(struct probe *p, size_t i, size_t n)
 {
         uint64_t spread = (uint64_t) i * FIRST_ATTEMPT_STAGGER_US * 1000, cap = probe_period_ms(p) * NSEC_PER_MSEC;
 
         if (n > 0 && spread > cap * i / n)
                 spread = cap * i / n;
         loop_timer_arm(p->d->loop, &p->timer, now_ns() + p->cfg->timing.initial_delay_ms * NSEC_PER_MSEC + spread);
-}
-
-/* ---- snapshots ------------------------------------------------------------------------ */
-
-/* Takes a reference to every probe's view: from now on they are immutable (probe_mut
- * copies before the next write). */
-static struct snapshot *daemon_snapshot(struct daemon *d)
-{
-        struct snapshot *s = snapshot_new(d->n_probes, false);
-
-        if (!s)
-                return NULL;
-        s->started = d->started;
-        s->live = !d->started || d->live_bad == 0;
-        s->ready = d->started && !d->draining && d->ready_bad == 0;
-        s->draining = d->draining;
-        s->details_loopback = d->cfg->details_loopback;
-        s->start_mono_ns = d->start_mono_ns;
-        s->stalls = d->stalls;
-        s->loop_busy = d->loop_busy;
-        s->reloads_ok = d->reloads_ok;
-        s->reloads_failed = d->reloads_failed;
-        for (size_t i = 0; i < d->n_probes; i++)
-                s->probes[i] = probe_view_ref(d->probes[i]->v);
-        return s;
-}
-
-static void daemon_publish(struct daemon *d)
-{
-        struct snapshot *s = daemon_snapshot(d);
-
-        if (!s)
-                return; /* out of memory: keep serving the previous snapshot, retry later */
-        d->dirty_verdict = d->dirty_stats = false;
-        d->last_publish_ns = now_ns();
-        d->opts.publish(s, d->opts.publish_data);
-}
-
-static void publish_on_timer(struct loop *l, void *data)
-{
-        (void) l;
-        (void) data; /* the iteration hook that follows publishes */
-}
-
-static void daemon_on_iteration(struct loop *l, void *data)
-{
-        struct daemon *d = data;
-        uint64_t due = d->last_publish_ns + SNAPSHOT_STATS_INTERVAL_MS * NSEC_PER_MSEC;
-
-        if (d->dirty_verdict || (d->dirty_stats && now_ns() >= due))
-                daemon_publish(d);
-        else if (d->dirty_stats && !timer_armed(&d->publish_timer))
-                loop_timer_arm(l, &d->publish_timer, due);
 }
 
 /* ---- events: stall, shutdown, reload, status dump --------------------------------------- */
@@ -620,8 +502,8 @@ static void daemon_on_frozen(struct loop *l, uint64_t frozen_ns, bool stall, voi
         char late[32], count[24];
         duration_format(frozen_ns / NSEC_PER_MSEC, late, sizeof(late));
         snprintf(count, sizeof(count), "%zu", n);
-        log_kv(LOG_LEVEL_WARNING, "Loop stalled (CPU throttled or instance frozen), deadlines moved", "event",
-               "stall", "late", late, "in_flight", count, NULL);
+        log_kv(LOG_LEVEL_WARNING, "Loop stalled (CPU throttled or instance frozen), deadlines moved", "event", "stall",
+               "late", late, "in_flight", count, NULL);
 }
 
 /* The loop was late through its own work: nothing is cancelled, the run is logged once
@@ -668,252 +550,13 @@ static void daemon_shutdown(struct daemon *d, int signo)
         loop_timer_arm(d->loop, &d->drain_timer, now_ns() + d->cfg->drain_ms * NSEC_PER_MSEC);
 }
 
-static int daemon_load(struct daemon *d, struct config **ret, char **reterr)
-{
-        char *text = NULL;
-        int r;
-
-        if (d->opts.config_path) {
-                r = config_read_file(d->opts.config_path, &text, reterr);
-                if (r < 0)
-                        return r;
-        }
-        r = config_load_lean(text, d->opts.flags, d->opts.n_flags, ret, reterr);
-        free(text);
-        return r;
-}
-
-static void daemon_apply_settings(struct daemon *d)
+void daemon_apply_settings(struct daemon *d)
 {
         loop_set_stall_threshold(d->loop, d->cfg->stall_threshold_ms * NSEC_PER_MSEC);
         heartbeat_set_policy(loop_heartbeat(d->loop), d->cfg->fresh_wait_ms * NSEC_PER_MSEC,
                              d->cfg->watchdog_ms * NSEC_PER_MSEC);
         if (!d->opts.log_level_locked && d->cfg->log_level_set)
                 log_setup(d->cfg->log_level, _LOG_FORMAT_INVALID);
-}
-
-/* A running probe's name for the reload's name table; NULL once it moved to the new config. */
-static const char *running_probe_name(const void *ctx, size_t j)
-{
-        const struct daemon *d = ctx;
-
-        return d->probes[j] ? d->probes[j]->cfg->name : NULL;
-}
-
-static void daemon_reload_failed(struct daemon *d, const char *err)
-{
-        d->reloads_failed++;
-        d->dirty_verdict = true; /* publish at once: /metrics counts it */
-        log_kv(LOG_LEVEL_ERROR, "Failed to reload config, keeping the running one", "event", "reload_failed", "error",
-               err, NULL);
-}
-
-/* Applies a loaded config on the loop: O(n) in the probes, no I/O. */
-static void daemon_reload_apply(struct daemon *d, struct config *nc)
-{
-        struct config *old = d->cfg;
-        struct probe **np;
-        size_t kept = 0, changed = 0, added = 0, removed = 0;
-
-        np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
-        if (!np) {
-                daemon_reload_failed(d, "out of memory");
-                config_free(nc);
-                return;
-        }
-        /* Match by name (a hash of the running probes' names: 10,000 probes must not cost
-         * 10^8 compares on the loop): unchanged probes keep their state and counters
-         * (their config entry, spec included, moves into the new config, since an attempt
-         * in flight points at it); changed ones restart fresh; removed ones are cancelled. */
-        struct name_table names;
-        bool *changed_cfg = calloc(d->n_probes ? d->n_probes : 1, sizeof(*changed_cfg)); /* same name, another config */
-        if (name_table_init(&names, d->n_probes, running_probe_name, d) < 0 || !changed_cfg) {
-                name_table_free(&names);
-                free(changed_cfg);
-                free(np);
-                daemon_reload_failed(d, "out of memory");
-                config_free(nc);
-                return;
-        }
-        for (size_t j = 0, other; j < d->n_probes; j++)
-                (void) name_table_add(&names, j, &other); /* names are unique */
-        for (size_t i = 0; i < nc->n_probes; i++) {
-                struct probe_config *npc = &nc->probes[i];
-                size_t j;
-                if (!name_table_find(&names, npc->name, &j))
-                        continue; /* a new probe */
-                if (!probe_config_equal(d->probes[j]->cfg, npc)) {
-                        changed_cfg[j] = true;
-                        continue;
-                }
-                struct probe *p = d->probes[j];
-                struct probe_config *opc = (struct probe_config *) p->cfg, tmp = *npc;
-                *npc = *opc;
-                *opc = tmp;
-                p->cfg = npc;
-                np[i] = p;
-                kept++;
-                d->probes[j] = NULL; /* moved (names are unique: never looked up again) */
-        }
-        for (size_t j = 0; j < d->n_probes; j++) {
-                if (!d->probes[j])
-                        continue;
-                if (changed_cfg[j])
-                        changed++;
-                else
-                        removed++;
-                d->probes[j] = probe_free(d->probes[j]);
-        }
-        name_table_free(&names);
-        free(changed_cfg);
-        free(d->probes);
-        d->probes = np;
-        d->n_probes = nc->n_probes;
-        d->cfg = nc;
-        for (size_t i = 0; i < nc->n_probes; i++) {
-                if (np[i])
-                        continue;
-                np[i] = probe_new(d, &nc->probes[i]);
-                if (!np[i]) {
-                        /* Out of memory mid-apply: drop the probe and say so loudly. */
-                        log_kv(LOG_LEVEL_ERROR, "Failed to create probe: out of memory", "probe", nc->probes[i].name,
-                               NULL);
-                        continue;
-                }
-                probe_begin(np[i], added, nc->n_probes);
-                added++;
-        }
-        /* compact out any probe that could not be created */
-        size_t n = 0;
-        for (size_t i = 0; i < d->n_probes; i++)
-                if (np[i])
-                        np[n++] = np[i];
-        d->n_probes = n;
-        added -= changed;
-        if (strcmp(old->listen, nc->listen) != 0)
-                log_kv(LOG_LEVEL_WARNING, "The listen address changed; it takes effect on restart, ignoring", "event",
-                       "reload", "listen", nc->listen, NULL);
-        config_free(old);
-        (void) malloc_trim(0); /* give the parser's freed memory back */
-        daemon_apply_settings(d);
-        aggregates_recount(d);
-        daemon_check_started(d);
-        d->reloads_ok++;
-        d->dirty_verdict = true;
-        char k[24], c[24], a[24], r[24];
-        snprintf(k, sizeof(k), "%zu", kept);
-        snprintf(c, sizeof(c), "%zu", changed);
-        snprintf(a, sizeof(a), "%zu", added);
-        snprintf(r, sizeof(r), "%zu", removed);
-        log_kv(LOG_LEVEL_INFO, "Config reloaded", "event", "reload", "kept", k, "changed", c, "added", a, "removed", r,
-               NULL);
-}
-
-/* The reload thread: reads and parses the file, touches nothing of d but reload and
- * the immutable options. */
-static void *reload_worker(void *data)
-{
-        struct daemon *d = data;
-        uint64_t one = 1;
-
-        d->reload.r = daemon_load(d, &d->reload.nc, &d->reload.err);
-        if (write(d->reload.efd, &one, sizeof(one)) < 0) {
-                /* an eventfd write of 1 cannot fail short of overflow: nothing to do */
-        }
-        return NULL;
-}
-
-/* Waits for the reload thread (it has finished, or is about to) and takes its result. */
-static void reload_join(struct daemon *d, struct config **ret_nc, char **ret_err)
-{
-        (void) pthread_join(d->reload.thread, NULL);
-        d->reload.running = false;
-        *ret_nc = d->reload.nc;
-        *ret_err = d->reload.err;
-        if (d->reload.r < 0 && !*ret_err)
-                *ret_err = strdup_printf("%s", strerror(-d->reload.r));
-        d->reload.nc = NULL;
-        d->reload.err = NULL;
-}
-
-static void daemon_reload(struct daemon *d)
-{
-        int r;
-
-        if (d->draining)
-                return;
-        if (d->reload.running) {
-                d->reload.again = true; /* the file may have changed since it was read */
-                return;
-        }
-        d->reload.r = 0;
-        r = pthread_create(&d->reload.thread, NULL, reload_worker, d);
-        if (r != 0) {
-                daemon_reload_failed(d, strerror(r));
-                return;
-        }
-        d->reload.running = true;
-}
-
-static void reload_on_done(struct loop *l, int fd, uint32_t events, void *data)
-{
-        struct daemon *d = data;
-        struct config *nc;
-        char *err;
-        uint64_t n;
-
-        (void) l;
-        (void) events;
-        if (read(fd, &n, sizeof(n)) < 0 || !d->reload.running)
-                return;
-        reload_join(d, &nc, &err);
-        if (d->draining) {
-                config_free(nc); /* shutdown began meanwhile: nothing is applied */
-        } else if (!nc) {
-                daemon_reload_failed(d, err ? err : "out of memory");
-        } else {
-                daemon_reload_apply(d, nc);
-        }
-        free(err);
-        if (d->reload.again) {
-                d->reload.again = false;
-                daemon_reload(d);
-        }
-}
-
-/* SIGUSR1: the full /status, in as many lines as it takes to keep each line under
- * LOG_LINE_MAX (each line is a /status document holding a slice of the probes). */
-static void daemon_log_status(struct daemon *d)
-{
-        struct snapshot *s = daemon_snapshot(d), part;
-        size_t i = 0, k, fit = SIZE_MAX; /* probes that fitted in the previous line */
-
-        if (!s)
-                return;
-        memcpy(&part, s, sizeof(part)); /* a borrowed view: only read by render_status_json */
-        do {
-                char *json = NULL;
-                /* start from what fitted last time (times 2), not from every probe left:
-                 * 10,000 probes must cost O(n log n), not O(n^2), on the loop */
-                k = s->n_probes - i;
-                if (fit < k / 2)
-                        k = fit * 2;
-                for (;; k = (k + 1) / 2) {
-                        part.probes = s->probes + i;
-                        part.n_probes = k;
-                        free(json);
-                        json = render_status_json(&part, now_ns());
-                        if (!json || strlen(json) < LOG_LINE_MAX / 2 || k <= 1) /* escaping may double it */
-                                break;
-                }
-                if (!json)
-                        break;
-                log_kv(LOG_LEVEL_INFO, "Status", "event", "status", "status", json, NULL);
-                free(json);
-                i += k;
-                fit = k;
-        } while (i < s->n_probes);
-        snapshot_unref(s);
 }
 
 static void daemon_on_signal(struct loop *l, int signo, void *data)
@@ -960,8 +603,7 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
         timer_init(&d->publish_timer, publish_on_timer, d);
         timer_init(&d->drain_timer, drain_on_timer, d);
         timer_init(&d->slot_timer, slot_on_timer, d);
-        d->reload.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (d->reload.efd < 0 || loop_io_add(l, d->reload.efd, EPOLLIN, reload_on_done, d) < 0)
+        if (reload_init(d) < 0)
                 return daemon_free(d);
         d->probes = calloc(cfg->n_probes ? cfg->n_probes : 1, sizeof(*d->probes));
         if (!d->probes)
@@ -993,17 +635,7 @@ struct daemon *daemon_free(struct daemon *d)
                 return NULL;
         d->draining = true;                                 /* nothing may schedule while we tear down */
         loop_set_hooks(d->loop, &(struct loop_hooks){ 0 }); /* the loop outlives d */
-        if (d->reload.running) { /* a reload in progress: its file read ends soon */
-                struct config *nc;
-                char *err;
-                reload_join(d, &nc, &err);
-                config_free(nc);
-                free(err);
-        }
-        if (d->reload.efd > 0) {
-                loop_io_del(d->loop, d->reload.efd);
-                (void) close(d->reload.efd);
-        }
+        reload_stop(d);
         for (size_t i = 0; i < d->n_probes; i++)
                 d->probes[i] = probe_free(d->probes[i]);
         free(d->probes);

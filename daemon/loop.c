@@ -59,7 +59,7 @@ struct loop {
         uint64_t armed_ns; /* what the timerfd is armed to (NO_DEADLINE: disarmed) */
         bool inflight;     /* attempts are in flight: wake at least every threshold/divisor */
         bool exiting;
-        bool busy_run;            /* inside a run of busy wake-ups (logged once per run) */
+        bool busy_run;              /* inside a run of busy wake-ups (logged once per run) */
         uint64_t mark_ns, mark_cpu; /* the last accounting point: wall and thread CPU */
         struct heartbeat hb;
         bool hb_ready;
@@ -483,10 +483,11 @@ static uint64_t loop_arm_wake(struct loop *l)
 
 /* Accounts the span since the last accounting point; late: how far past the instant it
  * planned to be here the loop is (0: on time); slept: how much of the span it meant to
- * sleep (epoll_wait until its wake-up instant). Wall time with neither CPU nor a planned sleep was frozen (hooks.frozen, a
- * stall past the threshold: signals that arrived meanwhile come first, so a SIGTERM
- * queued then stops everything before a deadline moves). A late point without frozen
- * time is busy (hooks.busy, once per run of busy points). */
+ * sleep (epoll_wait until its wake-up instant). Wall time with neither CPU nor a planned
+ * sleep was frozen: hooks.frozen moves deadlines by it. Frozen past the threshold, and
+ * for most of the span, is a stall (signals that arrived meanwhile come first, so a
+ * SIGTERM queued then stops everything before a deadline moves). Late past the
+ * threshold otherwise is busy (hooks.busy, once per run of busy points). */
 static void loop_account(struct loop *l, uint64_t late, uint64_t slept, const void *culprit)
 {
         uint64_t now = now_ns(), cpu = thread_cpu_ns();
@@ -496,7 +497,8 @@ static void loop_account(struct loop *l, uint64_t late, uint64_t slept, const vo
 
         l->mark_ns = now;
         l->mark_cpu = cpu;
-        stall = l->stall_threshold_ns > 0 && frozen > l->stall_threshold_ns;
+        /* frozen for most of the span: a loop busy on a contended CPU is not a stall */
+        stall = l->stall_threshold_ns > 0 && frozen > l->stall_threshold_ns && frozen >= ran;
         if (stall)
                 signal_on_io(l, l->sfd, EPOLLIN, NULL);
         if (frozen >= FREEZE_SHIFT_MIN_US * 1000 && !l->exiting && l->hooks.frozen)
@@ -509,7 +511,6 @@ static void loop_account(struct loop *l, uint64_t late, uint64_t slept, const vo
                 l->busy_run = false;
         }
 }
-
 
 int loop_run(struct loop *l)
 {

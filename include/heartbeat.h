@@ -16,8 +16,8 @@
 #include <stdint.h>
 
 struct heartbeat {
-        _Atomic uint64_t done_ns;      /* CLOCK_MONOTONIC: events before it are processed */
-        _Atomic uint64_t asleep_until; /* in epoll_wait: its wake-up instant (UINT64_MAX: none); 0 awake */
+        _Atomic uint64_t done_ns;       /* CLOCK_MONOTONIC: events before it are processed */
+        _Atomic uint64_t asleep_until;  /* in epoll_wait: its wake-up instant (UINT64_MAX: none); 0 awake */
         _Atomic uint64_t fresh_wait_ns; /* policy, set from the config ("fresh_wait") */
         _Atomic uint64_t watchdog_ns;   /* policy, set from the config ("watchdog") */
         atomic_uint waiters;            /* threads in heartbeat_wait: the loop signals only then */
