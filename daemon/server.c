@@ -511,12 +511,19 @@ static enum MHD_Result answer_doc(struct server *srv, struct MHD_Connection *c, 
         j->c = c;
         j->k = k;
         j->kind = kind;
+        pthread_mutex_lock(&srv->job_lock);
+        if (srv->jobs_stop) {
+                /* stopping: nobody would resume it, and MHD must not stop with it
+                 * suspended */
+                pthread_mutex_unlock(&srv->job_lock);
+                free(j);
+                return MHD_NO;
+        }
         atomic_fetch_add(&p->refs, 1);
         j->p = p;
         k->suspended = true;
         k->doc = NULL;
-        MHD_suspend_connection(c); /* at once: the render thread may resume it any time after */
-        pthread_mutex_lock(&srv->job_lock);
+        MHD_suspend_connection(c); /* before the render thread can see the job and resume it */
         if (srv->jobs_tail)
                 srv->jobs_tail->next = j;
         else
