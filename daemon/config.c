@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "bounds.h"
+#include "buf.h"
 #include "config.h"
 #include "config_env.h"
 #include "config_flags.h"
@@ -534,8 +535,7 @@ fail:
 
 int config_read_file(const char *path, char **ret_text, char **reterr)
 {
-        char *buf = NULL, *p;
-        size_t len = 0, cap = 0;
+        struct buf b = { 0 };
         int fd, r;
 
         if (reterr)
@@ -546,21 +546,18 @@ int config_read_file(const char *path, char **ret_text, char **reterr)
                 goto fail_errno;
         }
         for (;;) {
+                size_t room;
                 ssize_t n;
 
-                if (cap - len < 4096) {
-                        /* one byte past the limit tells "too large" from "exactly at it" */
-                        cap = cap ? cap * 2 : 16384;
-                        if (cap > MAX_CONFIG_BYTES + 2)
-                                cap = MAX_CONFIG_BYTES + 2;
-                        p = realloc(buf, cap);
-                        if (!p) {
-                                r = -ENOMEM;
-                                goto fail_errno;
-                        }
-                        buf = p;
+                if (!buf_reserve(&b, 4096)) {
+                        r = -ENOMEM;
+                        goto fail_errno;
                 }
-                n = read(fd, buf + len, cap - 1 - len);
+                /* one byte past the limit tells "too large" from "exactly at it" */
+                room = b.cap - 1 - b.len;
+                if (room > MAX_CONFIG_BYTES + 1 - b.len)
+                        room = MAX_CONFIG_BYTES + 1 - b.len;
+                n = read(fd, b.p + b.len, room);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -569,23 +566,23 @@ int config_read_file(const char *path, char **ret_text, char **reterr)
                 }
                 if (n == 0)
                         break;
-                len += (size_t) n;
-                if (len > MAX_CONFIG_BYTES) {
+                b.len += (size_t) n;
+                if (b.len > MAX_CONFIG_BYTES) {
                         r = -EFBIG;
                         if (reterr)
                                 *reterr = strdup_printf("config: %s: larger than %u bytes", path, MAX_CONFIG_BYTES);
                         goto fail;
                 }
         }
-        buf[len] = '\0';
-        if (memchr(buf, '\0', len)) {
+        b.p[b.len] = '\0';
+        if (memchr(b.p, '\0', b.len)) {
                 r = -EINVAL;
                 if (reterr)
                         *reterr = strdup_printf("config: %s: contains a NUL byte", path);
                 goto fail;
         }
         (void) close(fd);
-        *ret_text = buf;
+        *ret_text = b.p;
         return 0;
 
 fail_errno:
@@ -594,7 +591,7 @@ fail_errno:
 fail:
         if (fd >= 0)
                 (void) close(fd);
-        free(buf);
+        free(b.p);
         return r;
 }
 
