@@ -265,29 +265,17 @@ struct head_value {
         unsigned count;
 };
 
-int wsframe_response_check(const char *buf, size_t len, const char *key, const char *subprotocol, int *ret_status,
-                           char *reason, size_t n)
-{
-        struct head_value upgrade = { 0 }, accept = { 0 }, protocol = { 0 }, extensions = { 0 };
-        bool upgrade_ok = false, connection_ok = false;
-        char expected[WSFRAME_ACCEPT_SIZE], shown[48], asked[48];
-        const char *p = buf, *end = buf + len, *eol;
-        int status = 0;
+/* The response headers the handshake looks at. */
+struct handshake_heads {
+        struct head_value upgrade, accept, protocol, extensions;
+        bool upgrade_ok, connection_ok;
+};
 
-        *ret_status = 0;
-        /* status line: HTTP/1.x SP 3DIGIT */
-        eol = memmem(p, (size_t) (end - p), "\r\n", 2);
-        if (!eol || (status = http_status_line(p, (size_t) (eol - p))) < 0) {
-                snprintf(reason, n, "handshake: malformed status line");
-                return -EPROTO;
-        }
-        *ret_status = status;
-        if (status != 101) {
-                snprintf(reason, n, "handshake: status %d", status);
-                return -EPROTO;
-        }
-        for (p = eol + 2; p < end; p = eol + 2) {
-                const char *v, *ve;
+/* Collects the headers of the lines after the status line, p[..end), up to the blank line. */
+static void handshake_scan(const char *p, const char *end, struct handshake_heads *h)
+{
+        for (const char *eol; p < end; p = eol + 2) {
+                const char *v;
                 size_t nlen, vlen;
                 struct head_value *hv = NULL;
 
@@ -296,62 +284,95 @@ int wsframe_response_check(const char *buf, size_t len, const char *key, const c
                         break;
                 if (!http_header_split(p, (size_t) (eol - p), &nlen, &v, &vlen))
                         continue;
-                ve = v + vlen;
 #define NAME_IS(s) (nlen == sizeof(s) - 1 && strncasecmp(p, s, sizeof(s) - 1) == 0)
                 if (NAME_IS("Upgrade")) {
-                        hv = &upgrade;
-                        upgrade_ok = upgrade_ok || list_has_token(v, (size_t) (ve - v), "websocket");
+                        hv = &h->upgrade;
+                        h->upgrade_ok = h->upgrade_ok || list_has_token(v, vlen, "websocket");
                 } else if (NAME_IS("Connection"))
-                        connection_ok = connection_ok || list_has_token(v, (size_t) (ve - v), "upgrade");
+                        h->connection_ok = h->connection_ok || list_has_token(v, vlen, "upgrade");
                 else if (NAME_IS("Sec-WebSocket-Accept"))
-                        hv = &accept;
+                        hv = &h->accept;
                 else if (NAME_IS("Sec-WebSocket-Protocol"))
-                        hv = &protocol;
+                        hv = &h->protocol;
                 else if (NAME_IS("Sec-WebSocket-Extensions"))
-                        hv = &extensions;
+                        hv = &h->extensions;
 #undef NAME_IS
                 if (hv) {
                         hv->v = v;
-                        hv->len = (size_t) (ve - v);
+                        hv->len = vlen;
                         hv->count++;
                 }
         }
-        if (!upgrade_ok) {
-                snprintf(reason, n, "handshake: missing Upgrade: websocket");
-                return -EPROTO;
-        }
-        if (!connection_ok) {
-                snprintf(reason, n, "handshake: missing Connection: Upgrade");
-                return -EPROTO;
-        }
-        if (accept.count == 0) {
-                snprintf(reason, n, "handshake: missing Sec-WebSocket-Accept");
-                return -EPROTO;
-        }
-        if (wsframe_accept(key, expected) < 0 || accept.count > 1 || accept.len != strlen(expected) ||
-            memcmp(accept.v, expected, accept.len) != 0) {
-                snprintf(reason, n, "bad Sec-WebSocket-Accept");
-                return -EPROTO;
-        }
+}
+
+/* The subprotocol the server chose against the one asked for (NULL: none). 0, or
+ * -EPROTO with the reason. */
+static int handshake_subprotocol(const struct head_value *protocol, const char *subprotocol, char *reason, size_t n)
+{
+        char shown[48], asked[48];
+
         if (subprotocol) {
                 printable(asked, sizeof(asked), subprotocol, strlen(subprotocol));
-                if (protocol.count == 0) {
+                if (protocol->count == 0) {
                         snprintf(reason, n, "handshake: no subprotocol (asked \"%s\")", asked);
                         return -EPROTO;
                 }
-                if (protocol.count > 1 || protocol.len != strlen(subprotocol) ||
-                    memcmp(protocol.v, subprotocol, protocol.len) != 0) {
-                        printable(shown, sizeof(shown), protocol.v, protocol.len);
+                if (protocol->count > 1 || protocol->len != strlen(subprotocol) ||
+                    memcmp(protocol->v, subprotocol, protocol->len) != 0) {
+                        printable(shown, sizeof(shown), protocol->v, protocol->len);
                         snprintf(reason, n, "handshake: subprotocol \"%s\" (asked \"%s\")", shown, asked);
                         return -EPROTO;
                 }
-        } else if (protocol.count > 0) {
-                printable(shown, sizeof(shown), protocol.v, protocol.len);
+        } else if (protocol->count > 0) {
+                printable(shown, sizeof(shown), protocol->v, protocol->len);
                 snprintf(reason, n, "handshake: unrequested subprotocol \"%s\"", shown);
                 return -EPROTO;
         }
-        if (extensions.count > 0 && extensions.len > 0) {
-                printable(shown, sizeof(shown), extensions.v, extensions.len);
+        return 0;
+}
+
+int wsframe_response_check(const char *buf, size_t len, const char *key, const char *subprotocol, int *ret_status,
+                           char *reason, size_t n)
+{
+        struct handshake_heads h = { 0 };
+        char expected[WSFRAME_ACCEPT_SIZE], shown[48];
+        const char *end = buf + len, *eol;
+        int status;
+
+        *ret_status = 0;
+        /* status line: HTTP/1.x SP 3DIGIT */
+        eol = memmem(buf, len, "\r\n", 2);
+        if (!eol || (status = http_status_line(buf, (size_t) (eol - buf))) < 0) {
+                snprintf(reason, n, "handshake: malformed status line");
+                return -EPROTO;
+        }
+        *ret_status = status;
+        if (status != 101) {
+                snprintf(reason, n, "handshake: status %d", status);
+                return -EPROTO;
+        }
+        handshake_scan(eol + 2, end, &h);
+        if (!h.upgrade_ok) {
+                snprintf(reason, n, "handshake: missing Upgrade: websocket");
+                return -EPROTO;
+        }
+        if (!h.connection_ok) {
+                snprintf(reason, n, "handshake: missing Connection: Upgrade");
+                return -EPROTO;
+        }
+        if (h.accept.count == 0) {
+                snprintf(reason, n, "handshake: missing Sec-WebSocket-Accept");
+                return -EPROTO;
+        }
+        if (wsframe_accept(key, expected) < 0 || h.accept.count > 1 || h.accept.len != strlen(expected) ||
+            memcmp(h.accept.v, expected, h.accept.len) != 0) {
+                snprintf(reason, n, "bad Sec-WebSocket-Accept");
+                return -EPROTO;
+        }
+        if (handshake_subprotocol(&h.protocol, subprotocol, reason, n) < 0)
+                return -EPROTO;
+        if (h.extensions.count > 0 && h.extensions.len > 0) {
+                printable(shown, sizeof(shown), h.extensions.v, h.extensions.len);
                 snprintf(reason, n, "handshake: unrequested extension \"%s\"", shown);
                 return -EPROTO;
         }
