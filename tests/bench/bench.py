@@ -24,6 +24,10 @@ performed inside its measurement window. Sections:
   http probe (p50, p99, max of the gaps between its requests in nginx's log, less
   100 ms) alone and beside hostile peers (tests/tools/hostile, hostile_grpc.py, yes)
   streaming as fast as probed reads, and the CPU probed spends per second meanwhile.
+- abuse (issue 17; not in the default BENCH_SECTIONS; tests/bench/abuse.py): /livez
+  p50/p99/max on new connections while N idle connections are held (N below, at and
+  past the status server's limit; nginx beside it) and while 200 slow readers hold
+  /metrics at 10,000 probes, with the peak RSS of each.
 
 Every process is started in its own session and registered; on any exit path
 (normal, exception, SIGINT/SIGTERM/SIGHUP) each registered process group is sent
@@ -1059,6 +1063,21 @@ def section_fairness(targets, res):
     res["fairness"] = out
 
 
+# ---------------------------------------------------------------- abuse
+
+
+def abuse_module():
+    """tests/bench/abuse.py, handed this module (run as __main__: its TMP, processes)."""
+    sys.path.insert(0, HERE)
+    import abuse
+    abuse.B = sys.modules[__name__]
+    return abuse
+
+
+def section_abuse(targets, res):
+    abuse_module().section_abuse(targets, res)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -1179,6 +1198,8 @@ def report(res):
                         fmt(r["completed_first_attempt"], "%d"),
                         "≤ 2 MiB" if r["n"] <= 10 else "≤ 16 MiB" if r["n"] <= 10000 else ""))
         L.append("")
+    if "abuse" in res:
+        L += abuse_module().report_abuse(res)
     if "fairness" in res:
         L.append("## Fairness: a 100 ms http probe beside peers streaming as fast as probed reads")
         L.append("")
@@ -1332,7 +1353,7 @@ def main():
         targets = Targets(base, TARGET_PORTS)
         for name, fn in (("fleet", section_fleet), ("status", section_status),
                          ("lifecycle", section_lifecycle), ("memory", section_memory),
-                         ("fairness", section_fairness)):
+                         ("fairness", section_fairness), ("abuse", section_abuse)):
             if name in SECTIONS:
                 fn(targets, res)
         for r in res.get("fleet", []):
