@@ -36,6 +36,15 @@ MIB = 1 << 20
 info = hc.info
 
 
+def instrumented():
+    """Under valgrind or a sanitizer (ASan's quarantine keeps freed memory) RSS says
+    nothing about probed's own memory."""
+    if harness.WRAPPER:
+        return True
+    with open(harness.PROBED, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def livez_once(port, target=b"/livez", host=b"127.0.0.1"):
     """GET target on a new connection; (status, seconds, body). Status 0: no answer
     (reset, closed or the deadline)."""
@@ -336,7 +345,7 @@ def test_slow_readers_of_metrics_with_10000_probes():
          figures(times), len(bad))
     if bad:
         raise AssertionError("/livez failed during slow readers: %r" % bad[:5])
-    if peak - base > doc + 12 * MIB:
+    if peak - base > doc + 12 * MIB and not instrumented():
         raise AssertionError("RSS grew by %.1f MiB with 200 slow readers (document %.1f MiB, allowed %.1f MiB)"
                              % ((peak - base) / MIB, doc / MIB, (doc + 12 * MIB) / MIB))
     if sorted(times)[len(times) // 2] > TARGET_S * S:
