@@ -16,6 +16,7 @@ import json
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -500,6 +501,47 @@ def test_fair_http_stream():
     for n in ("h-forever", "h-huge"):
         if last[n]["last_outcome"] not in ("failure", "timeout"):
             raise AssertionError("%s: %r" % (n, last[n]))
+
+
+class TlsStream:
+    """openssl s_server -WWW run from /, so GET /dev/zero is an endless https body (one
+    connection at a time, which is all a probe opens); stopped at teardown."""
+
+    def __init__(self):
+        d = tmpdir()
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", cert, "-days", "1", "-subj", "/CN=localhost"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.port = harness.free_port()
+        self.proc = subprocess.Popen(["openssl", "s_server", "-quiet", "-accept",
+                                      "127.0.0.1:%d" % self.port, "-cert", cert, "-key", key,
+                                      "-WWW"], cwd="/", stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        harness._targets.append(self)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(up, timeout=10, msg="openssl s_server on %d" % self.port)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_fair_https_stream():
+    """https:// goes through libcurl: an endless body is read up to max_body (64 MiB here,
+    expect_body never found), within libcurl's own receive loop per wake-up."""
+    t = TlsStream()
+    last = fairness([probe("s-zero", "http", period="200ms", url="https://127.0.0.1:%d/dev/zero" % t.port,
+                           max_body=64 << 20, expect_body="never-there")])
+    if last["s-zero"]["last_outcome"] not in ("failure", "timeout"):
+        raise AssertionError("s-zero: %r" % last["s-zero"])
 
 
 def test_fair_grpc_stream():
