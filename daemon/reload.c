@@ -50,37 +50,27 @@ static void daemon_reload_failed(struct daemon *d, const char *err)
 }
 
 /* Applies a loaded config on the loop: O(n) in the probes, no I/O. */
-static void daemon_reload_apply(struct daemon *d, struct config *nc)
-{
-        struct config *old = d->cfg;
-        struct probe **np;
-        size_t kept = 0, changed = 0, added = 0, removed = 0;
+struct reload_counts {
+        size_t kept, changed, added, removed;
+};
 
-        np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
-        if (!np) {
-                daemon_reload_failed(d, "out of memory");
-                config_free(nc);
-                return;
-        }
-        /* Match by name (a hash of the running probes' names: 10,000 probes must not cost
-         * 10^8 compares on the loop): unchanged probes keep their state and counters
-         * (their config entry, spec included, moves into the new config, since an attempt
-         * in flight points at it); changed ones restart fresh; removed ones are cancelled. */
+/* Moves each unchanged probe into np at its new index (its config entry, spec included,
+ * swaps into the new config, since an attempt in flight points at it) and marks the
+ * running probes whose name remains with another config. Names are matched through a
+ * hash table: 10,000 probes must not cost 10^8 compares on the loop. */
+static int reload_match(struct daemon *d, struct config *nc, struct probe **np, bool *changed_cfg,
+                        struct reload_counts *n)
+{
         struct name_table names;
-        bool *changed_cfg = calloc(d->n_probes ? d->n_probes : 1, sizeof(*changed_cfg)); /* same name, another config */
-        if (name_table_init(&names, d->n_probes, running_probe_name, d) < 0 || !changed_cfg) {
+
+        if (name_table_init(&names, d->n_probes, running_probe_name, d) < 0) {
                 name_table_free(&names);
-                free(changed_cfg);
-                free(np);
-                daemon_reload_failed(d, "out of memory");
-                config_free(nc);
-                return;
+                return -ENOMEM;
         }
         for (size_t j = 0, other; j < d->n_probes; j++)
                 (void) name_table_add(&names, j, &other); /* names are unique */
-        for (size_t i = 0; i < nc->n_probes; i++) {
+        for (size_t i = 0, j; i < nc->n_probes; i++) {
                 struct probe_config *npc = &nc->probes[i];
-                size_t j;
                 if (!name_table_find(&names, npc->name, &j))
                         continue; /* a new probe */
                 if (!probe_config_equal(d->probes[j]->cfg, npc)) {
@@ -93,24 +83,19 @@ static void daemon_reload_apply(struct daemon *d, struct config *nc)
                 *opc = tmp;
                 p->cfg = npc;
                 np[i] = p;
-                kept++;
+                n->kept++;
                 d->probes[j] = NULL; /* moved (names are unique: never looked up again) */
         }
-        for (size_t j = 0; j < d->n_probes; j++) {
-                if (!d->probes[j])
-                        continue;
-                if (changed_cfg[j])
-                        changed++;
-                else
-                        removed++;
-                d->probes[j] = probe_free(d->probes[j]);
-        }
         name_table_free(&names);
-        free(changed_cfg);
-        free(d->probes);
-        d->probes = np;
-        d->n_probes = nc->n_probes;
-        d->cfg = nc;
+        return 0;
+}
+
+/* Creates and begins the probes np does not hold yet (new and changed ones), then
+ * compacts out any that could not be created. */
+static void reload_start_new(struct daemon *d, struct config *nc, struct probe **np, struct reload_counts *n)
+{
+        size_t k = 0;
+
         for (size_t i = 0; i < nc->n_probes; i++) {
                 if (np[i])
                         continue;
@@ -121,16 +106,46 @@ static void daemon_reload_apply(struct daemon *d, struct config *nc)
                                NULL);
                         continue;
                 }
-                probe_begin(np[i], added, nc->n_probes);
-                added++;
+                probe_begin(np[i], n->added, nc->n_probes);
+                n->added++;
         }
-        /* compact out any probe that could not be created */
-        size_t n = 0;
-        for (size_t i = 0; i < d->n_probes; i++)
+        for (size_t i = 0; i < nc->n_probes; i++)
                 if (np[i])
-                        np[n++] = np[i];
-        d->n_probes = n;
-        added -= changed;
+                        np[k++] = np[i];
+        d->n_probes = k;
+        n->added -= n->changed; /* a changed probe restarted is not an added one */
+}
+
+/* Applies a loaded config on the loop: O(n) in the probes, no I/O. Unchanged probes keep
+ * their state and counters; changed ones restart fresh; removed ones are cancelled. */
+static void daemon_reload_apply(struct daemon *d, struct config *nc)
+{
+        struct config *old = d->cfg;
+        struct reload_counts n = { 0 };
+        struct probe **np = calloc(nc->n_probes ? nc->n_probes : 1, sizeof(*np));
+        bool *changed_cfg = calloc(d->n_probes ? d->n_probes : 1, sizeof(*changed_cfg));
+
+        if (!np || !changed_cfg || reload_match(d, nc, np, changed_cfg, &n) < 0) {
+                free(np);
+                free(changed_cfg);
+                daemon_reload_failed(d, "out of memory");
+                config_free(nc);
+                return;
+        }
+        for (size_t j = 0; j < d->n_probes; j++) {
+                if (!d->probes[j])
+                        continue;
+                if (changed_cfg[j])
+                        n.changed++;
+                else
+                        n.removed++;
+                d->probes[j] = probe_free(d->probes[j]);
+        }
+        free(changed_cfg);
+        free(d->probes);
+        d->probes = np;
+        d->cfg = nc;
+        reload_start_new(d, nc, np, &n);
         if (strcmp(old->listen, nc->listen) != 0)
                 log_kv(LOG_LEVEL_WARNING, "The listen address changed; it takes effect on restart, ignoring", "event",
                        "reload", "listen", nc->listen, NULL);
@@ -142,10 +157,10 @@ static void daemon_reload_apply(struct daemon *d, struct config *nc)
         d->reloads_ok++;
         d->dirty_verdict = true;
         char k[24], c[24], a[24], r[24];
-        snprintf(k, sizeof(k), "%zu", kept);
-        snprintf(c, sizeof(c), "%zu", changed);
-        snprintf(a, sizeof(a), "%zu", added);
-        snprintf(r, sizeof(r), "%zu", removed);
+        snprintf(k, sizeof(k), "%zu", n.kept);
+        snprintf(c, sizeof(c), "%zu", n.changed);
+        snprintf(a, sizeof(a), "%zu", n.added);
+        snprintf(r, sizeof(r), "%zu", n.removed);
         log_kv(LOG_LEVEL_INFO, "Config reloaded", "event", "reload", "kept", k, "changed", c, "added", a, "removed", r,
                NULL);
 }
