@@ -126,7 +126,7 @@ struct published {
 
 /* One connection MHD serves (its socket context). */
 struct conn {
-        struct conn *prev, *next; /* srv->conns, least recently active first; guarded by conn_lock */
+        struct conn *prev, *next; /* srv->conns, oldest first; guarded by conn_lock */
         bool linked;              /* in srv->conns (shed ones are not); guarded by conn_lock */
         int fd;                   /* MHD's: only shut down, under conn_lock, never closed here */
         atomic_bool busy;         /* a complete request is being answered: never shed */
@@ -637,32 +637,36 @@ static void server_notify_connection(void *cls, struct MHD_Connection *c, void *
         *socket_context = NULL;
 }
 
-/* A request answered in full (or abandoned): the connection is idle again, and the
- * most recently active. */
+/* A request answered in full (or abandoned): the connection is idle again. It keeps
+ * its place (connection age): no lock on the path of every request. */
 static void server_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-        struct server *srv = cls;
         struct conn *k = conn_of(c);
 
+        (void) cls;
         (void) con_cls;
         (void) toe;
-        if (!k)
-                return;
-        pthread_mutex_lock(&srv->conn_lock);
-        atomic_store(&k->busy, false);
-        if (k->linked) {
-                conn_unlink(srv, k);
-                conn_append(srv, k);
-        }
-        pthread_mutex_unlock(&srv->conn_lock);
+        if (k)
+                atomic_store_explicit(&k->busy, false, memory_order_relaxed);
+}
+
+/* The loop is current again: ends a watchdog episode (written only then, so that
+ * requests do not bounce the cache line). */
+static void server_loop_alive(struct server *srv)
+{
+        if (atomic_load_explicit(&srv->stuck, memory_order_relaxed) && atomic_exchange(&srv->stuck, false))
+                log_kv(LOG_LEVEL_INFO, "Event loop running again", "event", "watchdog_over", NULL);
 }
 
 /* Waits until the loop is current for instant t, at most max_ns; true if it is. One
  * atomic read when it already is; slices so that stopping is not held up. */
 static bool server_wait_current(struct server *srv, uint64_t t, uint64_t max_ns)
 {
-        uint64_t end = now_ns() + max_ns;
+        uint64_t end;
 
+        if (heartbeat_behind(srv->hb, t) == 0)
+                return true;
+        end = now_ns() + max_ns;
         for (;;) {
                 uint64_t now, slice;
                 if (heartbeat_behind(srv->hb, t) == 0)
@@ -686,8 +690,7 @@ static bool server_loop_stuck(struct server *srv, uint64_t *ret_behind)
         uint64_t wd = atomic_load(&h->watchdog_ns), t = now_ns(), behind = heartbeat_behind(h, t), done;
 
         if (wd == 0 || behind < wd) {
-                if (atomic_exchange(&srv->stuck, false))
-                        log_kv(LOG_LEVEL_INFO, "Event loop running again", "event", "watchdog_over", NULL);
+                server_loop_alive(srv);
                 return false;
         }
         done = atomic_load(&h->done_ns);
@@ -774,9 +777,10 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
         if (srv->hb && !atomic_load(&srv->stopping)) {
                 uint64_t behind = 0;
                 arrival = k ? k->arrival_ns : now_ns();
-                /* answers after a freeze reflect the present (one atomic read otherwise) */
-                (void) server_wait_current(srv, arrival, atomic_load(&srv->hb->fresh_wait_ns));
-                if (route <= ROUTE_READYZ && server_loop_stuck(srv, &behind)) {
+                /* answers after a freeze reflect the present (two atomic reads otherwise) */
+                if (server_wait_current(srv, arrival, atomic_load(&srv->hb->fresh_wait_ns)))
+                        server_loop_alive(srv); /* current: not stuck */
+                else if (route <= ROUTE_READYZ && server_loop_stuck(srv, &behind)) {
                         char *body = strdup_printf("probed: event loop stuck for %" PRIu64 "s\n",
                                                    (uint64_t) (behind / NSEC_PER_SEC));
                         return queue_owned(c, MHD_HTTP_SERVICE_UNAVAILABLE, body, CT_TEXT);
