@@ -220,8 +220,16 @@ def test_ws_no_pong():
 
 @with_peers
 def test_ws_pong_after_other_frames():
+    # 70,010 bytes of frames before the pong: past the default max_skip (65536)
     p = peer("rawws", "chatty")
-    run_one(ws("w", "ws://127.0.0.1:%d/" % p.port), wait_healthy)
+    run_one(ws("w", "ws://127.0.0.1:%d/" % p.port, max_skip=131072), wait_healthy)
+
+
+@with_peers
+def test_ws_pong_after_more_than_max_skip():
+    p = peer("rawws", "chatty")
+    run_one(ws("w", "ws://127.0.0.1:%d/" % p.port),
+            lambda d, n: wait_error(d, n, "70010 bytes of data before the pong (max_skip 65536)"))
 
 
 @with_peers
