@@ -14,6 +14,7 @@ Limits (include/bounds.h): SERVER_CONNECTION_LIMIT 1024, SERVER_CONNECTION_HARD_
 
 import multiprocessing
 import os
+import re
 import selectors
 import signal
 import socket
@@ -407,6 +408,32 @@ def test_shutdown_is_not_held_by_the_server():
     rc, secs = exit_time(d)
     eq(rc, 0, "exit status after a second signal")
     info("second signal to exit: %.0f ms", secs * 1000)
+
+
+def test_shared_documents_keep_per_request_values_current():
+    """/status and /metrics bodies are shared while the snapshot does not change, yet
+    uptime_seconds and the process figures are each request's own; both documents stay
+    what they were (valid JSON, `promtool check metrics`), with the loop's heartbeat age
+    and busy counter in /metrics."""
+    d = quiet_daemon(probes=[{"name": "app", "type": "tcp", "address": "127.0.0.1:%d" % free_port(),
+                              "period": "60s", "timeout": "1s", "scopes": ["readiness"]}])
+    wait_until(lambda: harness.status(d)["probes"][0]["attempts"] >= 1, msg="first attempt")
+    first = harness.status(d)
+    later = wait_until(lambda: (lambda s: s if s["uptime_seconds"] > first["uptime_seconds"] else None)(
+        harness.status(d)), timeout=5 * S, interval=0.1, msg="uptime_seconds moving on")
+    eq(later["probes"], first["probes"], "the shared part (same snapshot)")
+    eq([k for k in later], ["version", "status", "started", "live", "ready", "draining", "uptime_seconds",
+                            "stalls", "reloads", "probes"], "/status keys in order")
+    r1 = curl(d.url("/metrics"))
+    cpu = lambda t: float(re.search(r"^process_cpu_seconds_total (\S+)$", t, re.M).group(1))  # noqa: E731
+    harness.promtool_check(r1[1])
+    for name in ("probed_loop_heartbeat_age_seconds 0", "probed_loop_busy_total 0"):
+        assert re.search(r"^%s$" % name, r1[1], re.M), "%s in /metrics" % name
+    r2 = wait_until(lambda: (lambda r: r if cpu(r[1]) > cpu(r1[1]) else None)(curl(d.url("/metrics"))),
+                    timeout=10 * S, interval=0.05, msg="process_cpu_seconds_total moving on")
+    eq(r2[1].split("# HELP probed_loop_heartbeat_age_seconds")[0],
+       r1[1].split("# HELP probed_loop_heartbeat_age_seconds")[0], "the shared part of /metrics")
+    eq(curl(d.url("/metrics"), "-I")[0], 200, "HEAD /metrics")
 
 
 if __name__ == "__main__":
