@@ -172,6 +172,14 @@ struct server {
         struct job *jobs_head, *jobs_tail; /* guarded by job_lock */
         bool jobs_stop;                    /* guarded by job_lock */
 
+        /* threads using hb right now, one counter per thread (its own cache line): a
+         * server_free that gave up on MHD's threads waits for them to leave the loop's
+         * memory before the loop is freed */
+        struct {
+                _Alignas(64) atomic_uint n;
+        } hb_users[SERVER_THREADS + 2];
+        atomic_uint hb_users_next;
+
         atomic_bool stuck;             /* in a watchdog episode (logged once) */
         _Atomic uint64_t stuck_done;   /* the heartbeat's done_ns when the episode began */
 };
@@ -469,6 +477,43 @@ static enum MHD_Result queue_owned(struct MHD_Connection *c, unsigned status, ch
         return ret;
 }
 
+/* The calling thread's counter of hb users (MHD's threads and the render thread have
+ * one each; any more share the last). */
+static atomic_uint *server_hb_counter(struct server *srv)
+{
+        static _Thread_local struct server *owner;
+        static _Thread_local atomic_uint *counter;
+
+        if (owner != srv) {
+                unsigned i = atomic_fetch_add(&srv->hb_users_next, 1);
+                counter = &srv->hb_users[i < ELEMENTSOF(srv->hb_users) ? i : ELEMENTSOF(srv->hb_users) - 1].n;
+                owner = srv;
+        }
+        return counter;
+}
+
+/* The heartbeat, unless there is none or the server is stopping; pair with
+ * server_hb_leave. */
+static struct heartbeat *server_hb_enter(struct server *srv)
+{
+        atomic_uint *n;
+
+        if (!srv->hb)
+                return NULL;
+        n = server_hb_counter(srv);
+        atomic_fetch_add(n, 1); /* before reading stopping: server_free sees one or the other */
+        if (atomic_load(&srv->stopping)) {
+                atomic_fetch_sub(n, 1);
+                return NULL;
+        }
+        return srv->hb;
+}
+
+static void server_hb_leave(struct server *srv)
+{
+        atomic_fetch_sub(server_hb_counter(srv), 1);
+}
+
 /* Queues d (taken over) with this request's own part: the /status head from d's
  * snapshot, the /metrics tail with the process figures and the heartbeat's age. */
 static enum MHD_Result queue_doc(struct server *srv, struct MHD_Connection *c, struct doc *d)
@@ -485,7 +530,10 @@ static enum MHD_Result queue_doc(struct server *srv, struct MHD_Connection *c, s
                 r->part_len = render_status_head(d->snap, now_ns(), r->part, sizeof(r->part));
                 return queue_reply(c, r, CT_JSON);
         }
-        uint64_t rss, behind = srv->hb ? heartbeat_behind(srv->hb, now_ns()) : 0;
+        struct heartbeat *h = server_hb_enter(srv);
+        uint64_t rss, behind = h ? heartbeat_behind(h, now_ns()) : 0;
+        if (h)
+                server_hb_leave(srv);
         double cpu;
         process_figures(&rss, &cpu);
         r->part_first = false;
@@ -774,13 +822,17 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
                 return MHD_queue_response(c, MHD_HTTP_NOT_FOUND, srv->not_found);
         if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
                 return MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, srv->not_allowed);
-        if (srv->hb && !atomic_load(&srv->stopping)) {
+        if (server_hb_enter(srv)) {
                 uint64_t behind = 0;
+                bool stuck = false;
                 arrival = k ? k->arrival_ns : now_ns();
                 /* answers after a freeze reflect the present (two atomic reads otherwise) */
                 if (server_wait_current(srv, arrival, atomic_load(&srv->hb->fresh_wait_ns)))
                         server_loop_alive(srv); /* current: not stuck */
-                else if (route <= ROUTE_READYZ && server_loop_stuck(srv, &behind)) {
+                else if (route <= ROUTE_READYZ)
+                        stuck = server_loop_stuck(srv, &behind);
+                server_hb_leave(srv);
+                if (stuck) {
                         char *body = strdup_printf("probed: event loop stuck for %" PRIu64 "s\n",
                                                    (uint64_t) (behind / NSEC_PER_SEC));
                         return queue_owned(c, MHD_HTTP_SERVICE_UNAVAILABLE, body, CT_TEXT);
@@ -1112,8 +1164,16 @@ struct server *server_free(struct server *srv)
         if (!srv)
                 return NULL;
         atomic_store(&srv->stopping, true);
-        if (!server_stop(srv))
-                return NULL; /* on purpose: their threads may still use all of it */
+        if (!server_stop(srv)) {
+                /* On purpose: their threads may still use all of it. But not the loop's
+                 * heartbeat, which goes with the loop: wait (briefly) until no thread is
+                 * inside it; none enters any more. */
+                uint64_t end = now_ns() + SERVER_HB_LEAVE_WAIT_MS * NSEC_PER_MSEC;
+                for (size_t i = 0; i < ELEMENTSOF(srv->hb_users); i++)
+                        while (atomic_load(&srv->hb_users[i].n) && now_ns() < end)
+                                (void) poll(NULL, 0, 1);
+                return NULL;
+        }
         if (srv->listen_fd >= 0)
                 (void) close(srv->listen_fd);
         if (srv->stop_fd >= 0)

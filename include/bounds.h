@@ -45,6 +45,7 @@
 #define SERVER_DOC_BUDGET (24u << 20)
 #define SERVER_REPLY_BLOCK 8192        /* per-request buffer MHD fills from a shared body */
 #define SERVER_STOP_WAIT_MS 50         /* shutdown waits this long for MHD's threads, then exits without them */
+#define SERVER_HB_LEAVE_WAIT_MS 40     /* ... then this long for them to leave the loop's heartbeat (one wait slice) */
 #define SERVER_WATCHDOG_GRACE_MS 1000  /* a loop behind by the watchdog gets this long to catch up before 503 */
 #define SERVER_WAIT_SLICE_MS 20        /* a request waiting for the loop re-checks for shutdown this often */
 #define SERVER_LOG_BURST 5         /* status server log lines per second, more are counted */

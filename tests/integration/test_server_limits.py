@@ -43,7 +43,8 @@ def instrumented():
     if harness.WRAPPER:
         return True
     with open(harness.PROBED, "rb") as f:
-        return b"__asan_init" in f.read()
+        text = f.read()
+    return b"__asan_init" in text or b"__tsan_init" in text
 
 
 def livez_once(port, target=b"/livez", host=b"127.0.0.1"):
