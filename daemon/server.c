@@ -11,7 +11,10 @@
  *
  * /status and /metrics (megabytes with 10,000 probes) are rendered once per published
  * snapshot, on the first request, into a refcounted `struct doc` that every request
- * sending it shares: a request's response is a callback that streams a small
+ * sending it shares. Rendering takes tens of ms, so it happens on a render thread of
+ * ours while the request is suspended (MHD_suspend_connection; the render thread
+ * resumes it): MHD's threads never wait for a render, nor do the /livez requests they
+ * serve. A request's response is a callback that streams a small
  * per-request part (the /status head with uptime, the /metrics tail with the process
  * figures and the heartbeat's age) joined to the shared body. What bodies are alive,
  * mostly held by slow readers, is counted in bytes: past SERVER_DOC_BUDGET a request
@@ -35,12 +38,14 @@
  * The loop's heartbeat (include/heartbeat.h): the verdict endpoints, /status and
  * /metrics first wait (at most fresh_wait) until the loop has caught up with the
  * request's arrival, so answers after a freeze reflect the present; when nothing froze
- * that costs one atomic read. A loop behind by the watchdog that makes no progress in
+ * that costs two atomic reads. A loop behind by the watchdog that makes no progress in
  * SERVER_WATCHDOG_GRACE_MS is stuck: the verdicts answer 503 (docs/design.md,
  * "Freshness and the watchdog").
  *
  * Stopping never waits on MHD's threads for more than SERVER_STOP_WAIT_MS: a helper
- * thread stops them, and if it does not finish in time we leave without it.
+ * thread stops them, and if it does not finish in time we leave without it, leaking on
+ * purpose what they may still use, except the loop's heartbeat (it goes with the loop):
+ * threads count themselves in and out of it, and none enters once stopping is set.
  *
  * Limits are set explicitly (MHD's defaults are 1020 connections and no timeout):
  * connection limits, idle timeout and a per-connection memory pool that bounds the
