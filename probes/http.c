@@ -25,7 +25,10 @@
  * LOOP_READ_BUDGET bytes (head or body), then returns to the loop with the socket still
  * registered (level-triggered: the next iteration comes back to it); max_body and
  * HTTP_MAX_HEADER_BYTES bound the attempt as a whole. libcurl (https://) stops at
- * max_body the same way; what it reads per wake-up is bounded by its own receive loop. */
+ * max_body the same way; left alone it reads some 800 KiB per wake-up of a streaming TLS
+ * peer (libcurl 7.88), so its write callback takes LOOP_READ_BUDGET bytes, then answers
+ * CURL_WRITEFUNC_PAUSE (libcurl keeps that chunk) and a zero-delay timer unpauses the
+ * transfer on the next wake-up. With max_body at most the budget it never pauses. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -87,6 +90,8 @@ struct http_attempt {
         struct curl_slist *headers; /* built for this hop (an http:// spec's), or NULL */
         int socket_errno;           /* set when socket() fails */
         size_t header_bytes;
+        size_t curl_budget;  /* body bytes this wake-up may still take (LOOP_READ_BUDGET) */
+        struct timer resume; /* armed when it ran out: unpauses the transfer */
         /* an http hop */
         int fd;
         uint32_t events; /* registered on the loop (0: not yet) */
@@ -429,6 +434,7 @@ static void client_close(struct http_attempt *h)
 /* Releases the current hop: its connection (either kind), parser and request. */
 static void hop_release(struct http_attempt *h)
 {
+        loop_timer_disarm(h->a->loop, &h->resume);
         probe_curl_release(h->a->loop, &h->easy);
         curl_slist_free_all(h->headers);
         h->headers = NULL;
@@ -598,7 +604,15 @@ static size_t curl_on_header(char *buf, size_t size, size_t n, void *data)
 
 static size_t curl_on_body(char *buf, size_t size, size_t n, void *data)
 {
-        return body_take(buf, size * n, data) ? size * n : 0;
+        struct http_attempt *h = data;
+        size_t len = size * n;
+
+        if (len > h->curl_budget && h->curl_budget < LOOP_READ_BUDGET) {
+                loop_timer_arm(h->a->loop, &h->resume, now_ns());
+                return CURL_WRITEFUNC_PAUSE; /* libcurl keeps buf and gives it again */
+        }
+        h->curl_budget -= len < h->curl_budget ? len : h->curl_budget;
+        return body_take(buf, len, data) ? len : 0;
 }
 
 static void curl_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
@@ -629,12 +643,30 @@ static void curl_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
         judge(h, code, location);
 }
 
+/* The next wake-up after a pause: a new budget, and the transfer goes on. Unpausing hands
+ * libcurl's held chunk to curl_on_body at once; when that ends the transfer (max_body
+ * reached, or an error), libcurl reports it here rather than as a completion. */
+static void curl_on_resume(struct loop *l, void *data)
+{
+        struct attempt *a = data;
+        struct http_attempt *h = a->data;
+        CURLcode rc;
+
+        if (a->state != ATTEMPT_RUNNING || !h || !h->easy)
+                return;
+        h->curl_budget = LOOP_READ_BUDGET;
+        rc = curl_easy_pause(h->easy, CURLPAUSE_CONT);
+        if (rc != CURLE_OK)
+                curl_on_done(l, h->easy, rc, a);
+}
+
 static int curl_start(struct http_attempt *h)
 {
         struct curl_slist *headers = h->spec->curl_headers;
         int r;
 
         h->header_bytes = 0;
+        h->curl_budget = LOOP_READ_BUDGET;
         if (h->spec->native) { /* an http:// spec redirected to https: a rare hop */
                 headers = h->headers = curl_headers(h->spec, &r);
                 if (r < 0)
@@ -732,6 +764,7 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         h->timeout_ms = timeout_ms;
         h->fd = -1;
         h->lc = (struct loop_curl){ .fn = curl_on_done, .data = a };
+        timer_init(&h->resume, curl_on_resume, a);
         a->data = h;
         r = hop_start(h, NULL);
         if (r < 0 && a->data)

@@ -544,6 +544,27 @@ def test_fair_https_stream():
         raise AssertionError("s-zero: %r" % last["s-zero"])
 
 
+def test_https_body_across_pauses():
+    """An https body larger than LOOP_READ_BUDGET is taken in pieces (libcurl paused and
+    resumed between wake-ups): expect_body at its very end is found, and a max_body cap
+    reached right after a pause still decides the attempt without waiting for a timeout."""
+    body = "x" * (300 * 1024) + "THE-END\n"
+    s = harness.start_https(body=body)
+    probes = [probe("whole", "http", period="200ms", url=s.url("/"), max_body=512 * 1024,
+                    expect_body="THE-END"),
+              probe("capped", "http", period="200ms", url=s.url("/"), max_body=100 * 1024,
+                    expect_body="THE-END"),
+              probe("capped-ok", "http", period="200ms", url=s.url("/"), max_body=100 * 1024)]
+    d, w = run_group(probes, allowed=("success", "failure"))
+    eq(w.last["whole"]["last_outcome"], "success", "expect_body at the end of 300 KiB")
+    eq(w.last["capped"]["last_error"], "status 200, body does not contain expect_body",
+       "only max_body read")
+    eq(w.last["capped-ok"]["last_outcome"], "success", "a body past max_body is not an error")
+    for n in ("whole", "capped", "capped-ok"):
+        if w.last[n]["timeouts"] or max(r[1] for r in w.attempts[n]) >= TIMEOUT_MS:
+            raise AssertionError("%s waited for its timeout: %r" % (n, w.attempts[n]))
+
+
 def test_fair_grpc_stream():
     """A gRPC server streaming DATA as fast as flow control allows: the reply is read up
     to GRPC_MAX_REPLY_BYTES, then the attempt fails."""
