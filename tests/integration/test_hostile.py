@@ -478,7 +478,11 @@ def test_fair_websocket_stream():
        "the fourth frame of 16 KiB + 4 goes past 65536")
     eq(last["w-pong-tight"]["last_error"], "16388 bytes of data before the pong (max_skip 1000)",
        "the first 16 KiB frame goes past 1000")
-    eq(last["w-greedy"]["last_outcome"], "timeout", "w-greedy reads until the timeout")
+    # reads until the timeout, or (a fast machine) through its 1 GiB first
+    g = last["w-greedy"]
+    if not (g["last_outcome"] == "timeout" or (g["last_outcome"] == "failure" and SKIPPED_RE.match(
+            g["last_error"] or "") and g["last_error"].endswith("(max_skip 1073741824)"))):
+        raise AssertionError("w-greedy: %r %r" % (g["last_outcome"], g["last_error"]))
     eq(last["w-pong"]["last_outcome"], "success", "48 KiB of data, then the pong")
     if last["w-pong"]["failures"] or last["w-pong"]["timeouts"]:
         raise AssertionError("w-pong: %r" % last["w-pong"])
