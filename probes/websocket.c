@@ -82,9 +82,9 @@ struct ws_attempt {
         size_t nonce_len;
         uint8_t *out; /* bytes still to send (malloc'd) */
         size_t out_len, out_off;
-        uint64_t skip;    /* data frame payload bytes still to discard */
-        uint64_t skipped; /* frame bytes before the pong so far (max_skip) */
-        size_t budget;    /* bytes this wake-up may still read (LOOP_READ_BUDGET) */
+        uint64_t skip;       /* data frame payload bytes still to discard */
+        uint64_t skipped;    /* frame bytes before the pong so far (max_skip) */
+        size_t budget;       /* bytes this wake-up may still read (LOOP_READ_BUDGET) */
         struct timer resume; /* armed when the budget ran out: the next wake-up goes on */
         size_t in_len;
         uint8_t in[HTTP_MAX_HEADER_BYTES];
@@ -414,8 +414,7 @@ static int ws_count_skipped(struct ws_attempt *w, const struct wsframe *f)
 
         if (n > w->spec->max_skip - w->skipped) {
                 attempt_end(w->a, OUTCOME_FAILURE, "%llu bytes of data before the pong (max_skip %llu)",
-                            (unsigned long long) (w->skipped + n),
-                            (unsigned long long) w->spec->max_skip);
+                            (unsigned long long) (w->skipped + n), (unsigned long long) w->spec->max_skip);
                 return -1;
         }
         w->skipped += n;

@@ -322,8 +322,7 @@ START_TEST(test_max_skip_default)
         ck_assert_int_eq(ws_parse_json("{\"url\": \"ws://127.0.0.1:1/\", \"max_skip\": 0}", &obj, &err), 0);
         ck_assert_int_eq(cJSON_GetObjectItem(obj, "max_skip")->valuedouble, 0);
         cJSON_Delete(obj);
-        ck_assert_int_eq(ws_parse_json("{\"url\": \"ws://127.0.0.1:1/\", \"max_skip\": 1073741824}", &obj, &err),
-                         0);
+        ck_assert_int_eq(ws_parse_json("{\"url\": \"ws://127.0.0.1:1/\", \"max_skip\": 1073741824}", &obj, &err), 0);
         cJSON_Delete(obj);
         ck_assert_ptr_null(err);
 }
