@@ -24,6 +24,10 @@ performed inside its measurement window. Sections:
   http probe (p50, p99, max of the gaps between its requests in nginx's log, less
   100 ms) alone and beside hostile peers (tests/tools/hostile, hostile_grpc.py, yes)
   streaming as fast as probed reads, and the CPU probed spends per second meanwhile.
+- throttled (issue 9; tests/bench/throttled.py): probed running only in short windows,
+  as under request-based CPU allocation: from an app's hang and from its crash to
+  /livez 503, in wall and awake seconds, beside instance-based CPU; false failures of a
+  slow but healthy app over 30 windows (must be 0).
 - abuse (issue 17; not in the default BENCH_SECTIONS; tests/bench/abuse.py): /livez
   p50/p99/max on new connections while N idle connections are held (N below, at and
   past the status server's limit; nginx beside it) and while 200 slow readers hold
@@ -56,7 +60,7 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "30"))
 FLEET_N = [int(x) for x in os.environ.get("BENCH_N", "10 1000").replace(",", " ").split()]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
-SECTIONS = os.environ.get("BENCH_SECTIONS", "fleet status lifecycle memory").replace(",", " ").split()
+SECTIONS = os.environ.get("BENCH_SECTIONS", "fleet status lifecycle memory throttled").replace(",", " ").split()
 PEERS = os.environ.get("BENCH_PEERS", "probed haproxy blackbox curl").replace(",", " ").split()
 MEM_N = [int(x) for x in os.environ.get("BENCH_MEM_N", "10 10000").replace(",", " ").split()]
 PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "20000"))
@@ -1078,6 +1082,16 @@ def section_abuse(targets, res):
     abuse_module().section_abuse(targets, res)
 
 
+# ---------------------------------------------------------------- throttled
+
+
+def section_throttled(targets, res):
+    sys.path.insert(0, HERE)
+    import throttled
+    log("throttled: windows of %.1f s every %.1f s of freeze" % (throttled.WINDOW_S, throttled.GAP_S))
+    res["throttled"] = throttled.run(PROBED)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -1200,6 +1214,13 @@ def report(res):
         L.append("")
     if "abuse" in res:
         L += abuse_module().report_abuse(res)
+    if "throttled" in res:
+        sys.path.insert(0, HERE)
+        import throttled
+        L.append("## Throttled: probed running only in short windows (request-based CPU)")
+        L.append("")
+        L += throttled.report(res["throttled"])
+        L.append("")
     if "fairness" in res:
         L.append("## Fairness: a 100 ms http probe beside peers streaming as fast as probed reads")
         L.append("")
@@ -1252,6 +1273,16 @@ def verdicts(res):
                        % ("PASS" if ok else "FAIL", n, pr["cpu_us_per_probe"], 100 * pr["kept"],
                           ratios or "none",
                           "" if not worse else " (cheaper or equal: %s)" % ", ".join(worse)))
+    if "throttled" in res:
+        t = res["throttled"]
+        hang = t["request_hang"]
+        bound = 1.0 * 3 + 2 * 1.0 + 2 * t["window_s"]  # timeout x failure_threshold + periods, window granularity
+        ok = hang["awake_s"] is not None and hang["wall_s"] is not None and hang["awake_s"] <= bound
+        out.append("%s throttled hang reported after %s s awake (%s s wall), bound ~%.1f s awake"
+                   % ("PASS" if ok else "FAIL", fmt(hang["awake_s"]), fmt(hang["wall_s"]), bound))
+        ff = t["slow"]["false_failures"]
+        out.append("%s throttled slow app: %d false failures over %d windows"
+                   % ("PASS" if ff == 0 else "FAIL", ff, t["slow"]["windows"]))
     if "status" in res:
         runs = res["status"]["runs"]
         for bg in ("none", "probed probing 1000 targets"):
@@ -1353,7 +1384,8 @@ def main():
         targets = Targets(base, TARGET_PORTS)
         for name, fn in (("fleet", section_fleet), ("status", section_status),
                          ("lifecycle", section_lifecycle), ("memory", section_memory),
-                         ("fairness", section_fairness), ("abuse", section_abuse)):
+                         ("fairness", section_fairness), ("abuse", section_abuse),
+                         ("throttled", section_throttled)):
             if name in SECTIONS:
                 fn(targets, res)
         for r in res.get("fleet", []):
