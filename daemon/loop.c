@@ -270,7 +270,7 @@ static void curl_on_timer(struct loop *l, void *data)
         curl_action(l, CURL_SOCKET_TIMEOUT, 0);
 }
 
-/* libcurl callback: only bookkeeping here, never a libcurl call (STYLE 19). */
+/* libcurl callback: only bookkeeping here, never a libcurl call (docs/design.md, "Architecture"). */
 static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *clientp, void *socketp)
 {
         struct loop *l = clientp;

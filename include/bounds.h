@@ -1,4 +1,4 @@
-/* Every limit probed enforces, in one place (STYLE 21). */
+/* Every limit probed enforces, in one place (docs/design.md, "Bounds"). */
 #pragma once
 
 #define PROBED_VERSION "0.1.0"

@@ -1,4 +1,4 @@
-/* The probe lifecycle (SPEC 4): scheduling, attempts, thresholds, aggregates, and the
+/* The probe lifecycle (README, "Lifecycle"): scheduling, attempts, thresholds, aggregates, and the
  * events that cancel attempts (shutdown, reload, stall). Runs on the loop thread only;
  * what other threads see is the snapshot it publishes. */
 #pragma once

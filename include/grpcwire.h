@@ -1,6 +1,6 @@
 /* grpc.health.v1 on the wire, pure and unit-testable: the length-prefixed
  * HealthCheckRequest, the HealthCheckResponse decoder (proto3, unknown fields
- * skipped), and the grpc-status / grpc-message trailer values (PLATFORM 5.1).
+ * skipped), and the grpc-status / grpc-message trailer values (the gRPC health protocol: grpc.health.v1).
  * Used by probes/grpc.c; tested by tests/unit/check_grpcwire.c. */
 #pragma once
 #include <stddef.h>

@@ -1,6 +1,6 @@
-/* JSON-lines logging on stderr, as Cloud Logging reads it (SPEC 6).
+/* JSON-lines logging on stderr, as Cloud Logging reads it (README, "Logs").
  * log_kv(level, message, "key", "value", ..., NULL): user-controlled strings go in
- * fields, never in the message (STYLE 31). Thread-safe: one write(2) per line. */
+ * fields, never in the message. Thread-safe: one write(2) per line. */
 #pragma once
 #include <errno.h>
 #include <stdbool.h>

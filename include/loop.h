@@ -1,5 +1,5 @@
 /* The one event loop: epoll + one timerfd (CLOCK_MONOTONIC) armed to the earliest
- * timer of a heap + signalfd + libcurl's multi socket interface. Opaque (STYLE 5).
+ * timer of a heap + signalfd + libcurl's multi socket interface. Opaque.
  *
  * Safety rules the loop guarantees to callers:
  * - An fd removed with loop_io_del (or whose number was reused) while events for it
@@ -7,7 +7,7 @@
  *   carries a generation in the epoll data and stale events are dropped.
  * - curl completions are delivered by loop_curl_fn *outside* every libcurl callback,
  *   after curl_multi_socket_action returned, so the callee may remove and clean up
- *   its easy handle (STYLE 19).
+ *   its easy handle (docs/design.md, "Architecture").
  * - Timers are embedded in their owner; the owner disarms before freeing. */
 #pragma once
 #include <curl/curl.h>

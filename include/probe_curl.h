@@ -1,5 +1,5 @@
 /* What every libcurl-based probe kind sets the same way (http, grpc, websocket):
- * one place for the kubelet-like transport rules of SPEC 3. */
+ * one place for the kubelet-like transport rules (README, "Probe kinds"). */
 #pragma once
 #include <curl/curl.h>
 #include <stdbool.h>

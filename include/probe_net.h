@@ -9,7 +9,7 @@
 struct loop;
 
 /* A non-blocking, close-on-exec TCP socket to a, with SO_LINGER 0 (an abortive close:
- * probed never holds TIME_WAIT, SPEC 3), and connect() started. Returns the fd
+ * probed never holds TIME_WAIT, README "Probe kinds"), and connect() started. Returns the fd
  * (connected or still connecting: the first EPOLLOUT tells), or -errno when socket()
  * or connect() failed at once (nothing is left open). */
 int probe_connect(const union sockaddr_any *a, socklen_t len);

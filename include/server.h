@@ -1,4 +1,4 @@
-/* The status server (SPEC 5): libmicrohttpd on its own epoll thread pool, answering
+/* The status server (README, "HTTP endpoints"): libmicrohttpd on its own epoll thread pool, answering
  * only from the latest published snapshot, never waiting on a probe. */
 #pragma once
 #include <stdint.h>

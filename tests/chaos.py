@@ -13,7 +13,7 @@ is printed in the summary, so a failing run can be replayed).
 
 It asserts:
   - the daemon never dies before the final SIGTERM, and then exits 0 (within 5 s);
-  - every /status answer is HTTP 200 and parses as the SPEC 5 JSON, with per-probe
+  - every /status answer is HTTP 200 and parses as the README's /status JSON, with per-probe
     counters that add up (attempts = successes + failures + timeouts + cancellations +
     errors); a connection error while the daemon is stopped is expected and only counted;
   - the "steady" probes (never changed by any reload, against a target that never
@@ -227,7 +227,7 @@ def is_asan(path):
 
 
 def check_status(st):
-    """Raises AssertionError unless st is a well-formed SPEC 5 /status object."""
+    """Raises AssertionError unless st is a well-formed /status (README "HTTP endpoints") object."""
     for k in ("version", "status", "started", "live", "ready", "draining", "uptime_seconds",
               "stalls", "reloads", "probes"):
         if k not in st:

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""probed benchmark suite (`make bench`, SPEC section 8). Not part of `make test`.
+"""probed benchmark suite (`make bench`, README "Benchmarks"). Not part of `make test`.
 
 Design. One run measures probed and its peers side by side on this machine, each peer
 alone in its window (peers run alternately, never together), against one local nginx
@@ -1176,7 +1176,7 @@ def report(res):
         lc = res["lifecycle"]
         L.append("## Lifecycle")
         L.append("")
-        L.append("| measure | median ms | min | max | runs | SPEC |")
+        L.append("| measure | median ms | min | max | runs | target |")
         L.append("|---|---:|---:|---:|---:|---|")
         rows = (("exec to first /livez 200 (10 http probes)", "exec_to_livez_ms", "≤ 20 ms"),
                 ("the same from the harness's Popen call (adds Python's fork)",
@@ -1196,14 +1196,14 @@ def report(res):
     if "memory" in res:
         L.append("## Memory: probed idle, probes at a 10 s period against nginx")
         L.append("")
-        L.append("Sampled each second for 11 s starting 2 s after /livez answers. SPEC 8 says "
+        L.append("Sampled each second for 11 s starting 2 s after /livez answers. The target is "
                  "\"private (anonymous) RSS\": the check uses Anonymous (smaps_rollup), the memory "
                  "probed itself allocated. Private (Private_Clean + Private_Dirty) is shown beside "
                  "it but depends on what else runs: a library page counts as private only while no "
                  "other process maps it.")
         L.append("")
         L.append("| probes | private RSS MiB (peak) | anonymous MiB (peak) | total RSS MiB (peak) "
-                 "| private MiB (last) | probes that ran | SPEC anonymous |")
+                 "| private MiB (last) | probes that ran | target (anonymous) |")
         L.append("|---|---:|---:|---:|---:|---:|---|")
         for r in res["memory"]:
             L.append("| %d %s | %s | %s | %s | %s | %s | %s |"
@@ -1240,7 +1240,7 @@ def report(res):
         L.append("Pinned (BENCH_FAIR_PIN=1): probed alone on CPU 0; peers, exec commands and "
                  "nginx on the others.")
         L.append("")
-    L.append("## SPEC section 8 checks")
+    L.append("## Checks of the targets (README, \"Benchmarks\")")
     L.append("")
     for line in verdicts(res):
         L.append("- " + line)

@@ -411,7 +411,7 @@ class Daemon:
             for line in text.splitlines():
                 if not line.strip():
                     continue
-                # exit 2 (usage/config error) is one plain-text line by SPEC 2
+                # exit 2 (usage/config error) is one plain-text line (README "Command line")
                 if self.proc.returncode == 2 and line.startswith("probed: "):
                     continue
                 try:

@@ -27,7 +27,7 @@ runs), so that a test can act at a known point of an attempt without sleeping.
 
 Debian 12 has no grpcio-health-checking package (no grpc_health module), so the Health
 service is registered with grpc's generic handlers, and its two messages are raw bytes
-(PLATFORM.md 5.1): the HTTP/2 framing, headers and trailers all come from grpcio.
+(the grpc.health.v1 protocol): the HTTP/2 framing, headers and trailers all come from grpcio.
 """
 
 import base64

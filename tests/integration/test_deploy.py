@@ -35,7 +35,7 @@ KNATIVE = os.path.join(ROOT, "deploy", "knative", "service.yaml")
 EXAMPLES = os.path.join(ROOT, "deploy", "examples")
 MANPAGE = os.path.join(ROOT, "docs", "probed.8")
 
-# SPEC 5: the verdict endpoints and their aliases.
+# README "HTTP endpoints": the verdict endpoints and their aliases.
 STARTUP_PATHS = {"/startup", "/health/startup"}
 LIVE_PATHS = {"/livez", "/health", "/healthz"}
 READY_PATHS = {"/readyz", "/health/ready"}
@@ -474,7 +474,7 @@ def probed_container(cs):
 
 def listen_of(probed, config_text=None):
     """(host, port) probed listens on: -l/--listen args, then PROBED_LISTEN, then the
-    config's listen, then the default (SPEC 2)."""
+    config's listen, then the default (README "Command line")."""
     args = [str(a) for a in probed.get("args", [])] + [str(a) for a in probed.get("command", [])]
     val = None
     for i, a in enumerate(args):
@@ -587,7 +587,7 @@ def test_cloudrun_wiring():
     assert "livenessProbe" not in probed, \
         "probed has a livenessProbe: /livez judges the app, restarting probed cures nothing"
 
-    # Cloud Run limits (PLATFORM.md 3.2): startup budget <= 240 s; timeout <= period.
+    # Cloud Run limits (Cloud Run's documented limits): startup budget <= 240 s; timeout <= period.
     for c in cs.values():
         for key in ("startupProbe", "livenessProbe", "readinessProbe"):
             p = c.get(key)

@@ -196,7 +196,7 @@ def test_http_hostile():
               probe("trickle", "http", url="http://127.0.0.1:%d/" % peers["trickle"].port),
               probe("reset", "http", url="http://127.0.0.1:%d/" % peers["reset"].port),
               probe("silent", "http", url="http://127.0.0.1:%d/" % peers["silent"].port),
-              # an endless body is only read up to max_body (SPEC 3): the verdict then
+              # an endless body is only read up to max_body (README "Probe kinds"): the verdict then
               # rests on expect_body, which never comes
               probe("forever", "http", url="http://127.0.0.1:%d/" % peers["body-forever"].port,
                     expect_body="never-there"),
@@ -209,7 +209,7 @@ def test_http_hostile():
 
 
 def test_http_endless_body_status_only():
-    """Without expect_body a 200 with an endless body is a success (SPEC 3: more than
+    """Without expect_body a 200 with an endless body is a success (README "Probe kinds": more than
     max_body is not read and not an error), decided without waiting for the timeout."""
     peers = [hostile("body-forever"), hostile("body-huge")]
     probes = [probe("forever", "http", url="http://127.0.0.1:%d/" % peers[0].port),

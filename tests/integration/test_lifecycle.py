@@ -1,4 +1,4 @@
-"""Integration tests of the probe lifecycle (issue 3, SPEC 4 "Events") against the real
+"""Integration tests of the probe lifecycle (README "Lifecycle", "Signals") against the real
 daemon process: SIGHUP reload by probe name, invalid reloads, a changed `listen`, stall
 detection under SIGSTOP/SIGCONT (also a freeze shorter than the attempt's timeout, and a
 stall that begins while the loop is busy: blocked writing to a full stderr pipe), the
@@ -378,7 +378,7 @@ def wall_of(rfc3339):
 
 def test_stall_shorter_than_timeout_detected():
     """A 2 s freeze (> stall_threshold 500ms) in the middle of an attempt with a 10 s
-    timeout, while the daemon only waits for the target's answer: SPEC 4 says any freeze
+    timeout, while the daemon only waits for the target's answer: the README says any freeze
     longer than stall_threshold is seen, even one that ends before a deadline; the attempt
     in flight keeps its connection and its deadline moves by the frozen span."""
     t = start_target()
@@ -529,7 +529,7 @@ def test_backoff_on_emfile_and_recovery():
 
 
 def test_emfile_in_http_probe_is_error_not_failure():
-    """SPEC 4: an attempt the daemon could not run (EMFILE) is an `error`: target health
+    """README "Lifecycle": an attempt the daemon could not run (EMFILE) is an `error`: target health
     untouched, backoff. For an http probe libcurl's socket() fails inside the multi
     handle."""
     t = start_target()
@@ -593,7 +593,7 @@ def test_emfile_status_server_no_spin_no_log_flood():
 
 
 def test_status_shows_running_attempt():
-    """/status `state` is `running` while an attempt is in flight (SPEC 4/5), not the
+    """/status `state` is `running` while an attempt is in flight (README "Lifecycle", "HTTP endpoints"), not the
     state of the last published snapshot."""
     t = start_target()
     d = start_daemon(config(http("h", t.url("/hang"), timeout="5s", period="10s")))
@@ -663,7 +663,7 @@ def test_second_signal_during_drain_exits_at_once():
 def test_sigterm_queued_while_frozen_starts_nothing():
     """SIGTERM arrives while the daemon is stopped and an attempt's deadline passes
     during the freeze: on SIGCONT the daemon sees the stall and the signal in one batch.
-    SPEC 4: nothing is scheduled or restarted once SIGTERM arrives, even by a timer or a
+    README "Signals": nothing is scheduled or restarted once SIGTERM arrives, even by a timer or a
     completion that was already queued; so no attempt is re-run for the stall."""
     t = start_target()
     d = start_daemon(config(http("slow", t.url("/delay/1500"), timeout="1s", period="100ms",
@@ -712,7 +712,7 @@ def test_sigusr1_logs_status_once():
 
 
 def test_sigusr1_logs_full_status_of_many_probes():
-    """SPEC 4: SIGUSR1 logs the *full* status once, also with more probes than fit in
+    """README "Signals": SIGUSR1 logs the *full* status once, also with more probes than fit in
     one LOG_LINE_MAX (8 KiB) line: then the probes are split over several "status"
     lines, none truncated, each a parseable status object, together every probe once."""
     t = start_target()

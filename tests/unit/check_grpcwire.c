@@ -1,4 +1,4 @@
-/* Unit tests for probes/grpcwire.c: the exact bytes of PLATFORM.md 5.1 (request for ""
+/* Unit tests for probes/grpcwire.c: the exact bytes of the grpc.health.v1 protocol (request for ""
  * and "foo", responses SERVING / NOT_SERVING / UNKNOWN), unknown fields of every wire
  * type skipped, truncated or trailing input and a huge length prefix rejected, and the
  * grpc-status / grpc-message / HTTP-status helpers. */
