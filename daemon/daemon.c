@@ -1,4 +1,4 @@
-/* The probe lifecycle (README, "Lifecycle"; docs/design.md, "The attempt").
+/* The probe lifecycle (README, "Lifecycle"; docs/design.md, "The attempt lifecycle").
  *
  * Each probe is a small coroutine stepped by the loop:
  *
@@ -8,9 +8,11 @@
  *        +--(failure across a stall: cancelled, re-run once)   shutdown: any --> STOPPED
  *
  * attempt_end() is the only place an attempt's outcome is recorded: it does nothing
- * unless the attempt is RUNNING, releases the kind's handles first (ops->cancel), then
- * updates counters and health (never for a cancellation), logs transitions and
- * schedules the next run (never once shutdown began). Cancellation (shutdown, reload) is
+ * unless the attempt is RUNNING, releases what the attempt registered and the kind's
+ * state first (ops->cancel), then updates counters and health (never for a
+ * cancellation), logs transitions and schedules the next run (never once shutdown
+ * began). Called from a kind's callback, all of that waits until the callback returned
+ * (dispatch_begin/dispatch_end below). Cancellation (shutdown, reload) is
  * attempt_end(OUTCOME_CANCELLED): it cannot be mistaken for a failure. Frozen time
  * (hooks.frozen) moves the deadlines of attempts in flight: timeouts count awake time.
  *
@@ -257,10 +259,168 @@ static void slot_on_timer(struct loop *l, void *data)
                 probe_run(d->q_head);
 }
 
+/* ---- what an attempt holds (include/probe.h) ------------------------------------------ *
+ * Each event goes through a dispatch: delivered only to the generation that registered
+ * it, and an attempt_end inside the kind's callback only records the outcome, finished
+ * (resources released, ops->cancel, outcome recorded) once the callback returned. */
+
+struct attempt_ending {
+        bool outer; /* this dispatch finishes the attempt (not nested in another) */
+        bool ended;
+        enum outcome o;
+        char reason[ERROR_MAX];
+};
+
+static void attempt_finish(struct attempt *a, enum outcome o, const char *reason);
+
+/* false: the event is not the running attempt's (an earlier generation, or it ended). */
+static bool dispatch_begin(struct attempt *a, uint64_t id, struct attempt_ending *e)
+{
+        if (a->state != ATTEMPT_RUNNING || id != a->id)
+                return false;
+        e->ended = false;
+        e->outer = !a->ending;
+        if (e->outer)
+                a->ending = e;
+        return true;
+}
+
+static void dispatch_end(struct attempt *a, struct attempt_ending *e)
+{
+        if (!e->outer)
+                return;
+        a->ending = NULL;
+        if (e->ended)
+                attempt_finish(a, e->o, e->reason);
+}
+
+static struct attempt_io *attempt_io_find(struct attempt *a, int fd)
+{
+        for (size_t i = 0; fd >= 0 && i < ATTEMPT_MAX_IO; i++)
+                if (a->io[i].fd == fd)
+                        return &a->io[i];
+        return NULL;
+}
+
+static void attempt_on_io(struct loop *l, int fd, uint32_t events, void *data)
+{
+        struct attempt *a = data;
+        struct attempt_io *s = attempt_io_find(a, fd);
+        struct attempt_ending e;
+
+        (void) l;
+        if (!s || !dispatch_begin(a, s->id, &e))
+                return;
+        s->fn(a, fd, events);
+        dispatch_end(a, &e);
+}
+
+static void attempt_on_timer(struct loop *l, void *data)
+{
+        struct attempt *a = data;
+        struct attempt_ending e;
+
+        (void) l;
+        if (!dispatch_begin(a, a->timer.id, &e))
+                return;
+        a->timer.fn(a);
+        dispatch_end(a, &e);
+}
+
+static void attempt_on_curl(struct loop *l, CURL *easy, CURLcode rc, void *data)
+{
+        struct attempt *a = data;
+        struct attempt_ending e;
+
+        (void) l;
+        if (a->curl.easy != easy || !dispatch_begin(a, a->curl.id, &e))
+                return;
+        a->curl.fn(a, easy, rc);
+        dispatch_end(a, &e);
+}
+
+int attempt_io_add(struct attempt *a, int fd, uint32_t events, attempt_io_fn *fn)
+{
+        struct attempt_io *s = NULL;
+        int r;
+
+        for (size_t i = 0; i < ATTEMPT_MAX_IO && !s; i++)
+                if (a->io[i].fd < 0)
+                        s = &a->io[i];
+        if (!s)
+                return -ENOSPC;
+        r = loop_io_add(a->loop, fd, events, attempt_on_io, a);
+        if (r < 0)
+                return r;
+        *s = (struct attempt_io){ .fd = fd, .id = a->id, .fn = fn };
+        return 0;
+}
+
+int attempt_io_mod(struct attempt *a, int fd, uint32_t events)
+{
+        return attempt_io_find(a, fd) ? loop_io_mod(a->loop, fd, events) : -ENOENT;
+}
+
+void attempt_io_del(struct attempt *a, int fd)
+{
+        struct attempt_io *s = attempt_io_find(a, fd);
+
+        if (!s)
+                return;
+        loop_io_del(a->loop, fd);
+        s->fd = -1;
+}
+
+void attempt_timer_arm(struct attempt *a, attempt_timer_fn *fn, uint64_t when_ns)
+{
+        a->timer.fn = fn;
+        a->timer.id = a->id;
+        loop_timer_arm(a->loop, &a->timer.t, when_ns);
+}
+
+void attempt_timer_disarm(struct attempt *a)
+{
+        loop_timer_disarm(a->loop, &a->timer.t);
+}
+
+int attempt_curl_add(struct attempt *a, CURL *easy, attempt_curl_fn *fn)
+{
+        int r;
+
+        if (a->curl.easy)
+                return -ENOSPC;
+        a->curl.easy = easy;
+        a->curl.id = a->id;
+        a->curl.fn = fn;
+        r = loop_curl_add(a->loop, easy, &a->curl.lc);
+        if (r < 0)
+                a->curl.easy = NULL;
+        return r;
+}
+
+void attempt_curl_remove(struct attempt *a, CURL *easy)
+{
+        if (!easy || a->curl.easy != easy)
+                return;
+        loop_curl_remove(a->loop, easy);
+        a->curl.easy = NULL;
+}
+
+/* Everything the attempt registered: fds out of epoll (before cancel closes them), the
+ * timer disarmed, the curl handle out of the multi. */
+static void attempt_release(struct attempt *a)
+{
+        for (size_t i = 0; i < ATTEMPT_MAX_IO; i++)
+                attempt_io_del(a, a->io[i].fd);
+        attempt_timer_disarm(a);
+        attempt_curl_remove(a, a->curl.easy);
+}
+
 static void probe_run(struct probe *p)
 {
         struct daemon *d = p->d;
         struct attempt *a = &p->attempt;
+        struct attempt_ending e;
         int r;
 
         if (d->draining || a->state != ATTEMPT_IDLE)
@@ -282,8 +442,10 @@ static void probe_run(struct probe *p)
         a->waiting_for = NULL;
         loop_set_inflight(d->loop, true);
         loop_timer_arm(d->loop, &p->deadline, a->start_ns + p->cfg->timing.timeout_ms * NSEC_PER_MSEC);
+        dispatch_begin(a, a->id, &e);
         r = p->cfg->ops->start(a, p->cfg->spec, p->cfg->timing.timeout_ms);
-        if (r < 0) /* a no-op when the kind already ended it */
+        dispatch_end(a, &e);
+        if (r < 0) /* a no-op when the kind already ended it; releases what start left */
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
 }
 
@@ -346,8 +508,7 @@ static void probe_record(struct probe *p, enum outcome o, const char *reason, ui
 
 void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
 {
-        struct probe *p = a->probe;
-        char reason[ERROR_MAX];
+        struct attempt_ending now, *e = a->ending ? a->ending : &now;
         va_list ap;
 
         if (a->state != ATTEMPT_RUNNING)
@@ -355,8 +516,20 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         a->state = ATTEMPT_ENDING;
         /* format first: the arguments may point into the kind state that cancel frees */
         va_start(ap, fmt);
-        vsnprintf(reason, sizeof(reason), fmt, ap);
+        vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
         va_end(ap);
+        e->o = o;
+        e->ended = true;
+        if (e == &now) /* not from a kind's callback: at once */
+                attempt_finish(a, o, e->reason);
+}
+
+/* The rest of attempt_end: resources and kind state released, outcome recorded, next
+ * attempt scheduled. a->state is ATTEMPT_ENDING. */
+static void attempt_finish(struct attempt *a, enum outcome o, const char *reason)
+{
+        struct probe *p = a->probe;
+
         /* A failure of an attempt in flight across a stall may be the freeze's doing (the
          * peer gave up on a frozen client): cancelled, and re-run once at once; the re-run
          * counts whatever it gets (README, "Freezes and CPU throttling"). */
@@ -370,6 +543,7 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
         loop_set_inflight(a->loop, p->d->running > 0);
         if (p->d->q_head && !timer_armed(&p->d->slot_timer))
                 loop_timer_arm(a->loop, &p->d->slot_timer, now_ns());
+        attempt_release(a);
         if (a->data)
                 p->cfg->ops->cancel(a);
         if (a->output && o != OUTCOME_CANCELLED) {
@@ -391,7 +565,7 @@ void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
                 probe_schedule(p, o);
         } else {
                 probe_set_state(p, PROBE_WAITING); /* the canceller decides what comes next */
-                if (rerun)                         /* from a timer: the kind's callback is still on the stack */
+                if (rerun)                         /* from a timer: attempt_end's caller is still on the stack */
                         loop_timer_arm(a->loop, &p->timer, now_ns());
         }
 }
@@ -436,6 +610,10 @@ struct probe *probe_new(struct daemon *d, const struct probe_config *cfg)
         p->v->last_success = -1;
         p->attempt.probe = p;
         p->attempt.loop = d->loop;
+        for (size_t i = 0; i < ATTEMPT_MAX_IO; i++)
+                p->attempt.io[i].fd = -1;
+        timer_init(&p->attempt.timer.t, attempt_on_timer, &p->attempt);
+        p->attempt.curl.lc = (struct loop_curl){ .fn = attempt_on_curl, .data = &p->attempt };
         timer_init(&p->timer, probe_on_timer, p);
         timer_init(&p->deadline, attempt_on_deadline, &p->attempt);
         return p;
@@ -518,7 +696,7 @@ static void daemon_on_busy(struct loop *l, uint64_t late_ns, const void *culprit
         d->loop_busy++;
         d->dirty_stats = true;
         for (size_t i = 0; culprit && i < d->n_probes && !name; i++)
-                if (d->probes[i]->attempt.state == ATTEMPT_RUNNING && d->probes[i]->attempt.data == culprit)
+                if (d->probes[i]->attempt.state == ATTEMPT_RUNNING && &d->probes[i]->attempt == culprit)
                         name = d->probes[i]->cfg->name;
         duration_format(late_ns / NSEC_PER_MSEC, late, sizeof(late));
         log_kv(LOG_LEVEL_WARNING, "Loop busy (late through its own work), nothing cancelled", "event", "loop_busy",

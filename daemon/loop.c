@@ -540,6 +540,7 @@ int loop_run(struct loop *l)
                         int fd = (int) (uint32_t) evs[i].data.u64;
                         uint32_t gen = (uint32_t) (evs[i].data.u64 >> 32);
                         struct io_slot *s;
+                        void *data;
                         uint64_t t;
 
                         if ((size_t) fd >= l->n_slots)
@@ -547,11 +548,12 @@ int loop_run(struct loop *l)
                         s = &l->slots[fd];
                         if (!s->used || s->gen != gen)
                                 continue; /* removed or reused during this batch */
+                        data = s->data;   /* s moves if the callback adds an fd */
                         t = now_ns();
-                        s->fn(l, fd, evs[i].events, s->data);
+                        s->fn(l, fd, evs[i].events, data);
                         if ((t = now_ns() - t) > slowest) {
                                 slowest = t;
-                                culprit = s->data; /* whose handler held the loop longest */
+                                culprit = data; /* whose handler held the loop longest */
                         }
                 }
                 /* the callbacks' span: past the earliest timer, or the wake-up it planned,

@@ -3,8 +3,20 @@
  * A probe is a coroutine stepped by the loop: WAITING -> RUNNING -> (WAITING |
  * BACKOFF | STOPPED). It owns at most one attempt at a time (attempts of one probe
  * never overlap, as in kubelet). Every attempt ends through attempt_end(), exactly
- * once: it is a no-op unless the attempt is RUNNING, it calls ops->cancel to release
- * the kind's handles, then records the outcome (never for CANCELLED) and schedules.
+ * once: it is a no-op unless the attempt is RUNNING, and it records the outcome (never
+ * for CANCELLED) and schedules.
+ *
+ * An attempt owns its resources (docs/design.md, "The attempt lifecycle"): a kind
+ * registers every fd it watches, its timer and its libcurl handle through the
+ * attempt_io_*, attempt_timer_* and attempt_curl_* functions below, and the lifecycle
+ * delivers their events only to the attempt generation that registered them, so a kind's
+ * callback never asks whether the attempt is still its own. attempt_end() called from a
+ * kind's callback (or from start) only records the outcome: once that callback returned,
+ * the lifecycle releases every registration (fds out of epoll, the timer disarmed, the
+ * curl handle out of the multi) and then calls ops->cancel, so the kind's state stays
+ * valid until its callback returns. Called from anywhere else (deadline, shutdown,
+ * reload), it releases at once. cancel then closes fds, frees curl handles and kills and
+ * reaps children: it never deregisters anything.
  *
  * A probe kind is one file, probes/<kind>.c, exporting one `const struct probe_ops`,
  * plus one line in the registry (daemon/registry.c). Everything else about a kind (the
@@ -14,7 +26,8 @@
  *   flag       its command-line flag (--<name> <arg>) and the config JSON it stands for
  *   parse      validate and normalize its config keys (fills defaults into obj)
  *   start      begin one attempt without blocking; finish later with attempt_end()
- *   cancel     release the attempt's kind state (a->data); called only by attempt_end
+ *   cancel     free the attempt's kind state (a->data); called only by the lifecycle,
+ *              after the attempt's registrations were released
  *   free_spec  free what parse returned */
 #pragma once
 #include <cjson/cJSON.h>
@@ -24,9 +37,11 @@
 #include <stdint.h>
 
 #include "bounds.h"
+#include "loop.h"
 
-struct loop;
 struct probe;
+struct attempt;
+struct attempt_ending;
 
 enum outcome {
         OUTCOME_SUCCESS,
@@ -53,7 +68,35 @@ const char *probe_state_to_string(enum probe_state s); /* "waiting", ...; NULL w
 enum attempt_state {
         ATTEMPT_IDLE,    /* no attempt in flight */
         ATTEMPT_RUNNING, /* kind owns handles in a->data */
-        ATTEMPT_ENDING,  /* inside attempt_end: handles being released */
+        ATTEMPT_ENDING,  /* attempt_end was called: its resources are being released */
+};
+
+/* A kind's callbacks for what its attempt registered (below). */
+typedef void attempt_io_fn(struct attempt *a, int fd, uint32_t events);
+typedef void attempt_timer_fn(struct attempt *a);
+typedef void attempt_curl_fn(struct attempt *a, CURL *easy, CURLcode result);
+
+#define ATTEMPT_MAX_IO 2 /* fds one attempt watches at once (exec: its pipe and pidfd) */
+
+/* The registrations of one attempt, each stamped with the generation (a->id) that made
+ * it; kept in the attempt, released by the lifecycle when it ends. */
+struct attempt_io {
+        int fd; /* -1: free */
+        uint64_t id;
+        attempt_io_fn *fn;
+};
+
+struct attempt_timer {
+        struct timer t;
+        uint64_t id;
+        attempt_timer_fn *fn;
+};
+
+struct attempt_curl {
+        struct loop_curl lc;
+        CURL *easy; /* NULL: free */
+        uint64_t id;
+        attempt_curl_fn *fn;
 };
 
 struct attempt {
@@ -67,6 +110,10 @@ struct attempt {
                                      * now ("pong"), for the timeout reason; NULL: "answer" */
         char *output;            /* exec output (malloc'd, NUL-terminated) or NULL; set
                                      * only through attempt_set_output */
+        struct attempt_io io[ATTEMPT_MAX_IO];
+        struct attempt_timer timer;
+        struct attempt_curl curl;
+        struct attempt_ending *ending; /* the lifecycle's, while a kind's callback runs */
 };
 
 /* A kind's command-line flag, `--<name> NAME=VALUE`: one probe in all three scopes with
@@ -88,12 +135,15 @@ struct probe_ops {
          * *ret_target (malloc'd display string) are set. Errors as config.h cfg_*. */
         int (*parse)(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr);
         void (*free_spec)(void *spec);
-        /* Begin an attempt: set a->data and arm I/O on a->loop. Returns 0 (the attempt runs,
-         * or already ended itself through attempt_end), or a negative errno when the daemon
-         * could not run it (the caller ends it as OUTCOME_ERROR; nothing may be left held). */
+        /* Begin an attempt: set a->data and register I/O through attempt_io_add, ... Returns
+         * 0 (the attempt runs, or already ended itself through attempt_end), or a negative
+         * errno when the daemon could not run it: the lifecycle then ends it as
+         * OUTCOME_ERROR, releasing what was registered and calling cancel if a->data is set. */
         int (*start)(struct attempt *a, const void *spec, uint64_t timeout_ms);
-        /* Release a->data (close fds, remove curl handles, kill+reap children) and set it
-         * to NULL. Produces no outcome. Called once per started attempt, by attempt_end. */
+        /* Free a->data (close fds, free curl handles, kill+reap children) and set it to
+         * NULL. Everything the attempt registered is released already: cancel deregisters
+         * nothing. Produces no outcome. Called once per attempt with a->data set, by the
+         * lifecycle only. */
         void (*cancel)(struct attempt *a);
         /* Descriptors one attempt may hold at once, counted honestly (sockets, pipes,
          * pidfds): the daemon shares RLIMIT_NOFILE, less SERVER_FD_RESERVE, among the
@@ -104,8 +154,30 @@ struct probe_ops {
 /* ---- the lifecycle's side (daemon/daemon.c), called by the kinds ---- */
 
 /* Ends the attempt with one outcome; the reason (printf) becomes last_error for
- * failure/timeout/error. No-op unless a->state == ATTEMPT_RUNNING. After it returns,
- * a->data is gone: callers touch nothing of the attempt's kind state afterwards. */
+ * failure/timeout/error. No-op unless a->state == ATTEMPT_RUNNING. From a kind's
+ * callback (or start), a->data stays valid until that callback returns, and the
+ * registrations until then too (their events are no longer delivered). */
 void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Keeps exec output for /status (truncated to EXEC_OUTPUT_MAX). */
 void attempt_set_output(struct attempt *a, const char *buf, size_t len);
+
+/* What an attempt holds, registered so that the lifecycle delivers each event to the
+ * generation that registered it and releases it all when the attempt ends (top of the
+ * file). Safe to call after attempt_end within the same callback: released with the rest.
+ *
+ * fds: at most ATTEMPT_MAX_IO at once; events are EPOLLIN/EPOLLOUT, EPOLLERR/EPOLLHUP are
+ * always reported. Returns 0, -ENOSPC (no free slot: a bug of the kind) or a negative errno
+ * from the loop. An fd is deregistered (attempt_io_del, or probe_close) before the kind
+ * closes it during the attempt; attempt_io_del of an fd not registered does nothing. */
+int attempt_io_add(struct attempt *a, int fd, uint32_t events, attempt_io_fn *fn);
+int attempt_io_mod(struct attempt *a, int fd, uint32_t events); /* -ENOENT: not registered */
+void attempt_io_del(struct attempt *a, int fd);
+/* One timer per attempt: arms (or re-arms) it to fire fn at when_ns (CLOCK_MONOTONIC). */
+void attempt_timer_arm(struct attempt *a, attempt_timer_fn *fn, uint64_t when_ns);
+void attempt_timer_disarm(struct attempt *a); /* idempotent */
+/* One libcurl easy handle per attempt in the loop's multi; fn gets its completion,
+ * outside every libcurl callback. Never call these from inside a libcurl callback.
+ * attempt_curl_remove of a handle the attempt does not hold does nothing. Freeing the
+ * handle (probe_curl_free) stays the kind's. */
+int attempt_curl_add(struct attempt *a, CURL *easy, attempt_curl_fn *fn);
+void attempt_curl_remove(struct attempt *a, CURL *easy);

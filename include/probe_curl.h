@@ -18,12 +18,10 @@
  * NULL on ENOMEM. Caller owns it (curl_easy_cleanup). */
 CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int *ret_socket_errno);
 
-/* Gives back a handle from probe_curl_new (removed from the multi first): kept for
- * reuse, at most CURL_POOL_MAX of them, else cleaned up. NULL-safe. */
+/* Gives back a handle from probe_curl_new, out of the multi (attempt_curl_remove, or
+ * the attempt's end, removed it): kept for reuse, at most CURL_POOL_MAX of them, else
+ * cleaned up. NULL-safe. */
 void probe_curl_free(CURL *easy);
-/* Ends a kind's use of *easy: removed from the loop's multi (nothing when it was never
- * added), given back with probe_curl_free, and *easy set to NULL. NULL-safe. */
-void probe_curl_release(struct loop *l, CURL **easy);
 
 /* Cleans up the kept handles (before curl_global_cleanup). */
 void probe_curl_pool_drain(void);

@@ -6,7 +6,7 @@
 
 #include "util.h"
 
-struct loop;
+struct attempt;
 
 /* A non-blocking, close-on-exec TCP socket to a, with SO_LINGER 0 (an abortive close:
  * probed never holds TIME_WAIT, README "Probe kinds"), and connect() started. Returns the fd
@@ -20,8 +20,9 @@ int probe_connect(const union sockaddr_any *a, socklen_t len);
  * failure of the address before, 0 at first). */
 int probe_connect_next(const struct addr_list *l, unsigned *next, int err);
 
-/* Unwatches *fd on the loop, closes it and sets it to -1; nothing when it is < 0. */
-void probe_close(struct loop *l, int *fd);
+/* Deregisters *fd from the attempt (when registered), closes it and sets it to -1;
+ * nothing when it is < 0. */
+void probe_close(struct attempt *a, int *fd);
 
 /* Is err a shortage of probed's own resources (the attempt could not run)?
  * EMFILE, ENFILE, ENOBUFS, ENOMEM, and EADDRNOTAVAIL (no ephemeral port left). */

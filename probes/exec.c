@@ -1,4 +1,4 @@
-/* exec probe (SPEC 3, PLATFORM 1.5): runs `command` (an argv, no shell) and succeeds
+/* exec probe (README "Probe kinds"): runs `command` (an argv, no shell) and succeeds
  * iff it exits with status 0. stdout and stderr share one pipe; the first
  * EXEC_OUTPUT_MAX bytes are kept for /status, the rest is read and dropped so that a
  * chatty child never blocks on a full pipe.
@@ -53,9 +53,10 @@ struct exec_spec {
 struct exec_attempt {
         struct attempt *a;
         pid_t pid;         /* the leader (= pgid), or -1 once reaped */
-        int pidfd;         /* registered with the loop, or -1 (then poll is used) */
-        struct timer poll; /* without pidfd_open: look at the child every EXEC_POLL_MS */
-        int out_fd;        /* pipe read end, registered with the loop, or -1 */
+        int pidfd;         /* registered with the attempt, or -1 (then the attempt's timer
+                            * looks at the child every EXEC_POLL_MS) */
+        int out_fd;        /* pipe read end, registered with the attempt, or -1 */
+        bool start_failed; /* the attempt could not run: no output for /status */
         size_t out_len;
         char out[EXEC_OUTPUT_MAX];
         struct reaper *spare; /* allocated up front, so that handing a killed child to the
@@ -225,7 +226,7 @@ static void exec_read_output(struct exec_attempt *x)
                 if (n < 0 && errno == EAGAIN)
                         return;
                 if (n <= 0) { /* EOF, or an error: nothing more will come */
-                        loop_io_del(x->a->loop, x->out_fd);
+                        attempt_io_del(x->a, x->out_fd);
                         (void) close(x->out_fd);
                         x->out_fd = -1;
                         return;
@@ -236,30 +237,18 @@ static void exec_read_output(struct exec_attempt *x)
         }
 }
 
-static void exec_on_output(struct loop *l, int fd, uint32_t events, void *data)
+static void exec_on_output(struct attempt *a, int fd, uint32_t events)
 {
-        struct exec_attempt *x = data;
-
-        (void) l;
+        (void) fd;
         (void) events;
-        if (x->a->state != ATTEMPT_RUNNING || x->a->data != x || x->out_fd != fd)
-                return;
-        exec_read_output(x);
-}
-
-/* Stops watching for the leader's exit (pidfd or poll timer); the pidfd stays open. */
-static void exec_unwatch(struct exec_attempt *x)
-{
-        if (x->pidfd >= 0)
-                loop_io_del(x->a->loop, x->pidfd);
-        loop_timer_disarm(x->a->loop, &x->poll);
+        exec_read_output(a->data);
 }
 
 /* Kills the group and reaps the leader if it is already gone; otherwise hands it to the
- * reaper. Leaves x->pid == -1 and x->pidfd == -1. */
+ * reaper. Leaves x->pid == -1 and x->pidfd == -1. From cancel: the pidfd is no longer
+ * registered with the attempt, the reaper may take it. */
 static void exec_kill(struct exec_attempt *x)
 {
-        exec_unwatch(x);
         if (x->pid <= 0)
                 return;
         /* the leader is not reaped yet, so pgid x->pid still names our group */
@@ -277,16 +266,6 @@ static void exec_kill(struct exec_attempt *x)
         x->pid = -1;
 }
 
-static void exec_release(struct exec_attempt *x)
-{
-        exec_kill(x);
-        if (x->out_fd >= 0) {
-                loop_io_del(x->a->loop, x->out_fd);
-                (void) close(x->out_fd);
-                x->out_fd = -1;
-        }
-}
-
 static void exec_attempt_free(struct exec_attempt *x)
 {
         free(x->spare);
@@ -297,18 +276,21 @@ static void exec_cancel(struct attempt *a)
 {
         struct exec_attempt *x = a->data;
 
-        if (!x)
-                return;
-        if (x->out_fd >= 0)
+        if (x->out_fd >= 0 && !x->start_failed)
                 exec_read_output(x); /* what a timed-out command printed is worth showing */
-        exec_release(x);
-        attempt_set_output(a, x->out, x->out_len);
+        exec_kill(x);
+        if (x->out_fd >= 0)
+                (void) close(x->out_fd);
+        if (!x->start_failed)
+                attempt_set_output(a, x->out, x->out_len);
         exec_attempt_free(x);
         a->data = NULL;
 }
 
 /* Ends the attempt if the leader has exited (it is not reaped before the group is
  * killed, so that its pid still names the group). */
+static attempt_timer_fn exec_on_poll;
+
 static void exec_check_exit(struct exec_attempt *x)
 {
         struct attempt *a = x->a;
@@ -318,14 +300,15 @@ static void exec_check_exit(struct exec_attempt *x)
 
         if (waitid(P_PID, (id_t) x->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0) {
                 if (x->pidfd < 0) /* no pidfd: look again soon */
-                        loop_timer_arm(a->loop, &x->poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
+                        attempt_timer_arm(a, exec_on_poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
                 return; /* still running */
         }
         if (x->out_fd >= 0)
                 exec_read_output(x);   /* everything the leader wrote is in the pipe by now */
         (void) kill(-x->pid, SIGKILL); /* leftovers of the group; the zombie leader pins the pgid */
         p = waitpid(x->pid, &status, WNOHANG);
-        exec_unwatch(x);
+        attempt_io_del(a, x->pidfd); /* no longer watched for the leader's exit */
+        attempt_timer_disarm(a);
         if (x->pidfd >= 0)
                 (void) close(x->pidfd);
         x->pidfd = -1;
@@ -342,25 +325,16 @@ static void exec_check_exit(struct exec_attempt *x)
                 attempt_end(a, OUTCOME_FAILURE, "exit status unavailable");
 }
 
-static void exec_on_exit(struct loop *l, int fd, uint32_t events, void *data)
+static void exec_on_exit(struct attempt *a, int fd, uint32_t events)
 {
-        struct exec_attempt *x = data;
-
-        (void) l;
+        (void) fd;
         (void) events;
-        if (x->a->state != ATTEMPT_RUNNING || x->a->data != x || x->pidfd != fd)
-                return;
-        exec_check_exit(x);
+        exec_check_exit(a->data);
 }
 
-static void exec_on_poll(struct loop *l, void *data)
+static void exec_on_poll(struct attempt *a)
 {
-        struct exec_attempt *x = data;
-
-        (void) l;
-        if (x->a->state != ATTEMPT_RUNNING || x->a->data != x || x->pid <= 0)
-                return;
-        exec_check_exit(x);
+        exec_check_exit(a->data);
 }
 
 /* Errors of posix_spawnp that are about the command, not about probed: the probe fails. */
@@ -436,7 +410,6 @@ static int exec_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         x->pid = -1;
         x->pidfd = -1;
         x->out_fd = -1;
-        timer_init(&x->poll, exec_on_poll, x);
         if (pipe2(fds, O_CLOEXEC) < 0) {
                 r = negative_errno();
                 exec_attempt_free(x);
@@ -459,32 +432,27 @@ static int exec_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 goto fail_pipe;
         x->pid = pid;
         x->out_fd = fds[0];
-        a->data = x;
+        a->data = x; /* from here on, an error return has the lifecycle call exec_cancel */
         x->pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
         if (x->pidfd < 0 && errno != ENOSYS) {
                 r = negative_errno();
                 goto fail;
         }
         if (x->pidfd >= 0) {
-                r = loop_io_add(a->loop, x->pidfd, EPOLLIN, exec_on_exit, x);
+                r = attempt_io_add(a, x->pidfd, EPOLLIN, exec_on_exit);
                 if (r < 0) {
                         (void) close(x->pidfd);
                         x->pidfd = -1;
                         goto fail;
                 }
         } else
-                loop_timer_arm(a->loop, &x->poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
-        r = loop_io_add(a->loop, x->out_fd, EPOLLIN, exec_on_output, x);
-        if (r < 0) {
-                (void) close(x->out_fd);
-                x->out_fd = -1;
+                attempt_timer_arm(a, exec_on_poll, now_ns() + EXEC_POLL_MS * NSEC_PER_MSEC);
+        r = attempt_io_add(a, x->out_fd, EPOLLIN, exec_on_output);
+        if (r < 0)
                 goto fail;
-        }
         return 0;
 fail:
-        exec_release(x);
-        exec_attempt_free(x);
-        a->data = NULL;
+        x->start_failed = true;
         return r;
 fail_pipe:
         (void) close(fds[0]);

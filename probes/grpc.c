@@ -1,4 +1,4 @@
-/* grpc probe (SPEC 3, PLATFORM 1.4 and 5): one grpc.health.v1.Health/Check call over
+/* grpc probe (README "Probe kinds"): one grpc.health.v1.Health/Check call over
  * HTTP/2 through libcurl, on a fresh connection (h2c with prior knowledge by default,
  * HTTP/2 over TLS with `tls`, never verified, like kubelet). Success only for
  * grpc-status 0 with exactly one HealthCheckResponse saying SERVING.
@@ -42,7 +42,6 @@ struct grpc_spec {
 };
 
 struct grpc_attempt {
-        struct loop_curl lc;
         struct attempt *a;
         CURL *easy;
         struct curl_slist *headers;
@@ -165,7 +164,7 @@ static size_t grpc_on_body(char *buf, size_t size, size_t n, void *data)
         return len;
 }
 
-/* Judges a completed call (PLATFORM 5.1 "Success iff"). */
+/* Judges a completed call (README "Probe kinds": success only for SERVING). */
 static void grpc_judge(struct grpc_attempt *g, long http_status)
 {
         struct attempt *a = g->a;
@@ -183,7 +182,7 @@ static void grpc_judge(struct grpc_attempt *g, long http_status)
                 attempt_end(a, OUTCOME_FAILURE, "malformed reply: bad grpc-status");
                 return;
         }
-        if (g->grpc_status != 0) { /* attempt_end formats before cancel frees g */
+        if (g->grpc_status != 0) {
                 code = g->grpc_status;
                 name = grpc_code_to_string(code);
                 attempt_end(a, OUTCOME_FAILURE, "grpc-status %ld (%s)%s%s", code, name ? name : "?",
@@ -205,16 +204,12 @@ static void grpc_judge(struct grpc_attempt *g, long http_status)
         attempt_end(a, OUTCOME_SUCCESS, "status SERVING");
 }
 
-static void grpc_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
+static void grpc_on_done(struct attempt *a, CURL *easy, CURLcode rc)
 {
-        struct attempt *a = data;
         struct grpc_attempt *g = a->data;
         char err[ERROR_MAX - 16];
         long http_status = 0;
 
-        (void) l;
-        if (a->state != ATTEMPT_RUNNING || !g || g->easy != easy)
-                return;
         if (rc == CURLE_WRITE_ERROR && g->too_large) {
                 attempt_end(a, OUTCOME_FAILURE, "malformed reply: more than %d bytes", GRPC_MAX_REPLY_BYTES);
                 return;
@@ -240,9 +235,7 @@ static void grpc_cancel(struct attempt *a)
 {
         struct grpc_attempt *g = a->data;
 
-        if (!g)
-                return;
-        probe_curl_release(a->loop, &g->easy);
+        probe_curl_free(g->easy);
         curl_slist_free_all(g->headers);
         free(g);
         a->data = NULL;
@@ -254,15 +247,14 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         const char *fixed[] = { "Content-Type: application/grpc", "TE: trailers", "Expect:", "Accept:" };
         struct grpc_attempt *g;
         char deadline[40];
-        int r = -ENOMEM;
 
         g = calloc(1, sizeof(*g));
         if (!g)
                 return -ENOMEM;
         g->a = a;
-        g->lc = (struct loop_curl){ .fn = grpc_on_done, .data = a };
-        a->data = g;
-        /* grpc-timeout: at most 8 digits (PLATFORM 5.1); past 99999999 ms, in seconds */
+        a->data = g; /* from here on, an error return has the lifecycle call grpc_cancel */
+        /* grpc-timeout: at most 8 digits (gRPC over HTTP/2, PROTOCOL-HTTP2.md); past
+         * 99999999 ms, in seconds */
         if (timeout_ms <= 99999999)
                 snprintf(deadline, sizeof(deadline), "grpc-timeout: %llum", (unsigned long long) timeout_ms);
         else
@@ -272,12 +264,12 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 struct curl_slist *n = curl_slist_append(g->headers, i < ELEMENTSOF(fixed) ? fixed[i] : deadline);
 
                 if (!n)
-                        goto fail;
+                        return -ENOMEM;
                 g->headers = n;
         }
         g->easy = probe_curl_new(spec->url, timeout_ms, false, &g->socket_errno);
         if (!g->easy)
-                goto fail;
+                return -ENOMEM;
         curl_easy_setopt(g->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
         curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
         curl_easy_setopt(g->easy, CURLOPT_POSTFIELDS, spec->body); /* the spec outlives the attempt */
@@ -287,13 +279,7 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
         curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, grpc_on_body);
         curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
-        r = loop_curl_add(a->loop, g->easy, &g->lc);
-        if (r < 0)
-                goto fail;
-        return 0;
-fail:
-        grpc_cancel(a);
-        return r;
+        return attempt_curl_add(a, g->easy, grpc_on_done);
 }
 
 static const char *const grpc_keys[] = { "address", "service", "tls", NULL };

@@ -1,4 +1,4 @@
-/* http probe, as kubelet's httpGet (SPEC 3): one request on a fresh connection,
+/* http probe, as kubelet's httpGet (README "Probe kinds"): one request on a fresh connection,
  * success when the status is in expect_status and the body read (at most max_body
  * bytes; more is not read and is not an error) contains expect_body.
  *
@@ -79,7 +79,6 @@ struct http_spec {
 };
 
 struct http_attempt {
-        struct loop_curl lc;
         struct attempt *a;
         const struct http_spec *spec;
         uint64_t timeout_ms;
@@ -90,8 +89,9 @@ struct http_attempt {
         struct curl_slist *headers; /* built for this hop (an http:// spec's), or NULL */
         int socket_errno;           /* set when socket() fails */
         size_t header_bytes;
-        size_t curl_budget;  /* body bytes this wake-up may still take (LOOP_READ_BUDGET) */
-        struct timer resume; /* armed when it ran out: unpauses the transfer */
+        /* body bytes this wake-up may still take (LOOP_READ_BUDGET); when they ran out, the
+         * attempt's timer unpauses the transfer */
+        size_t curl_budget;
         /* an http hop */
         int fd;
         uint32_t events; /* registered on the loop (0: not yet) */
@@ -427,18 +427,22 @@ static bool status_expected(const struct http_spec *spec, long code)
 
 static void client_close(struct http_attempt *h)
 {
-        probe_close(h->a->loop, &h->fd);
+        probe_close(h->a, &h->fd);
         h->events = 0;
 }
 
-/* Releases the current hop: its connection (either kind), parser and request. */
-static void hop_release(struct http_attempt *h)
+/* Frees what the current hop holds: its connection (either kind), parser and request.
+ * Its registrations are released already (hop_release, or the attempt's end). */
+static void hop_free(struct http_attempt *h)
 {
-        loop_timer_disarm(h->a->loop, &h->resume);
-        probe_curl_release(h->a->loop, &h->easy);
+        probe_curl_free(h->easy);
+        h->easy = NULL;
         curl_slist_free_all(h->headers);
         h->headers = NULL;
-        client_close(h);
+        if (h->fd >= 0)
+                (void) close(h->fd);
+        h->fd = -1;
+        h->events = 0;
         http_resp_free(&h->resp);
         free(h->own_request);
         free(h->own_addrs);
@@ -446,11 +450,20 @@ static void hop_release(struct http_attempt *h)
         h->own_addrs = NULL;
 }
 
+/* Ends the current hop before a redirect's: its registrations, then what it holds. */
+static void hop_release(struct http_attempt *h)
+{
+        attempt_timer_disarm(h->a);
+        attempt_curl_remove(h->a, h->easy);
+        attempt_io_del(h->a, h->fd);
+        hop_free(h);
+}
+
 static void judge(struct http_attempt *h, long code, const char *location);
 
 /* ---- probed's client (http://) ----------------------------------------------------- */
 
-static loop_io_fn client_on_io;
+static attempt_io_fn client_on_io;
 
 static int client_watch(struct http_attempt *h, uint32_t events)
 {
@@ -458,8 +471,7 @@ static int client_watch(struct http_attempt *h, uint32_t events)
 
         if (h->events == events)
                 return 0;
-        r = h->events ? loop_io_mod(h->a->loop, h->fd, events)
-                      : loop_io_add(h->a->loop, h->fd, events, client_on_io, h->a);
+        r = h->events ? attempt_io_mod(h->a, h->fd, events) : attempt_io_add(h->a, h->fd, events, client_on_io);
         if (r == 0)
                 h->events = events;
         return r;
@@ -544,16 +556,13 @@ static void client_read(struct http_attempt *h)
         /* budget spent: the socket stays registered, epoll brings us back */
 }
 
-static void client_on_io(struct loop *l, int fd, uint32_t events, void *data)
+static void client_on_io(struct attempt *a, int fd, uint32_t events)
 {
-        struct attempt *a = data;
         struct http_attempt *h = a->data;
         int r = 0;
 
-        (void) l;
+        (void) fd;
         (void) events;
-        if (a->state != ATTEMPT_RUNNING || !h || h->fd != fd)
-                return;
         if (h->sent < h->request_len)
                 r = client_send(h);
         else
@@ -602,31 +611,28 @@ static size_t curl_on_header(char *buf, size_t size, size_t n, void *data)
         return h->header_bytes > HTTP_MAX_HEADER_BYTES ? 0 : size * n;
 }
 
+static attempt_timer_fn curl_on_resume;
+
 static size_t curl_on_body(char *buf, size_t size, size_t n, void *data)
 {
         struct http_attempt *h = data;
         size_t len = size * n;
 
         if (len > h->curl_budget && h->curl_budget < LOOP_READ_BUDGET) {
-                loop_timer_arm(h->a->loop, &h->resume, now_ns());
+                attempt_timer_arm(h->a, curl_on_resume, now_ns());
                 return CURL_WRITEFUNC_PAUSE; /* libcurl keeps buf and gives it again */
         }
         h->curl_budget -= len < h->curl_budget ? len : h->curl_budget;
         return body_take(buf, len, data) ? len : 0;
 }
 
-static void curl_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
+static void curl_on_done(struct attempt *a, CURL *easy, CURLcode rc)
 {
-        struct attempt *a = data;
         struct http_attempt *h = a->data;
         long code = 0;
         char *location = NULL;
         char err[ERROR_MAX];
 
-        (void) l;
-        /* A completion can only matter for the attempt that owns this very handle. */
-        if (a->state != ATTEMPT_RUNNING || !h || h->easy != easy)
-                return;
         if (rc == CURLE_WRITE_ERROR && h->body_capped)
                 rc = CURLE_OK;
         if (rc != CURLE_OK) {
@@ -646,18 +652,15 @@ static void curl_on_done(struct loop *l, CURL *easy, CURLcode rc, void *data)
 /* The next wake-up after a pause: a new budget, and the transfer goes on. Unpausing hands
  * libcurl's held chunk to curl_on_body at once; when that ends the transfer (max_body
  * reached, or an error), libcurl reports it here rather than as a completion. */
-static void curl_on_resume(struct loop *l, void *data)
+static void curl_on_resume(struct attempt *a)
 {
-        struct attempt *a = data;
         struct http_attempt *h = a->data;
         CURLcode rc;
 
-        if (a->state != ATTEMPT_RUNNING || !h || !h->easy)
-                return;
         h->curl_budget = LOOP_READ_BUDGET;
         rc = curl_easy_pause(h->easy, CURLPAUSE_CONT);
         if (rc != CURLE_OK)
-                curl_on_done(l, h->easy, rc, a);
+                curl_on_done(a, h->easy, rc);
 }
 
 static int curl_start(struct http_attempt *h)
@@ -681,7 +684,7 @@ static int curl_start(struct http_attempt *h)
         curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, h);
         curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, curl_on_body);
         curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h);
-        return loop_curl_add(h->a->loop, h->easy, &h->lc);
+        return attempt_curl_add(h->a, h->easy, curl_on_done);
 }
 
 /* ---- one attempt ------------------------------------------------------------------- */
@@ -741,9 +744,7 @@ static void http_cancel(struct attempt *a)
 {
         struct http_attempt *h = a->data;
 
-        if (!h)
-                return;
-        hop_release(h);
+        hop_free(h);
         free(h->url);
         free(h);
         a->data = NULL;
@@ -753,7 +754,6 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 {
         const struct http_spec *spec = specp;
         struct http_attempt *h;
-        int r;
 
         h = malloc(sizeof(*h) + (spec->expect_body ? spec->max_body + 1 : 1));
         if (!h)
@@ -763,13 +763,8 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         h->spec = spec;
         h->timeout_ms = timeout_ms;
         h->fd = -1;
-        h->lc = (struct loop_curl){ .fn = curl_on_done, .data = a };
-        timer_init(&h->resume, curl_on_resume, a);
         a->data = h;
-        r = hop_start(h, NULL);
-        if (r < 0 && a->data)
-                http_cancel(a);
-        return r;
+        return hop_start(h, NULL); /* on an error, the lifecycle calls http_cancel */
 }
 
 static const char *const http_keys[] = {

@@ -19,7 +19,7 @@ static int sockopt_linger0(void *clientp, curl_socket_t fd, curlsocktype purpose
 
         (void) clientp;
         (void) purpose;
-        /* Abortive close: probed never holds TIME_WAIT (SPEC 3, 1,000 probes/s). */
+        /* Abortive close: probed never holds TIME_WAIT (README "Probe kinds", 1,000 probes/s). */
         (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         return CURL_SOCKOPT_OK;
 }
@@ -51,15 +51,6 @@ void probe_curl_free(CURL *e)
         }
         curl_easy_reset(e);
         pool[pool_len++] = e;
-}
-
-void probe_curl_release(struct loop *l, CURL **easy)
-{
-        if (!*easy)
-                return;
-        loop_curl_remove(l, *easy); /* CURLM_OK for a handle never added */
-        probe_curl_free(*easy);
-        *easy = NULL;
 }
 
 void probe_curl_pool_drain(void)

@@ -6,7 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "loop.h"
+#include "probe.h"
 #include "probe_net.h"
 
 int probe_connect(const union sockaddr_any *a, socklen_t len)
@@ -36,11 +36,11 @@ int probe_connect_next(const struct addr_list *l, unsigned *next, int err)
         return -err;
 }
 
-void probe_close(struct loop *l, int *fd)
+void probe_close(struct attempt *a, int *fd)
 {
         if (*fd < 0)
                 return;
-        loop_io_del(l, *fd);
+        attempt_io_del(a, *fd);
         (void) close(*fd);
         *fd = -1;
 }

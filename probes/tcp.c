@@ -66,7 +66,7 @@ static void tcp_free_spec(void *spec)
         free(spec);
 }
 
-static loop_io_fn tcp_on_io;
+static attempt_io_fn tcp_on_io;
 
 /* Connects to the next address of the host; an address that fails passes to the one
  * after (localhost: ::1, then 127.0.0.1). Ends the attempt when it is decided; returns
@@ -79,9 +79,9 @@ static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
 
         if (fd >= 0) {
                 t->fd = fd;
-                r = loop_io_add(a->loop, fd, EPOLLOUT, tcp_on_io, a);
+                r = attempt_io_add(a, fd, EPOLLOUT, tcp_on_io);
                 if (r < 0)
-                        probe_close(a->loop, &t->fd);
+                        probe_close(a, &t->fd);
                 return r < 0 ? r : 0;
         }
         if (probe_errno_is_local(-fd))
@@ -91,24 +91,20 @@ static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
         return 0;
 }
 
-static void tcp_on_io(struct loop *l, int fd, uint32_t events, void *data)
+static void tcp_on_io(struct attempt *a, int fd, uint32_t events)
 {
-        struct attempt *a = data;
         struct tcp_attempt *t = a->data;
         int err = 0;
         socklen_t len = sizeof(err);
 
-        (void) l;
         (void) events;
-        if (a->state != ATTEMPT_RUNNING || !t || t->fd != fd)
-                return;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
                 err = errno;
         if (err == 0) {
                 attempt_end(a, OUTCOME_SUCCESS, "connected");
                 return;
         }
-        probe_close(a->loop, &t->fd);
+        probe_close(a, &t->fd);
         err = tcp_connect_next(a, t, err);
         if (err < 0)
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-err));
@@ -118,9 +114,8 @@ static void tcp_cancel(struct attempt *a)
 {
         struct tcp_attempt *t = a->data;
 
-        if (!t)
-                return;
-        probe_close(a->loop, &t->fd);
+        if (t->fd >= 0)
+                (void) close(t->fd);
         free(t);
         a->data = NULL;
 }
@@ -128,7 +123,6 @@ static void tcp_cancel(struct attempt *a)
 static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 {
         struct tcp_attempt *t;
-        int r;
 
         (void) timeout_ms;
         t = calloc(1, sizeof(*t));
@@ -137,12 +131,7 @@ static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         t->spec = specp;
         t->fd = -1;
         a->data = t;
-        r = tcp_connect_next(a, t, 0);
-        if (r < 0 && a->data) {
-                free(t);
-                a->data = NULL;
-        }
-        return r;
+        return tcp_connect_next(a, t, 0); /* on an error, the lifecycle calls tcp_cancel */
 }
 static const char *const tcp_keys[] = { "address", NULL };
 

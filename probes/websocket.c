@@ -1,4 +1,4 @@
-/* websocket probe (SPEC 3): the RFC 6455 opening handshake with a fresh key, a verified
+/* websocket probe (README "Probe kinds"): the RFC 6455 opening handshake with a fresh key, a verified
  * 101, then (with `ping`, the default) a masked ping whose pong must echo its random
  * payload, then a masked close 1000 and an abortive close. The verdict never waits for
  * the server's close echo.
@@ -20,7 +20,8 @@
  * (CURL_POLL_REMOVE), so the probe registers CURLINFO_ACTIVESOCKET with the loop itself
  * and drives curl_easy_send/curl_easy_recv from its own callbacks. The easy handle must
  * stay in the multi handle meanwhile: curl_multi_remove_handle closes a CONNECT_ONLY
- * connection (after which curl_easy_send fails), which is exactly what cancel wants. The
+ * connection (after which curl_easy_send fails), which is exactly what the attempt's end
+ * wants (the lifecycle removes it, docs/design.md "The attempt lifecycle"). The
  * socket gets SO_LINGER 0 when it is created (probe_curl_new), so that close is abortive.
  * curl_easy_recv is called until CURLE_AGAIN before waiting for EPOLLIN again: TLS may
  * hold decrypted bytes that epoll cannot see.
@@ -69,12 +70,11 @@ enum ws_step {
 };
 
 struct ws_attempt {
-        struct loop_curl lc;
         struct attempt *a;
         const struct ws_spec *spec;
         CURL *easy;
         int socket_errno; /* set when socket() fails */
-        int fd;           /* registered with the loop, or -1 */
+        int fd;           /* registered with the attempt, or -1 */
         uint32_t events;  /* what fd is registered for */
         enum ws_step step;
         char key[WSFRAME_KEY_SIZE];
@@ -82,10 +82,11 @@ struct ws_attempt {
         size_t nonce_len;
         uint8_t *out; /* bytes still to send (malloc'd) */
         size_t out_len, out_off;
-        uint64_t skip;       /* data frame payload bytes still to discard */
-        uint64_t skipped;    /* frame bytes before the pong so far (max_skip) */
-        size_t budget;       /* bytes this wake-up may still read (LOOP_READ_BUDGET) */
-        struct timer resume; /* armed when the budget ran out: the next wake-up goes on */
+        uint64_t skip;    /* data frame payload bytes still to discard */
+        uint64_t skipped; /* frame bytes before the pong so far (max_skip) */
+        /* bytes this wake-up may still read (LOOP_READ_BUDGET); when they ran out, the
+         * attempt's timer resumes on the next wake-up */
+        size_t budget;
         size_t in_len;
         uint8_t in[HTTP_MAX_HEADER_BYTES];
 };
@@ -276,25 +277,14 @@ fail:
 
 /* ---- attempt ----------------------------------------------------------------------- */
 
-static void ws_release(struct ws_attempt *w)
-{
-        if (w->fd >= 0)
-                loop_io_del(w->a->loop, w->fd);
-        w->fd = -1;
-        loop_timer_disarm(w->a->loop, &w->resume);
-        /* closes the CONNECT_ONLY connection (SO_LINGER 0: abortive) */
-        probe_curl_release(w->a->loop, &w->easy);
-        free(w->out);
-        w->out = NULL;
-}
-
+/* Its registrations are released already: removing the handle from the multi closed the
+ * CONNECT_ONLY connection (SO_LINGER 0: abortive). */
 static void ws_cancel(struct attempt *a)
 {
         struct ws_attempt *w = a->data;
 
-        if (!w)
-                return;
-        ws_release(w);
+        probe_curl_free(w->easy);
+        free(w->out);
         free(w);
         a->data = NULL;
         a->waiting_for = NULL;
@@ -302,7 +292,7 @@ static void ws_cancel(struct attempt *a)
 
 static void ws_watch(struct ws_attempt *w, uint32_t events)
 {
-        if (w->events != events && loop_io_mod(w->a->loop, w->fd, events) == 0)
+        if (w->events != events && attempt_io_mod(w->a, w->fd, events) == 0)
                 w->events = events;
 }
 
@@ -328,9 +318,9 @@ static int ws_queue_frame(struct ws_attempt *w, uint8_t opcode, const void *payl
         return 0;
 }
 
-/* Sends what is queued. 1: all sent; 0: the socket is full (EPOLLOUT armed); or ends
- * the attempt and returns -1. */
-static int ws_flush(struct ws_attempt *w)
+/* Sends what is queued. true: all sent; false: the socket is full (EPOLLOUT armed), or
+ * the attempt ended. */
+static bool ws_flush(struct ws_attempt *w)
 {
         char err[ERROR_MAX - 16];
 
@@ -341,25 +331,27 @@ static int ws_flush(struct ws_attempt *w)
                 rc = curl_easy_send(w->easy, w->out + w->out_off, w->out_len - w->out_off, &n);
                 if (rc == CURLE_AGAIN) {
                         ws_watch(w, EPOLLOUT);
-                        return 0;
+                        return false;
                 }
                 if (rc != CURLE_OK) {
                         (void) probe_curl_error(w->easy, rc, 0, err, sizeof(err));
                         attempt_end(w->a, OUTCOME_FAILURE, "send: %s", err);
-                        return -1;
+                        return false;
                 }
                 w->out_off += n;
         }
         free(w->out);
         w->out = NULL;
         w->out_len = w->out_off = 0;
-        return 1;
+        return true;
 }
 
-/* Reads what is available into w->in, within this wake-up's budget. 1: got bytes; 0:
- * nothing now (EPOLLIN armed; the resume timer too when the budget ran out); or ends the
- * attempt (EOF or error, reported as closed_msg / "recv: ...") and returns -1. */
-static int ws_fill(struct ws_attempt *w, const char *closed_msg)
+static attempt_timer_fn ws_on_resume;
+
+/* Reads what is available into w->in, within this wake-up's budget. true: got bytes;
+ * false: nothing now (EPOLLIN armed; the resume timer too when the budget ran out), or
+ * the attempt ended (EOF or error, reported as closed_msg / "recv: ..."). */
+static bool ws_fill(struct ws_attempt *w, const char *closed_msg)
 {
         char err[ERROR_MAX - 16];
         size_t n = 0, room = sizeof(w->in) - w->in_len;
@@ -367,26 +359,26 @@ static int ws_fill(struct ws_attempt *w, const char *closed_msg)
 
         if (w->budget == 0) {
                 ws_watch(w, EPOLLIN);
-                loop_timer_arm(w->a->loop, &w->resume, now_ns());
-                return 0;
+                attempt_timer_arm(w->a, ws_on_resume, now_ns());
+                return false;
         }
         rc = curl_easy_recv(w->easy, w->in + w->in_len, room < w->budget ? room : w->budget, &n);
         if (rc == CURLE_AGAIN) {
                 ws_watch(w, EPOLLIN);
-                return 0;
+                return false;
         }
         if (rc == CURLE_OK && n == 0) {
                 attempt_end(w->a, OUTCOME_FAILURE, "%s", closed_msg);
-                return -1;
+                return false;
         }
         if (rc != CURLE_OK) {
                 (void) probe_curl_error(w->easy, rc, 0, err, sizeof(err));
                 attempt_end(w->a, OUTCOME_FAILURE, "recv: %s", err);
-                return -1;
+                return false;
         }
         w->in_len += n;
         w->budget -= n;
-        return 1;
+        return true;
 }
 
 static void ws_consume(struct ws_attempt *w, size_t n)
@@ -395,8 +387,8 @@ static void ws_consume(struct ws_attempt *w, size_t n)
         w->in_len -= n;
 }
 
-/* Sends close 1000 once, without waiting for room or for the echo (SPEC 3: the verdict
- * does not depend on it), then ends the attempt as a success. */
+/* Sends close 1000 once, without waiting for room or for the echo (README "Probe kinds":
+ * the verdict does not depend on it), then ends the attempt as a success. */
 static void ws_finish(struct ws_attempt *w, const char *what)
 {
         const uint8_t code[2] = { WS_CLOSE_NORMAL >> 8, WS_CLOSE_NORMAL & 0xFF };
@@ -407,23 +399,24 @@ static void ws_finish(struct ws_attempt *w, const char *what)
         attempt_end(w->a, OUTCOME_SUCCESS, "%s", what);
 }
 
-/* Counts a frame that is not the pong against max_skip. 0, or -1: the attempt ended. */
-static int ws_count_skipped(struct ws_attempt *w, const struct wsframe *f)
+/* Counts a frame that is not the pong against max_skip. false: past it, the attempt
+ * ended. */
+static bool ws_count_skipped(struct ws_attempt *w, const struct wsframe *f)
 {
         uint64_t n = f->header_len + f->payload_len; /* < 2^63 + 14: skipped + n cannot wrap */
 
         if (n > w->spec->max_skip - w->skipped) {
                 attempt_end(w->a, OUTCOME_FAILURE, "%llu bytes of data before the pong (max_skip %llu)",
                             (unsigned long long) (w->skipped + n), (unsigned long long) w->spec->max_skip);
-                return -1;
+                return false;
         }
         w->skipped += n;
-        return 0;
+        return true;
 }
 
-/* Looks through the frames buffered so far. 1: the pong came (attempt ended); 0: need
- * more bytes; -1: the attempt ended with a failure. */
-static int ws_scan_frames(struct ws_attempt *w)
+/* Looks through the frames buffered so far. true: more bytes are needed; false: the
+ * attempt ended (the pong came, or a failure). */
+static bool ws_scan_frames(struct ws_attempt *w)
 {
         for (;;) {
                 struct wsframe f;
@@ -436,24 +429,24 @@ static int ws_scan_frames(struct ws_attempt *w)
                         ws_consume(w, n);
                         w->skip -= n;
                         if (w->skip > 0)
-                                return 0;
+                                return true;
                 }
                 r = wsframe_decode(w->in, w->in_len, false, INT64_MAX, &f, &why);
                 if (r == 0)
-                        return 0;
+                        return true;
                 if (r < 0) {
                         attempt_end(w->a, OUTCOME_FAILURE, "bad frame from server: %s", why);
-                        return -1;
+                        return false;
                 }
                 if (!(f.opcode & 0x8)) { /* data: skipped as it streams, within max_skip */
-                        if (ws_count_skipped(w, &f) < 0)
-                                return -1;
+                        if (!ws_count_skipped(w, &f))
+                                return false;
                         ws_consume(w, f.header_len);
                         w->skip = f.payload_len;
                         continue;
                 }
                 if (w->in_len < f.header_len + f.payload_len)
-                        return 0; /* control frames are <= 125 bytes: they fit */
+                        return true; /* control frames are <= 125 bytes: they fit */
                 if (f.opcode == WSFRAME_CLOSE) {
                         const uint8_t *p = w->in + f.header_len;
 
@@ -462,133 +455,115 @@ static int ws_scan_frames(struct ws_attempt *w)
                                             (unsigned) (p[0] << 8 | p[1]));
                         else
                                 attempt_end(w->a, OUTCOME_FAILURE, "closed by server");
-                        return -1;
+                        return false;
                 }
                 if (f.opcode == WSFRAME_PONG && f.payload_len == w->nonce_len &&
                     memcmp(w->in + f.header_len, w->nonce, w->nonce_len) == 0) {
                         ws_finish(w, "pong received");
-                        return 1;
+                        return false;
                 }
                 /* a ping from the server or an unsolicited pong: ignored (we close soon) */
-                if (ws_count_skipped(w, &f) < 0)
-                        return -1;
+                if (!ws_count_skipped(w, &f))
+                        return false;
                 ws_consume(w, f.header_len + (size_t) f.payload_len);
         }
 }
 
-/* Checks the response head once it is complete. 1: accepted (head consumed); 0: need
- * more bytes; -1: the attempt ended with a failure. */
-static int ws_check_head(struct ws_attempt *w)
+/* Reads the response head and checks it once complete; then queues the ping, or ends
+ * the attempt without one. true: go on (bytes came, or the ping is queued); false:
+ * waiting for bytes, or the attempt ended. */
+static bool ws_read_handshake(struct ws_attempt *w)
 {
         char reason[ERROR_MAX];
         size_t end;
-        int status;
+        int status, r;
 
         end = wsframe_response_end((const char *) w->in, w->in_len);
         if (end == 0) {
                 if (w->in_len == sizeof(w->in)) {
                         attempt_end(w->a, OUTCOME_FAILURE, "handshake: response head exceeds %d bytes",
                                     HTTP_MAX_HEADER_BYTES);
-                        return -1;
+                        return false;
                 }
-                return 0;
+                return ws_fill(w, "connection closed during handshake");
         }
         if (wsframe_response_check((const char *) w->in, end, w->key, w->spec->subprotocol, &status, reason,
                                    sizeof(reason)) < 0) {
                 attempt_end(w->a, OUTCOME_FAILURE, "%s", reason);
-                return -1;
+                return false;
         }
         ws_consume(w, end); /* what follows are frames */
-        return 1;
+        if (!w->spec->ping) {
+                ws_finish(w, "handshake ok");
+                return false;
+        }
+        w->nonce_len = 8 + w->nonce[0] % 9; /* 8..16 bytes (nonce[0] is random) */
+        r = wsframe_random(w->nonce, w->nonce_len);
+        if (r == 0)
+                r = ws_queue_frame(w, WSFRAME_PING, w->nonce, w->nonce_len);
+        if (r < 0) {
+                attempt_end(w->a, OUTCOME_ERROR, "ping: %s", strerror(-r));
+                return false;
+        }
+        w->step = WS_SEND_PING;
+        return true;
 }
 
 /* The step function: runs the attempt as far as the socket allows. Every path either
  * waits for an event (returns with fd armed) or ends the attempt. */
 static void ws_step(struct ws_attempt *w)
 {
-        int r;
-
         for (;;) {
                 switch (w->step) {
                 case WS_CONNECTING:
                         return;
                 case WS_SEND_HANDSHAKE:
                 case WS_SEND_PING:
-                        r = ws_flush(w);
-                        if (r <= 0)
+                        if (!ws_flush(w))
                                 return;
                         w->step = w->step == WS_SEND_HANDSHAKE ? WS_READ_HANDSHAKE : WS_READ_PONG;
                         w->a->waiting_for = w->step == WS_READ_PONG ? "pong" : "handshake response";
                         break;
                 case WS_READ_HANDSHAKE:
-                        r = ws_check_head(w);
-                        if (r < 0)
+                        if (!ws_read_handshake(w))
                                 return;
-                        if (r == 0) {
-                                if (ws_fill(w, "connection closed during handshake") <= 0)
-                                        return;
-                                break;
-                        }
-                        if (!w->spec->ping) {
-                                ws_finish(w, "handshake ok");
-                                return;
-                        }
-                        w->nonce_len = 8 + w->nonce[0] % 9; /* 8..16 bytes (nonce[0] is random) */
-                        r = wsframe_random(w->nonce, w->nonce_len);
-                        if (r == 0)
-                                r = ws_queue_frame(w, WSFRAME_PING, w->nonce, w->nonce_len);
-                        if (r < 0) {
-                                attempt_end(w->a, OUTCOME_ERROR, "ping: %s", strerror(-r));
-                                return;
-                        }
-                        w->step = WS_SEND_PING;
                         break;
                 case WS_READ_PONG:
-                        r = ws_scan_frames(w);
-                        if (r != 0)
-                                return;
-                        if (ws_fill(w, "connection closed before pong") <= 0)
+                        if (!ws_scan_frames(w) || !ws_fill(w, "connection closed before pong"))
                                 return;
                         break;
                 }
         }
 }
 
-static void ws_on_io(struct loop *l, int fd, uint32_t events, void *data)
+static void ws_on_io(struct attempt *a, int fd, uint32_t events)
 {
-        struct ws_attempt *w = data;
+        struct ws_attempt *w = a->data;
 
+        (void) fd;
         (void) events; /* errors and hangups surface through curl_easy_send/recv */
-        if (w->a->state != ATTEMPT_RUNNING || w->a->data != w || w->fd != fd)
-                return;
-        loop_timer_disarm(l, &w->resume);
+        attempt_timer_disarm(a);
         w->budget = LOOP_READ_BUDGET;
         ws_step(w);
 }
 
 /* The budget of the previous wake-up ran out: go on with a new one. */
-static void ws_on_resume(struct loop *l, void *data)
+static void ws_on_resume(struct attempt *a)
 {
-        struct ws_attempt *w = data;
+        struct ws_attempt *w = a->data;
 
-        (void) l;
-        if (w->a->state != ATTEMPT_RUNNING || w->a->data != w)
-                return;
         w->budget = LOOP_READ_BUDGET;
         ws_step(w);
 }
 
-static void ws_on_connected(struct loop *l, CURL *easy, CURLcode rc, void *data)
+static void ws_on_connected(struct attempt *a, CURL *easy, CURLcode rc)
 {
-        struct attempt *a = data;
         struct ws_attempt *w = a->data;
         char err[ERROR_MAX - 16];
         curl_socket_t fd = CURL_SOCKET_BAD;
         char *req = NULL;
         int r;
 
-        if (a->state != ATTEMPT_RUNNING || !w || w->easy != easy || w->step != WS_CONNECTING)
-                return;
         if (rc != CURLE_OK) {
                 enum outcome o = probe_curl_error(easy, rc, w->socket_errno, err, sizeof(err));
                 attempt_end(a, o, "connect: %s", err);
@@ -606,7 +581,7 @@ static void ws_on_connected(struct loop *l, CURL *easy, CURLcode rc, void *data)
         w->out = (uint8_t *) req;
         w->out_len = strlen(req);
         w->out_off = 0;
-        r = loop_io_add(l, fd, EPOLLOUT, ws_on_io, w);
+        r = attempt_io_add(a, fd, EPOLLOUT, ws_on_io);
         if (r < 0) {
                 attempt_end(a, OUTCOME_ERROR, "watch socket: %s", strerror(-r));
                 return;
@@ -632,20 +607,16 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         w->spec = spec;
         w->fd = -1;
         w->step = WS_CONNECTING;
-        w->lc = (struct loop_curl){ .fn = ws_on_connected, .data = a };
-        timer_init(&w->resume, ws_on_resume, w);
-        a->data = w;
+        a->data = w;                   /* from here on, an error return has the lifecycle call ws_cancel */
         a->waiting_for = "connection"; /* a timeout reads "timeout: no pong within 1s" */
         r = wsframe_key_new(w->key);
         if (r == 0)
                 r = wsframe_random(w->nonce, 1); /* picks the ping payload length */
         if (r < 0)
-                goto fail;
+                return r;
         w->easy = probe_curl_new(spec->curl_url, timeout_ms, false, &w->socket_errno);
-        if (!w->easy) {
-                r = -ENOMEM;
-                goto fail;
-        }
+        if (!w->easy)
+                return -ENOMEM;
         /* the lifecycle's deadline decides (libcurl has no limit of its own), so a slow
          * connect is a timeout, not a failure */
         curl_easy_setopt(w->easy, CURLOPT_CONNECT_ONLY, 1L);
@@ -655,13 +626,7 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         /* wss: offer only http/1.1 in ALPN, or an h2-capable front would pick h2 and the
          * HTTP/1.1 upgrade written over it would fail */
         curl_easy_setopt(w->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
-        r = loop_curl_add(a->loop, w->easy, &w->lc);
-        if (r < 0)
-                goto fail;
-        return 0;
-fail:
-        ws_cancel(a);
-        return r;
+        return attempt_curl_add(a, w->easy, ws_on_connected);
 }
 
 static const char *const ws_keys[] = { "url", "headers", "subprotocol", "ping", "max_skip", NULL };
