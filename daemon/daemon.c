@@ -264,6 +264,27 @@ static void slot_on_timer(struct loop *l, void *data)
  * it, and an attempt_end inside the kind's callback only records the outcome, finished
  * (resources released, ops->cancel, outcome recorded) once the callback returned. */
 
+/* The registrations of one attempt, each stamped with the generation (a->id) that made
+ * it: allocated when the attempt starts, freed once they are released. */
+struct attempt_res {
+        struct {
+                int fd; /* -1: free */
+                uint64_t id;
+                attempt_io_fn *fn;
+        } io[ATTEMPT_MAX_IO];
+        struct {
+                struct timer t;
+                uint64_t id;
+                attempt_timer_fn *fn;
+        } timer;
+        struct {
+                struct loop_curl lc;
+                CURL *easy; /* NULL: free */
+                uint64_t id;
+                attempt_curl_fn *fn;
+        } curl;
+};
+
 struct attempt_ending {
         bool outer; /* this dispatch finishes the attempt (not nested in another) */
         bool ended;
@@ -294,24 +315,25 @@ static void dispatch_end(struct attempt *a, struct attempt_ending *e)
                 attempt_finish(a, e->o, e->reason);
 }
 
-static struct attempt_io *attempt_io_find(struct attempt *a, int fd)
+/* The index of fd's registration in a, or -1. */
+static int attempt_io_find(const struct attempt *a, int fd)
 {
-        for (size_t i = 0; fd >= 0 && i < ATTEMPT_MAX_IO; i++)
-                if (a->io[i].fd == fd)
-                        return &a->io[i];
-        return NULL;
+        for (int i = 0; a->res && fd >= 0 && i < ATTEMPT_MAX_IO; i++)
+                if (a->res->io[i].fd == fd)
+                        return i;
+        return -1;
 }
 
 static void attempt_on_io(struct loop *l, int fd, uint32_t events, void *data)
 {
         struct attempt *a = data;
-        struct attempt_io *s = attempt_io_find(a, fd);
         struct attempt_ending e;
+        int i = attempt_io_find(a, fd);
 
         (void) l;
-        if (!s || !dispatch_begin(a, s->id, &e))
+        if (i < 0 || !dispatch_begin(a, a->res->io[i].id, &e))
                 return;
-        s->fn(a, fd, events);
+        a->res->io[i].fn(a, fd, events);
         dispatch_end(a, &e);
 }
 
@@ -321,9 +343,9 @@ static void attempt_on_timer(struct loop *l, void *data)
         struct attempt_ending e;
 
         (void) l;
-        if (!dispatch_begin(a, a->timer.id, &e))
+        if (!dispatch_begin(a, a->res->timer.id, &e))
                 return;
-        a->timer.fn(a);
+        a->res->timer.fn(a);
         dispatch_end(a, &e);
 }
 
@@ -333,87 +355,110 @@ static void attempt_on_curl(struct loop *l, CURL *easy, CURLcode rc, void *data)
         struct attempt_ending e;
 
         (void) l;
-        if (a->curl.easy != easy || !dispatch_begin(a, a->curl.id, &e))
+        if (a->res->curl.easy != easy || !dispatch_begin(a, a->res->curl.id, &e))
                 return;
-        a->curl.fn(a, easy, rc);
+        a->res->curl.fn(a, easy, rc);
         dispatch_end(a, &e);
+}
+
+static struct attempt_res *attempt_res_new(struct attempt *a)
+{
+        struct attempt_res *r = malloc(sizeof(*r));
+
+        if (!r)
+                return NULL;
+        for (size_t i = 0; i < ATTEMPT_MAX_IO; i++)
+                r->io[i].fd = -1;
+        timer_init(&r->timer.t, attempt_on_timer, a);
+        r->curl.lc = (struct loop_curl){ .fn = attempt_on_curl, .data = a };
+        r->curl.easy = NULL;
+        return r;
 }
 
 int attempt_io_add(struct attempt *a, int fd, uint32_t events, attempt_io_fn *fn)
 {
-        struct attempt_io *s = NULL;
-        int r;
+        int i = 0, r;
 
-        for (size_t i = 0; i < ATTEMPT_MAX_IO && !s; i++)
-                if (a->io[i].fd < 0)
-                        s = &a->io[i];
-        if (!s)
+        if (!a->res)
+                return -ENOSPC; /* not running */
+        while (i < ATTEMPT_MAX_IO && a->res->io[i].fd >= 0)
+                i++;
+        if (i == ATTEMPT_MAX_IO)
                 return -ENOSPC;
         r = loop_io_add(a->loop, fd, events, attempt_on_io, a);
         if (r < 0)
                 return r;
-        *s = (struct attempt_io){ .fd = fd, .id = a->id, .fn = fn };
+        a->res->io[i].fd = fd;
+        a->res->io[i].id = a->id;
+        a->res->io[i].fn = fn;
         return 0;
 }
 
 int attempt_io_mod(struct attempt *a, int fd, uint32_t events)
 {
-        return attempt_io_find(a, fd) ? loop_io_mod(a->loop, fd, events) : -ENOENT;
+        return attempt_io_find(a, fd) >= 0 ? loop_io_mod(a->loop, fd, events) : -ENOENT;
 }
 
 void attempt_io_del(struct attempt *a, int fd)
 {
-        struct attempt_io *s = attempt_io_find(a, fd);
+        int i = attempt_io_find(a, fd);
 
-        if (!s)
+        if (i < 0)
                 return;
         loop_io_del(a->loop, fd);
-        s->fd = -1;
+        a->res->io[i].fd = -1;
 }
 
 void attempt_timer_arm(struct attempt *a, attempt_timer_fn *fn, uint64_t when_ns)
 {
-        a->timer.fn = fn;
-        a->timer.id = a->id;
-        loop_timer_arm(a->loop, &a->timer.t, when_ns);
+        if (!a->res)
+                return; /* not running: nothing to arm it for */
+        a->res->timer.fn = fn;
+        a->res->timer.id = a->id;
+        loop_timer_arm(a->loop, &a->res->timer.t, when_ns);
 }
 
 void attempt_timer_disarm(struct attempt *a)
 {
-        loop_timer_disarm(a->loop, &a->timer.t);
+        if (a->res)
+                loop_timer_disarm(a->loop, &a->res->timer.t);
 }
 
 int attempt_curl_add(struct attempt *a, CURL *easy, attempt_curl_fn *fn)
 {
         int r;
 
-        if (a->curl.easy)
+        if (!a->res || a->res->curl.easy)
                 return -ENOSPC;
-        a->curl.easy = easy;
-        a->curl.id = a->id;
-        a->curl.fn = fn;
-        r = loop_curl_add(a->loop, easy, &a->curl.lc);
+        a->res->curl.easy = easy;
+        a->res->curl.id = a->id;
+        a->res->curl.fn = fn;
+        r = loop_curl_add(a->loop, easy, &a->res->curl.lc);
         if (r < 0)
-                a->curl.easy = NULL;
+                a->res->curl.easy = NULL;
         return r;
 }
 
 void attempt_curl_remove(struct attempt *a, CURL *easy)
 {
-        if (!easy || a->curl.easy != easy)
+        if (!easy || !a->res || a->res->curl.easy != easy)
                 return;
         loop_curl_remove(a->loop, easy);
-        a->curl.easy = NULL;
+        a->res->curl.easy = NULL;
 }
 
 /* Everything the attempt registered: fds out of epoll (before cancel closes them), the
- * timer disarmed, the curl handle out of the multi. */
+ * timer disarmed, the curl handle out of the multi; then the registrations' memory. */
 static void attempt_release(struct attempt *a)
 {
+        if (!a->res)
+                return;
         for (size_t i = 0; i < ATTEMPT_MAX_IO; i++)
-                attempt_io_del(a, a->io[i].fd);
+                attempt_io_del(a, a->res->io[i].fd);
         attempt_timer_disarm(a);
-        attempt_curl_remove(a, a->curl.easy);
+        attempt_curl_remove(a, a->res->curl.easy);
+        free(a->res);
+        a->res = NULL;
 }
 
 static void probe_run(struct probe *p)
@@ -442,6 +487,11 @@ static void probe_run(struct probe *p)
         a->waiting_for = NULL;
         loop_set_inflight(d->loop, true);
         loop_timer_arm(d->loop, &p->deadline, a->start_ns + p->cfg->timing.timeout_ms * NSEC_PER_MSEC);
+        a->res = attempt_res_new(a);
+        if (!a->res) {
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(ENOMEM));
+                return;
+        }
         dispatch_begin(a, a->id, &e);
         r = p->cfg->ops->start(a, p->cfg->spec, p->cfg->timing.timeout_ms);
         dispatch_end(a, &e);
@@ -610,10 +660,6 @@ struct probe *probe_new(struct daemon *d, const struct probe_config *cfg)
         p->v->last_success = -1;
         p->attempt.probe = p;
         p->attempt.loop = d->loop;
-        for (size_t i = 0; i < ATTEMPT_MAX_IO; i++)
-                p->attempt.io[i].fd = -1;
-        timer_init(&p->attempt.timer.t, attempt_on_timer, &p->attempt);
-        p->attempt.curl.lc = (struct loop_curl){ .fn = attempt_on_curl, .data = &p->attempt };
         timer_init(&p->timer, probe_on_timer, p);
         timer_init(&p->deadline, attempt_on_deadline, &p->attempt);
         return p;

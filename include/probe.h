@@ -36,11 +36,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bounds.h"
-#include "loop.h"
+#include <curl/curl.h>
 
+#include "bounds.h"
+
+struct loop;
 struct probe;
 struct attempt;
+struct attempt_res;
 struct attempt_ending;
 
 enum outcome {
@@ -78,27 +81,6 @@ typedef void attempt_curl_fn(struct attempt *a, CURL *easy, CURLcode result);
 
 #define ATTEMPT_MAX_IO 2 /* fds one attempt watches at once (exec: its pipe and pidfd) */
 
-/* The registrations of one attempt, each stamped with the generation (a->id) that made
- * it; kept in the attempt, released by the lifecycle when it ends. */
-struct attempt_io {
-        int fd; /* -1: free */
-        uint64_t id;
-        attempt_io_fn *fn;
-};
-
-struct attempt_timer {
-        struct timer t;
-        uint64_t id;
-        attempt_timer_fn *fn;
-};
-
-struct attempt_curl {
-        struct loop_curl lc;
-        CURL *easy; /* NULL: free */
-        uint64_t id;
-        attempt_curl_fn *fn;
-};
-
 struct attempt {
         struct probe *probe; /* owner (back-pointer) */
         struct loop *loop;   /* borrowed for the attempt's life */
@@ -110,10 +92,10 @@ struct attempt {
                                      * now ("pong"), for the timeout reason; NULL: "answer" */
         char *output;            /* exec output (malloc'd, NUL-terminated) or NULL; set
                                      * only through attempt_set_output */
-        struct attempt_io io[ATTEMPT_MAX_IO];
-        struct attempt_timer timer;
-        struct attempt_curl curl;
-        struct attempt_ending *ending; /* the lifecycle's, while a kind's callback runs */
+        /* the lifecycle's: what the attempt registered (allocated while it runs, so that
+         * 10,000 idle probes do not carry it), and the dispatch a kind's callback runs in */
+        struct attempt_res *res;
+        struct attempt_ending *ending;
 };
 
 /* A kind's command-line flag, `--<name> NAME=VALUE`: one probe in all three scopes with
