@@ -484,8 +484,8 @@ static uint64_t loop_arm_wake(struct loop *l)
 /* Accounts the span since the last accounting point; late: how far past the instant it
  * planned to be here the loop is (0: on time); slept: how much of the span it meant to
  * sleep (epoll_wait until its wake-up instant). Wall time with neither CPU nor a planned
- * sleep was frozen: hooks.frozen moves deadlines by it. Frozen past the threshold, and
- * for most of the span, is a stall (signals that arrived meanwhile come first, so a
+ * sleep was frozen: hooks.frozen moves deadlines by it. Frozen past the threshold, with
+ * the thread on the CPU for under STALL_MAX_CPU_PERCENT of the span, is a stall (signals that arrived meanwhile come first, so a
  * SIGTERM queued then stops everything before a deadline moves). Late past the
  * threshold otherwise is busy (hooks.busy, once per run of busy points). */
 static void loop_account(struct loop *l, uint64_t late, uint64_t slept, const void *culprit)
@@ -497,8 +497,10 @@ static void loop_account(struct loop *l, uint64_t late, uint64_t slept, const vo
 
         l->mark_ns = now;
         l->mark_cpu = cpu;
-        /* frozen for most of the span: a loop busy on a contended CPU is not a stall */
-        stall = l->stall_threshold_ns > 0 && frozen > l->stall_threshold_ns && frozen >= ran;
+        /* frozen for nearly all of the span: a loop busy on a contended or stolen CPU
+         * (it ran for part of the span) is busy, not a stall */
+        stall = l->stall_threshold_ns > 0 && frozen > l->stall_threshold_ns &&
+                ran * 100 < (ran + frozen) * STALL_MAX_CPU_PERCENT;
         if (stall)
                 signal_on_io(l, l->sfd, EPOLLIN, NULL);
         if (frozen >= FREEZE_SHIFT_MIN_US * 1000 && !l->exiting && l->hooks.frozen)

@@ -62,6 +62,7 @@
 #define HEARTBEAT_SLACK_MS 20          /* a loop this close to the present counts as current */
 #define HEARTBEAT_POLL_MS 5            /* a waiting server thread re-checks the heartbeat this often */
 #define FREEZE_SHIFT_MIN_US 1000       /* no-CPU lateness below this is not moved out of deadlines */
+#define STALL_MAX_CPU_PERCENT 25      /* a late span is a stall only if the loop ran under this share of it */
 #define STALL_WAKE_DIVISOR 4           /* wake every stall_threshold/4 while attempts run */
 #define CHECK_DEFAULT_TIMEOUT_MS 1000  /* probed check URL */
 #define NOFILE_WANTED 65536            /* soft RLIMIT_NOFILE raised towards this (hard limit permitting) */
