@@ -265,8 +265,10 @@ static void slot_on_timer(struct loop *l, void *data)
  * (resources released, ops->cancel, outcome recorded) once the callback returned. */
 
 /* The registrations of one attempt, each stamped with the generation (a->id) that made
- * it: allocated when the attempt starts, freed once they are released. */
+ * it: taken when the attempt starts, given back to d->res_free once they are released
+ * (as many blocks as attempts were ever in flight at once, no allocation per attempt). */
 struct attempt_res {
+        struct attempt_res *next_free; /* in d->res_free */
         struct {
                 int fd; /* -1: free */
                 uint64_t id;
@@ -363,9 +365,12 @@ static void attempt_on_curl(struct loop *l, CURL *easy, CURLcode rc, void *data)
 
 static struct attempt_res *attempt_res_new(struct attempt *a)
 {
-        struct attempt_res *r = malloc(sizeof(*r));
+        struct daemon *d = a->probe->d;
+        struct attempt_res *r = d->res_free;
 
-        if (!r)
+        if (r)
+                d->res_free = r->next_free;
+        else if (!(r = malloc(sizeof(*r))))
                 return NULL;
         for (size_t i = 0; i < ATTEMPT_MAX_IO; i++)
                 r->io[i].fd = -1;
@@ -448,7 +453,7 @@ void attempt_curl_remove(struct attempt *a, CURL *easy)
 }
 
 /* Everything the attempt registered: fds out of epoll (before cancel closes them), the
- * timer disarmed, the curl handle out of the multi; then the registrations' memory. */
+ * timer disarmed, the curl handle out of the multi; the block goes back to d->res_free. */
 static void attempt_release(struct attempt *a)
 {
         if (!a->res)
@@ -457,7 +462,8 @@ static void attempt_release(struct attempt *a)
                 attempt_io_del(a, a->res->io[i].fd);
         attempt_timer_disarm(a);
         attempt_curl_remove(a, a->res->curl.easy);
-        free(a->res);
+        a->res->next_free = a->probe->d->res_free;
+        a->probe->d->res_free = a->res;
         a->res = NULL;
 }
 
@@ -863,6 +869,11 @@ struct daemon *daemon_free(struct daemon *d)
         for (size_t i = 0; i < d->n_probes; i++)
                 d->probes[i] = probe_free(d->probes[i]);
         free(d->probes);
+        while (d->res_free) {
+                struct attempt_res *r = d->res_free;
+                d->res_free = r->next_free;
+                free(r);
+        }
         loop_timer_disarm(d->loop, &d->publish_timer);
         loop_timer_disarm(d->loop, &d->drain_timer);
         loop_timer_disarm(d->loop, &d->slot_timer);

@@ -61,6 +61,7 @@ struct daemon {
         size_t fds_in_flight;          /* what the attempts in flight hold (fds_per_attempt) */
         struct probe *q_head, *q_tail; /* due probes waiting for a slot, FIFO */
         struct timer slot_timer;       /* starts queued probes once slots are free */
+        struct attempt_res *res_free;  /* registration blocks of ended attempts, for the next */
         /* SIGHUP: the file is read and parsed on a thread of its own (10,000 probes take
          * longer than a loop iteration may); the loop applies the result when the
          * thread's eventfd says it is done. */
