@@ -28,9 +28,13 @@
  * slowloris connections cannot lock the platform out. */
 #define SERVER_CONNECTION_LIMIT 1024 /* at it, each new connection sheds the oldest idle one */
 #define SERVER_CONNECTION_HARD_LIMIT                                                                                   \
-        2048 /* open ones, busy and being shed included: past it a new one is closed at once */
+        2048 /* open ones, busy and being shed included: past it a new one needs a complete request */
 #define SERVER_MHD_CONNECTION_LIMIT                                                                                    \
-        (SERVER_THREADS * (SERVER_CONNECTION_HARD_LIMIT + 64)) /* MHD's own, never reached: any one worker may get them all */
+        (SERVER_THREADS * (SERVER_CONNECTION_HARD_LIMIT + SERVER_REQUEST_RESERVE + 64)) /* MHD's own, never reached: any one worker may get them all */
+#define SERVER_REQUEST_RESERVE 64     /* past the hard limit, connections with a complete request still admitted */
+#define SERVER_REQUEST_PEEK 1024      /* bytes of an unread request head looked at for its end */
+#define SERVER_HOLD_MAX 128           /* past the hard limit, new connections held until their request comes */
+#define SERVER_HOLD_MS 100            /* ... for at most this long, then closed */
 #define SERVER_PER_IP_LIMIT 0         /* 0: unlimited per IP (the platform probes from one IP) */
 #define SERVER_CONNECTION_TIMEOUT_S 5 /* idle connection closed after this */
 #define SERVER_MEMORY_LIMIT 8192      /* per-connection buffer: bounds request line + headers */
