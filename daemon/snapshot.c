@@ -430,19 +430,25 @@ char *render_status_body(const struct snapshot *s, size_t *ret_len)
         return text;
 }
 
+/* a then b as one malloc'd string (NULL when either is missing or out of memory) */
+static char *join_parts(const char *a, size_t al, const char *b, size_t bl)
+{
+        char *text = a && b ? malloc(al + bl + 1) : NULL;
+
+        if (text) {
+                memcpy(text, a, al);
+                memcpy(text + al, b, bl);
+                text[al + bl] = '\0';
+        }
+        return text;
+}
+
 char *render_status_json(const struct snapshot *s, uint64_t now_mono_ns)
 {
         char head[RENDER_PART_MAX];
-        size_t hl = render_status_head(s, now_mono_ns, head, sizeof(head)), bl;
-        char *body = render_status_body(s, &bl), *text;
+        size_t hl = render_status_head(s, now_mono_ns, head, sizeof(head)), bl = 0;
+        char *body = render_status_body(s, &bl), *text = join_parts(head, hl, body, bl);
 
-        if (!body)
-                return NULL;
-        text = malloc(hl + bl + 1);
-        if (text) {
-                memcpy(text, head, hl);
-                memcpy(text + hl, body, bl + 1);
-        }
         free(body);
         return text;
 }
@@ -653,16 +659,9 @@ size_t render_metrics_tail(uint64_t rss_bytes, double cpu_seconds, double heartb
 char *render_metrics(const struct snapshot *s, uint64_t rss_bytes, double cpu_seconds)
 {
         char tail[RENDER_PART_MAX];
-        size_t tl = render_metrics_tail(rss_bytes, cpu_seconds, 0, tail, sizeof(tail)), bl;
-        char *body = render_metrics_body(s, &bl), *text;
+        size_t tl = render_metrics_tail(rss_bytes, cpu_seconds, 0, tail, sizeof(tail)), bl = 0;
+        char *body = render_metrics_body(s, &bl), *text = join_parts(body, bl, tail, tl);
 
-        if (!body)
-                return NULL;
-        text = malloc(bl + tl + 1);
-        if (text) {
-                memcpy(text, body, bl);
-                memcpy(text + bl, tail, tl + 1);
-        }
         free(body);
         return text;
 }
