@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,6 +59,61 @@ static const struct probe_ops manual_ops = {
         .free_spec = manual_free_spec,
 };
 
+/* A kind whose attempt reads a pipe it wrote to: the fd callback ends the attempt, then
+ * still uses its state (valid until the callback returns); the pipe stays readable, so a
+ * registration that outlived its attempt would be called again. */
+struct pipe_state {
+        int fds[2];
+        bool ended_in_callback;
+};
+static int pipe_calls, pipe_cancels;
+
+static void pipe_on_io(struct attempt *a, int fd, uint32_t events)
+{
+        struct pipe_state *ps = a->data;
+
+        (void) fd;
+        (void) events;
+        pipe_calls++;
+        attempt_end(a, OUTCOME_SUCCESS, "read");
+        ck_assert_ptr_eq(a->data, ps); /* released only once the callback returned */
+        ps->ended_in_callback = true;
+}
+
+static int pipe_start(struct attempt *a, const void *spec, uint64_t timeout_ms)
+{
+        struct pipe_state *ps = calloc(1, sizeof(*ps));
+
+        (void) spec;
+        (void) timeout_ms;
+        ck_assert_ptr_nonnull(ps);
+        ck_assert_int_eq(pipe(ps->fds), 0);
+        ck_assert_int_eq(write(ps->fds[1], "x", 1), 1);
+        a->data = ps;
+        starts++;
+        return attempt_io_add(a, ps->fds[0], EPOLLIN, pipe_on_io);
+}
+
+static void pipe_cancel(struct attempt *a)
+{
+        struct pipe_state *ps = a->data;
+
+        ck_assert(ps->ended_in_callback);
+        close(ps->fds[0]);
+        close(ps->fds[1]);
+        free(ps);
+        a->data = NULL;
+        pipe_cancels++;
+}
+
+static const struct probe_ops pipe_ops = {
+        .type = "pipe",
+        .start = pipe_start,
+        .cancel = pipe_cancel,
+        .free_spec = manual_free_spec,
+};
+static const struct probe_ops *kind_ops = &manual_ops;
+
 static struct loop *loop;
 static struct daemon *daemon_;
 
@@ -87,6 +143,8 @@ static void setup(void)
         drain_ms = 0;
         n_probes = 1;
         latest = NULL;
+        kind_ops = &manual_ops;
+        pipe_calls = pipe_cancels = 0;
 }
 
 static void teardown(void)
@@ -113,7 +171,7 @@ static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t
         for (size_t i = 0; i < n_probes; i++)
                 c->probes[i] = (struct probe_config){
                         .name = strdup_printf("p%zu", i),
-                        .ops = &manual_ops,
+                        .ops = kind_ops,
                         .scopes = scopes,
                         .timing = { .period_ms = 10,
                                     .timeout_ms = timeout_ms,
@@ -435,6 +493,26 @@ START_TEST(test_failure_across_stall_reruns_once)
 }
 END_TEST
 
+static bool three_pipe_attempts(void)
+{
+        return latest && latest->probes[0]->successes >= 3;
+}
+
+/* An attempt ended from its own fd callback: the kind's state lives until the callback
+ * returns, then the lifecycle deregisters the fd and calls cancel once; the still
+ * readable pipe is never delivered to the ended attempt. */
+START_TEST(test_end_in_callback_releases_after_it)
+{
+        kind_ops = &pipe_ops;
+        start_daemon(SCOPE_ALL, 1, 1, 1000);
+        run_until(three_pipe_attempts);
+        ck_assert_int_ge(pipe_calls, (int) latest->probes[0]->successes);
+        ck_assert_int_le(pipe_calls, starts);       /* once per attempt, never after it ended */
+        ck_assert_int_eq(pipe_cancels, pipe_calls); /* each released once, after its callback */
+        ck_assert_uint_eq(latest->probes[0]->failures + latest->probes[0]->cancellations, 0);
+}
+END_TEST
+
 static bool all_slots_taken(void)
 {
         return starts >= MAX_INFLIGHT_ATTEMPTS;
@@ -482,6 +560,7 @@ static Suite *daemon_suite(void)
         tcase_add_test(tc, test_cancelled_never_touches_health);
         tcase_add_test(tc, test_error_backs_off_and_keeps_health);
         tcase_add_test(tc, test_inflight_attempts_bounded);
+        tcase_add_test(tc, test_end_in_callback_releases_after_it);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("events");
