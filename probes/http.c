@@ -2,13 +2,14 @@
  * success when the status is in expect_status and the body read (at most max_body
  * bytes; more is not read and is not an error) contains expect_body.
  *
- * http:// goes through probed's own HTTP/1.1 client (a sidecar's probes are plain
- * http to localhost, and this is their cost: a few syscalls, no allocation beyond
- * the attempt); https:// goes through libcurl. One attempt may hop between them when
- * a redirect changes the scheme.
+ * This file is the kind: its config (the request prebuilt at load), redirects, the
+ * judging, and the transport of each hop. http:// goes through probed's own HTTP/1.1
+ * client (probes/http_client.c: connect, send, bounded reads into httpresp.c);
+ * https:// goes through libcurl. One attempt may hop between them when a redirect
+ * changes the scheme.
  *
- *   start --> hop(url) --http://--> connect (next address on refusal) --> send request
- *              ^    |                 --> read: httpresp.c parses, body_take keeps --+
+ *   start --> hop(url) --http://--> http_client: connect, send, read --> done ------+
+ *              ^    |                 (body_take keeps the body)                     |
  *              |    +--https://--> libcurl easy handle on the loop --> done ----------+
  *              |                                                                      v
  *              +---- 3xx to the same host (port ignored), < 10 hops ---------- judge(status,
@@ -21,9 +22,8 @@
  * names of http:// URLs are resolved when the config loads, as for tcp probes; the
  * attempt itself never blocks.
  *
- * Fairness (README "Design"): one wake-up of probed's client reads at most
- * LOOP_READ_BUDGET bytes (head or body), then returns to the loop with the socket still
- * registered (level-triggered: the next iteration comes back to it); max_body and
+ * Fairness (docs/design.md, "Stalls and busy wake-ups"): probed's client reads at most
+ * LOOP_READ_BUDGET bytes per wake-up (probes/http_client.c); max_body and
  * HTTP_MAX_HEADER_BYTES bound the attempt as a whole. libcurl (https://) stops at
  * max_body the same way; left alone it reads some 800 KiB per wake-up of a streaming TLS
  * peer (libcurl 7.88), so its write callback takes LOOP_READ_BUDGET bytes, then answers
@@ -32,19 +32,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "config.h"
-#include "httpresp.h"
+#include "http_client.h"
 #include "loop.h"
 #include "probe.h"
 #include "probe_curl.h"
 #include "util.h"
 
 #define MAX_STATUS_RANGES 16
-#define READ_CHUNK 4096 /* bytes per recv(), on the loop's stack */
 
 struct status_range {
         unsigned lo, hi;
@@ -92,16 +88,11 @@ struct http_attempt {
         /* body bytes this wake-up may still take (LOOP_READ_BUDGET); when they ran out, the
          * attempt's timer unpauses the transfer */
         size_t curl_budget;
-        /* an http hop */
-        int fd;
-        uint32_t events; /* registered on the loop (0: not yet) */
-        const struct addr_list *addrs;
+        /* an http hop: its request is spec->request or own_request, its addresses
+         * spec->addrs or own_addrs */
+        struct http_client client;
         struct addr_list *own_addrs; /* a redirect to another port */
-        unsigned next_addr;
-        const char *request; /* spec->request or own_request */
         char *own_request;
-        size_t request_len, sent;
-        struct http_resp resp;
         /* the body read */
         bool body_capped;
         size_t body_len;
@@ -284,70 +275,64 @@ static int resolve_url_host(const struct url_parts *u, struct addr_list *ret)
         return host_resolve(u->host, (uint16_t) u->port, false, ret);
 }
 
-static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
-{
-        struct http_spec *spec;
+/* An http probe's keys, read and checked (http_read_keys); u is the URL's parts. */
+struct http_conf {
+        const char *url, *method, *expect_status, *expect_body;
+        uint64_t max_body;
+        bool tls_verify;
+        struct url_parts u;
+        int n_ranges;
         struct status_range ranges[MAX_STATUS_RANGES];
-        struct url_parts u = { 0 };
-        char *lines = NULL;
-        const char *url = NULL, *method = "GET", *expect_status = "200-399", *expect_body = NULL;
-        const cJSON *headers, *h;
-        uint64_t max_body = HTTP_MAX_BODY_DEFAULT;
-        bool tls_verify = false;
-        int r, n_ranges;
+};
 
-        if ((r = cfg_string(obj, "url", path, true, &url, reterr)) < 0 ||
-            (r = cfg_string(obj, "method", path, false, &method, reterr)) < 0 ||
-            (r = cfg_string(obj, "expect_status", path, false, &expect_status, reterr)) < 0 ||
-            (r = cfg_string(obj, "expect_body", path, false, &expect_body, reterr)) < 0 ||
-            (r = cfg_uint(obj, "max_body", path, 1, 64u << 20, &max_body, reterr)) < 0 ||
-            (r = cfg_bool(obj, "tls_verify", path, &tls_verify, reterr)) < 0)
+/* Reads and checks the keys into k (its u to free with url_parts_free on success). */
+static int http_read_keys(cJSON *obj, const char *path, struct http_conf *k, char **reterr)
+{
+        int r;
+
+        *k = (struct http_conf){ .method = "GET", .expect_status = "200-399", .max_body = HTTP_MAX_BODY_DEFAULT };
+        if ((r = cfg_string(obj, "url", path, true, &k->url, reterr)) < 0 ||
+            (r = cfg_string(obj, "method", path, false, &k->method, reterr)) < 0 ||
+            (r = cfg_string(obj, "expect_status", path, false, &k->expect_status, reterr)) < 0 ||
+            (r = cfg_string(obj, "expect_body", path, false, &k->expect_body, reterr)) < 0 ||
+            (r = cfg_uint(obj, "max_body", path, 1, 64u << 20, &k->max_body, reterr)) < 0 ||
+            (r = cfg_bool(obj, "tls_verify", path, &k->tls_verify, reterr)) < 0)
                 return r;
-        if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
-                return cfg_error(reterr, path, "url", "\"%s\" must be an http:// or https:// URL", url);
-        r = url_split(NULL, url, &u);
+        if (strncasecmp(k->url, "http://", 7) != 0 && strncasecmp(k->url, "https://", 8) != 0)
+                return cfg_error(reterr, path, "url", "\"%s\" must be an http:// or https:// URL", k->url);
+        r = url_split(NULL, k->url, &k->u);
         if (r == -EINVAL)
-                return cfg_error(reterr, path, "url", "\"%s\" is not a valid URL", url);
+                return cfg_error(reterr, path, "url", "\"%s\" is not a valid URL", k->url);
         if (r < 0)
                 return r;
-        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-                url_parts_free(&u);
-                return cfg_error(reterr, path, "method", "\"%s\" is not GET or HEAD", method);
+        if (strcmp(k->method, "GET") != 0 && strcmp(k->method, "HEAD") != 0) {
+                url_parts_free(&k->u);
+                return cfg_error(reterr, path, "method", "\"%s\" is not GET or HEAD", k->method);
         }
-        n_ranges = parse_status_ranges(expect_status, ranges);
-        if (n_ranges < 0) {
-                url_parts_free(&u);
+        k->n_ranges = parse_status_ranges(k->expect_status, k->ranges);
+        if (k->n_ranges < 0) {
+                url_parts_free(&k->u);
                 return cfg_error(reterr, path, "expect_status",
-                                 "\"%s\" is not a status list (e.g. \"200-399\", \"200,204\")", expect_status);
+                                 "\"%s\" is not a status list (e.g. \"200-399\", \"200,204\")", k->expect_status);
         }
+        return 0;
+}
 
-        spec = calloc(1, sizeof(*spec) + (size_t) n_ranges * sizeof(ranges[0]));
-        if (!spec) {
-                url_parts_free(&u);
-                return -ENOMEM;
-        }
-        spec->n_ranges = (size_t) n_ranges;
-        memcpy(spec->ranges, ranges, (size_t) n_ranges * sizeof(ranges[0]));
-        spec->head = strcmp(method, "HEAD") == 0;
-        spec->max_body = max_body;
-        spec->tls_verify = tls_verify;
-        r = -ENOMEM;
-        spec->url = strdup(url);
-        lines = strdup("");
-        if (!spec->url || !lines || (expect_body && !(spec->expect_body = strdup(expect_body))))
-                goto fail;
+/* The header lines of the request into *lines (kubelet's defaults, then the user's
+ * headers), emptied ones into spec->removed. */
+static int http_read_headers(cJSON *obj, const char *path, struct http_spec *spec, char **lines, char **reterr)
+{
+        const cJSON *headers = cJSON_GetObjectItemCaseSensitive(obj, "headers"), *h;
+        int r;
 
-        headers = cJSON_GetObjectItemCaseSensitive(obj, "headers");
-        if (headers && !cJSON_IsObject(headers)) {
-                r = cfg_error(reterr, path, "headers", "must be an object of strings");
-                goto fail;
-        }
+        if (headers && !cJSON_IsObject(headers))
+                return cfg_error(reterr, path, "headers", "must be an object of strings");
         /* kubelet's defaults, unless the user set (or emptied) them */
         if ((!headers_have(headers, "User-Agent") &&
-             (r = add_header(spec, &lines, "User-Agent", "probed/" PROBED_VERSION)) < 0) ||
-            (!headers_have(headers, "Accept") && (r = add_header(spec, &lines, "Accept", "*/*")) < 0) ||
-            (!headers_have(headers, "Connection") && (r = add_header(spec, &lines, "Connection", "close")) < 0))
-                goto fail;
+             (r = add_header(spec, lines, "User-Agent", "probed/" PROBED_VERSION)) < 0) ||
+            (!headers_have(headers, "Accept") && (r = add_header(spec, lines, "Accept", "*/*")) < 0) ||
+            (!headers_have(headers, "Connection") && (r = add_header(spec, lines, "Connection", "close")) < 0))
+                return r;
         cJSON_ArrayForEach(h, headers)
         {
                 if (!cJSON_IsString(h) || !cfg_token_valid(h->string) || !cfg_header_value_valid(h->valuestring)) {
@@ -355,49 +340,90 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                         r = hp ? cfg_error(reterr, hp, h->string, "must be a valid header with a string value")
                                : -ENOMEM;
                         free(hp);
-                        goto fail;
+                        return r;
                 }
-                if ((r = add_header(spec, &lines, h->string, h->valuestring)) < 0)
-                        goto fail;
+                if ((r = add_header(spec, lines, h->string, h->valuestring)) < 0)
+                        return r;
         }
-        if (!u.https) {
+        return 0;
+}
+
+/* The transport's part of the spec: for http://, the addresses (resolved now); the request
+ * with the header lines; for https://, libcurl's header list. */
+static int http_prepare(const char *path, struct http_spec *spec, const struct url_parts *u, const char *lines,
+                        char **reterr)
+{
+        int r;
+
+        if (!u->https) {
                 spec->native = true;
-                spec->port = u.port;
-                r = resolve_url_host(&u, &spec->addrs);
-                if (r < 0) {
-                        r = cfg_error(reterr, path, "url", "cannot resolve host %s", u.host);
-                        goto fail;
-                }
+                spec->port = u->port;
+                r = resolve_url_host(u, &spec->addrs);
+                if (r < 0)
+                        return cfg_error(reterr, path, "url", "cannot resolve host %s", u->host);
         }
         r = -ENOMEM;
-        spec->request = request_build(spec, &u, lines, strlen(lines), &spec->request_len);
+        spec->request = request_build(spec, u, lines, strlen(lines), &spec->request_len);
         if (!spec->request)
-                goto fail;
+                return r;
         spec->lines_off = spec->request_len - strlen(lines) - 2;
+        if (!spec->native && !(spec->curl_headers = curl_headers(spec, &r)) && r < 0)
+                return r;
+        return 0;
+}
+
+/* Adds the keys' defaults to obj, for --check-config and reload comparison. */
+static int http_normalize(cJSON *obj, const struct http_conf *k)
+{
+        if ((!cJSON_HasObjectItem(obj, "method") && !cJSON_AddStringToObject(obj, "method", k->method)) ||
+            (!cJSON_HasObjectItem(obj, "expect_status") &&
+             !cJSON_AddStringToObject(obj, "expect_status", k->expect_status)) ||
+            (!cJSON_HasObjectItem(obj, "max_body") &&
+             !cJSON_AddNumberToObject(obj, "max_body", (double) k->max_body)) ||
+            (!cJSON_HasObjectItem(obj, "tls_verify") && !cJSON_AddBoolToObject(obj, "tls_verify", k->tls_verify)))
+                return -ENOMEM;
+        return 0;
+}
+
+static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
+{
+        struct http_spec *spec;
+        struct http_conf k;
+        char *lines = NULL;
+        int r;
+
+        if ((r = http_read_keys(obj, path, &k, reterr)) < 0)
+                return r;
+        spec = calloc(1, sizeof(*spec) + (size_t) k.n_ranges * sizeof(k.ranges[0]));
+        if (!spec) {
+                url_parts_free(&k.u);
+                return -ENOMEM;
+        }
+        spec->n_ranges = (size_t) k.n_ranges;
+        memcpy(spec->ranges, k.ranges, (size_t) k.n_ranges * sizeof(k.ranges[0]));
+        spec->head = strcmp(k.method, "HEAD") == 0;
+        spec->max_body = k.max_body;
+        spec->tls_verify = k.tls_verify;
+        r = -ENOMEM;
+        spec->url = strdup(k.url);
+        lines = strdup("");
+        if (!spec->url || !lines || (k.expect_body && !(spec->expect_body = strdup(k.expect_body))))
+                goto fail;
+        if ((r = http_read_headers(obj, path, spec, &lines, reterr)) < 0 ||
+            (r = http_prepare(path, spec, &k.u, lines, reterr)) < 0 || (r = http_normalize(obj, &k)) < 0)
+                goto fail;
         free(lines);
         lines = NULL;
-        if (!spec->native && !(spec->curl_headers = curl_headers(spec, &r)) && r < 0)
-                goto fail;
-
-        /* normalize for --check-config and reload comparison */
-        if ((!cJSON_HasObjectItem(obj, "method") && !cJSON_AddStringToObject(obj, "method", method)) ||
-            (!cJSON_HasObjectItem(obj, "expect_status") &&
-             !cJSON_AddStringToObject(obj, "expect_status", expect_status)) ||
-            (!cJSON_HasObjectItem(obj, "max_body") && !cJSON_AddNumberToObject(obj, "max_body", (double) max_body)) ||
-            (!cJSON_HasObjectItem(obj, "tls_verify") && !cJSON_AddBoolToObject(obj, "tls_verify", tls_verify))) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        *ret_target = strdup(url);
+        *ret_target = strdup(k.url);
         if (!*ret_target) {
                 r = -ENOMEM;
                 goto fail;
         }
-        url_parts_free(&u);
+        url_parts_free(&k.u);
         *ret_spec = spec;
         return 0;
 fail:
-        url_parts_free(&u);
+        url_parts_free(&k.u);
         free(lines);
         http_free_spec(spec);
         return r;
@@ -425,12 +451,6 @@ static bool status_expected(const struct http_spec *spec, long code)
         return false;
 }
 
-static void client_close(struct http_attempt *h)
-{
-        probe_close(h->a, &h->fd);
-        h->events = 0;
-}
-
 /* Frees what the current hop holds: its connection (either kind), parser and request.
  * Its registrations are released already (hop_release, or the attempt's end). */
 static void hop_free(struct http_attempt *h)
@@ -439,11 +459,7 @@ static void hop_free(struct http_attempt *h)
         h->easy = NULL;
         curl_slist_free_all(h->headers);
         h->headers = NULL;
-        if (h->fd >= 0)
-                (void) close(h->fd);
-        h->fd = -1;
-        h->events = 0;
-        http_resp_free(&h->resp);
+        http_client_free(&h->client);
         free(h->own_request);
         free(h->own_addrs);
         h->own_request = NULL;
@@ -455,149 +471,58 @@ static void hop_release(struct http_attempt *h)
 {
         attempt_timer_disarm(h->a);
         attempt_curl_remove(h->a, h->easy);
-        attempt_io_del(h->a, h->fd);
+        stream_client_close(&h->client.s);
         hop_free(h);
 }
 
 static void judge(struct http_attempt *h, long code, const char *location);
 
-/* ---- probed's client (http://) ----------------------------------------------------- */
-
-static attempt_io_fn client_on_io;
-
-static int client_watch(struct http_attempt *h, uint32_t events)
-{
-        int r;
-
-        if (h->events == events)
-                return 0;
-        r = h->events ? attempt_io_mod(h->a, h->fd, events) : attempt_io_add(h->a, h->fd, events, client_on_io);
-        if (r == 0)
-                h->events = events;
-        return r;
-}
-
-static void client_fail(struct http_attempt *h, int err)
-{
-        char msg[96];
-
-        probe_strerror(err, msg, sizeof(msg));
-        attempt_end(h->a, OUTCOME_FAILURE, "%s", msg);
-}
-
-static int client_connect_next(struct http_attempt *h, int err);
-
-/* Sends what is left of the request; then waits for the answer. Returns -errno when
- * probed could not go on (the caller ends the attempt as an error), else 0. */
-static int client_send(struct http_attempt *h)
-{
-        ssize_t n = send(h->fd, h->request + h->sent, h->request_len - h->sent, MSG_NOSIGNAL);
-
-        if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                        return client_watch(h, EPOLLOUT); /* still connecting, or a full buffer */
-                if (h->sent == 0)                         /* refused, unreachable: the next address may answer */
-                        return client_connect_next(h, errno);
-                client_fail(h, errno);
-                return 0;
-        }
-        h->sent += (size_t) n;
-        return client_watch(h, h->sent < h->request_len ? EPOLLOUT : EPOLLIN);
-}
-
-/* Connects to the host's next address (localhost: ::1, then 127.0.0.1) and sends the
- * request; err: why the previous address failed (0 at first). When the last one fails
- * for want of probed's own fds, memory or ports, returns -errno (an error outcome). */
-static int client_connect_next(struct http_attempt *h, int err)
-{
-        int fd;
-
-        client_close(h);
-        fd = probe_connect_next(h->addrs, &h->next_addr, err);
-        if (fd >= 0) {
-                h->fd = fd;
-                return client_send(h);
-        }
-        if (probe_errno_is_local(-fd))
-                return fd;
-        client_fail(h, -fd);
-        return 0;
-}
-
-static void client_end(struct http_attempt *h, int rc)
-{
-        if (rc == HTTP_RESP_ERROR)
-                attempt_end(h->a, h->resp.err == -ENOMEM ? OUTCOME_ERROR : OUTCOME_FAILURE, "%s", h->resp.error);
-        else
-                judge(h, (long) h->resp.status, h->resp.location);
-}
-
-static void client_read(struct http_attempt *h)
-{
-        char buf[READ_CHUNK];
-
-        for (size_t budget = LOOP_READ_BUDGET; budget >= sizeof(buf); budget -= sizeof(buf)) {
-                ssize_t n = recv(h->fd, buf, sizeof(buf), 0);
-                int rc;
-
-                if (n < 0) {
-                        if (errno != EAGAIN && errno != EWOULDBLOCK)
-                                client_fail(h, errno);
-                        return;
-                }
-                rc = n == 0 ? http_resp_eof(&h->resp) : http_resp_feed(&h->resp, buf, (size_t) n, body_take, h);
-                if (rc != HTTP_RESP_MORE) {
-                        client_end(h, rc);
-                        return;
-                }
-                if ((size_t) n < sizeof(buf))
-                        return; /* drained: epoll tells when more comes */
-        }
-        /* budget spent: the socket stays registered, epoll brings us back */
-}
+/* ---- probed's client (http://): probes/http_client.c ------------------------------ */
 
 static void client_on_io(struct attempt *a, int fd, uint32_t events)
 {
         struct http_attempt *h = a->data;
-        int r = 0;
 
         (void) fd;
         (void) events;
-        if (h->sent < h->request_len)
-                r = client_send(h);
+        stream_client_on_io(&h->client.s);
+}
+
+static void client_done(struct http_client *c, int rc)
+{
+        struct http_attempt *h = c->data;
+
+        if (rc == HTTP_RESP_ERROR)
+                attempt_end(h->a, c->resp.err == -ENOMEM ? OUTCOME_ERROR : OUTCOME_FAILURE, "%s", c->resp.error);
         else
-                client_read(h);
-        if (r < 0)
-                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
+                judge(h, (long) c->resp.status, c->resp.location);
 }
 
 /* A hop of probed's client to u (the spec's own URL when u is NULL). */
 static int client_start(struct http_attempt *h, const struct url_parts *u)
 {
         const struct http_spec *spec = h->spec;
+        struct http_client *c = &h->client;
 
-        h->addrs = &spec->addrs;
-        h->request = spec->request;
-        h->request_len = spec->request_len;
+        c->s.addrs = &spec->addrs;
+        c->s.request = spec->request;
+        c->s.request_len = spec->request_len;
         if (u) {
                 h->own_request = request_build(spec, u, spec->request + spec->lines_off,
-                                               spec->request_len - spec->lines_off - 2, &h->request_len);
+                                               spec->request_len - spec->lines_off - 2, &c->s.request_len);
                 if (!h->own_request)
                         return -ENOMEM;
-                h->request = h->own_request;
+                c->s.request = h->own_request;
                 if (u->port != spec->port) {
                         h->own_addrs = malloc(sizeof(*h->own_addrs));
                         if (!h->own_addrs)
                                 return -ENOMEM;
                         *h->own_addrs = spec->addrs;
                         addr_list_set_port(h->own_addrs, (uint16_t) u->port);
-                        h->addrs = h->own_addrs;
+                        c->s.addrs = h->own_addrs;
                 }
         }
-        h->resp = (struct http_resp){ .no_body = spec->head, .head_max = HTTP_MAX_HEADER_BYTES };
-        h->sent = 0;
-        h->next_addr = 0;
-        return client_connect_next(h, 0);
+        return http_client_start(c, spec->head);
 }
 
 /* ---- libcurl (https://) -------------------------------------------------------------- */
@@ -762,7 +687,12 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         h->a = a;
         h->spec = spec;
         h->timeout_ms = timeout_ms;
-        h->fd = -1;
+        h->client = (struct http_client){
+                .s = { .a = a, .fd = -1, .on_io = client_on_io },
+                .body = body_take,
+                .done = client_done,
+                .data = h,
+        };
         a->data = h;
         return hop_start(h, NULL); /* on an error, the lifecycle calls http_cancel */
 }
