@@ -12,7 +12,8 @@
  * state first (ops->cancel), then updates counters and health (never for a
  * cancellation), logs transitions and schedules the next run (never once shutdown
  * began). Called from a kind's callback, all of that waits until the callback returned
- * (dispatch_begin/dispatch_end below). Cancellation (shutdown, reload) is
+ * (the dispatch in attempt.c, which also holds what an attempt registers; the rest of
+ * attempt_end is attempt_finish here). Cancellation (shutdown, reload) is
  * attempt_end(OUTCOME_CANCELLED): it cannot be mistaken for a failure. Frozen time
  * (hooks.frozen) moves the deadlines of attempts in flight: timeouts count awake time.
  *
@@ -259,219 +260,10 @@ static void slot_on_timer(struct loop *l, void *data)
                 probe_run(d->q_head);
 }
 
-/* ---- what an attempt holds (include/probe.h) ------------------------------------------ *
- * Each event goes through a dispatch: delivered only to the generation that registered
- * it, and an attempt_end inside the kind's callback only records the outcome, finished
- * (resources released, ops->cancel, outcome recorded) once the callback returned. */
-
-/* The registrations of one attempt, each stamped with the generation (a->id) that made
- * it: taken when the attempt starts, given back to d->res_free once they are released
- * (as many blocks as attempts were ever in flight at once, no allocation per attempt). */
-struct attempt_res {
-        struct attempt_res *next_free; /* in d->res_free */
-        struct {
-                int fd; /* -1: free */
-                uint64_t id;
-                attempt_io_fn *fn;
-        } io[ATTEMPT_MAX_IO];
-        struct {
-                struct timer t;
-                uint64_t id;
-                attempt_timer_fn *fn;
-        } timer;
-        struct {
-                struct loop_curl lc;
-                CURL *easy; /* NULL: free */
-                uint64_t id;
-                attempt_curl_fn *fn;
-        } curl;
-};
-
-struct attempt_ending {
-        bool outer; /* this dispatch finishes the attempt (not nested in another) */
-        bool ended;
-        enum outcome o;
-        char reason[ERROR_MAX];
-};
-
-static void attempt_finish(struct attempt *a, enum outcome o, const char *reason);
-
-/* false: the event is not the running attempt's (an earlier generation, or it ended). */
-static bool dispatch_begin(struct attempt *a, uint64_t id, struct attempt_ending *e)
-{
-        if (a->state != ATTEMPT_RUNNING || id != a->id)
-                return false;
-        e->ended = false;
-        e->outer = !a->ending;
-        if (e->outer)
-                a->ending = e;
-        return true;
-}
-
-static void dispatch_end(struct attempt *a, struct attempt_ending *e)
-{
-        if (!e->outer)
-                return;
-        a->ending = NULL;
-        if (e->ended)
-                attempt_finish(a, e->o, e->reason);
-}
-
-/* The index of fd's registration in a, or -1. */
-static int attempt_io_find(const struct attempt *a, int fd)
-{
-        for (int i = 0; a->res && fd >= 0 && i < ATTEMPT_MAX_IO; i++)
-                if (a->res->io[i].fd == fd)
-                        return i;
-        return -1;
-}
-
-static void attempt_on_io(struct loop *l, int fd, uint32_t events, void *data)
-{
-        struct attempt *a = data;
-        struct attempt_ending e;
-        int i = attempt_io_find(a, fd);
-
-        (void) l;
-        if (i < 0 || !dispatch_begin(a, a->res->io[i].id, &e))
-                return;
-        a->res->io[i].fn(a, fd, events);
-        dispatch_end(a, &e);
-}
-
-static void attempt_on_timer(struct loop *l, void *data)
-{
-        struct attempt *a = data;
-        struct attempt_ending e;
-
-        (void) l;
-        if (!dispatch_begin(a, a->res->timer.id, &e))
-                return;
-        a->res->timer.fn(a);
-        dispatch_end(a, &e);
-}
-
-static void attempt_on_curl(struct loop *l, CURL *easy, CURLcode rc, void *data)
-{
-        struct attempt *a = data;
-        struct attempt_ending e;
-
-        (void) l;
-        if (a->res->curl.easy != easy || !dispatch_begin(a, a->res->curl.id, &e))
-                return;
-        a->res->curl.fn(a, easy, rc);
-        dispatch_end(a, &e);
-}
-
-static struct attempt_res *attempt_res_new(struct attempt *a)
-{
-        struct daemon *d = a->probe->d;
-        struct attempt_res *r = d->res_free;
-
-        if (r)
-                d->res_free = r->next_free;
-        else if (!(r = malloc(sizeof(*r))))
-                return NULL;
-        for (size_t i = 0; i < ATTEMPT_MAX_IO; i++)
-                r->io[i].fd = -1;
-        timer_init(&r->timer.t, attempt_on_timer, a);
-        r->curl.lc = (struct loop_curl){ .fn = attempt_on_curl, .data = a };
-        r->curl.easy = NULL;
-        return r;
-}
-
-int attempt_io_add(struct attempt *a, int fd, uint32_t events, attempt_io_fn *fn)
-{
-        int i = 0, r;
-
-        if (!a->res)
-                return -ENOSPC; /* not running */
-        while (i < ATTEMPT_MAX_IO && a->res->io[i].fd >= 0)
-                i++;
-        if (i == ATTEMPT_MAX_IO)
-                return -ENOSPC;
-        r = loop_io_add(a->loop, fd, events, attempt_on_io, a);
-        if (r < 0)
-                return r;
-        a->res->io[i].fd = fd;
-        a->res->io[i].id = a->id;
-        a->res->io[i].fn = fn;
-        return 0;
-}
-
-int attempt_io_mod(struct attempt *a, int fd, uint32_t events)
-{
-        return attempt_io_find(a, fd) >= 0 ? loop_io_mod(a->loop, fd, events) : -ENOENT;
-}
-
-void attempt_io_del(struct attempt *a, int fd)
-{
-        int i = attempt_io_find(a, fd);
-
-        if (i < 0)
-                return;
-        loop_io_del(a->loop, fd);
-        a->res->io[i].fd = -1;
-}
-
-void attempt_timer_arm(struct attempt *a, attempt_timer_fn *fn, uint64_t when_ns)
-{
-        if (!a->res)
-                return; /* not running: nothing to arm it for */
-        a->res->timer.fn = fn;
-        a->res->timer.id = a->id;
-        loop_timer_arm(a->loop, &a->res->timer.t, when_ns);
-}
-
-void attempt_timer_disarm(struct attempt *a)
-{
-        if (a->res)
-                loop_timer_disarm(a->loop, &a->res->timer.t);
-}
-
-int attempt_curl_add(struct attempt *a, CURL *easy, attempt_curl_fn *fn)
-{
-        int r;
-
-        if (!a->res || a->res->curl.easy)
-                return -ENOSPC;
-        a->res->curl.easy = easy;
-        a->res->curl.id = a->id;
-        a->res->curl.fn = fn;
-        r = loop_curl_add(a->loop, easy, &a->res->curl.lc);
-        if (r < 0)
-                a->res->curl.easy = NULL;
-        return r;
-}
-
-void attempt_curl_remove(struct attempt *a, CURL *easy)
-{
-        if (!easy || !a->res || a->res->curl.easy != easy)
-                return;
-        loop_curl_remove(a->loop, easy);
-        a->res->curl.easy = NULL;
-}
-
-/* Everything the attempt registered: fds out of epoll (before cancel closes them), the
- * timer disarmed, the curl handle out of the multi; the block goes back to d->res_free. */
-static void attempt_release(struct attempt *a)
-{
-        if (!a->res)
-                return;
-        for (size_t i = 0; i < ATTEMPT_MAX_IO; i++)
-                attempt_io_del(a, a->res->io[i].fd);
-        attempt_timer_disarm(a);
-        attempt_curl_remove(a, a->res->curl.easy);
-        a->res->next_free = a->probe->d->res_free;
-        a->probe->d->res_free = a->res;
-        a->res = NULL;
-}
-
 static void probe_run(struct probe *p)
 {
         struct daemon *d = p->d;
         struct attempt *a = &p->attempt;
-        struct attempt_ending e;
         int r;
 
         if (d->draining || a->state != ATTEMPT_IDLE)
@@ -493,14 +285,7 @@ static void probe_run(struct probe *p)
         a->waiting_for = NULL;
         loop_set_inflight(d->loop, true);
         loop_timer_arm(d->loop, &p->deadline, a->start_ns + p->cfg->timing.timeout_ms * NSEC_PER_MSEC);
-        a->res = attempt_res_new(a);
-        if (!a->res) {
-                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(ENOMEM));
-                return;
-        }
-        dispatch_begin(a, a->id, &e);
-        r = p->cfg->ops->start(a, p->cfg->spec, p->cfg->timing.timeout_ms);
-        dispatch_end(a, &e);
+        r = attempt_begin(a, p->cfg->ops, p->cfg->spec, p->cfg->timing.timeout_ms);
         if (r < 0) /* a no-op when the kind already ended it; releases what start left */
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
 }
@@ -562,27 +347,9 @@ static void probe_record(struct probe *p, enum outcome o, const char *reason, ui
         }
 }
 
-void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...)
-{
-        struct attempt_ending now, *e = a->ending ? a->ending : &now;
-        va_list ap;
-
-        if (a->state != ATTEMPT_RUNNING)
-                return; /* already ended: a completion racing a cancel, or the reverse */
-        a->state = ATTEMPT_ENDING;
-        /* format first: the arguments may point into the kind state that cancel frees */
-        va_start(ap, fmt);
-        vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
-        va_end(ap);
-        e->o = o;
-        e->ended = true;
-        if (e == &now) /* not from a kind's callback: at once */
-                attempt_finish(a, o, e->reason);
-}
-
-/* The rest of attempt_end: resources and kind state released, outcome recorded, next
- * attempt scheduled. a->state is ATTEMPT_ENDING. */
-static void attempt_finish(struct attempt *a, enum outcome o, const char *reason)
+/* The rest of attempt_end (daemon/attempt.c): resources and kind state released, outcome
+ * recorded, next attempt scheduled. a->state is ATTEMPT_ENDING. */
+void attempt_finish(struct attempt *a, enum outcome o, const char *reason)
 {
         struct probe *p = a->probe;
 
@@ -869,11 +636,7 @@ struct daemon *daemon_free(struct daemon *d)
         for (size_t i = 0; i < d->n_probes; i++)
                 d->probes[i] = probe_free(d->probes[i]);
         free(d->probes);
-        while (d->res_free) {
-                struct attempt_res *r = d->res_free;
-                d->res_free = r->next_free;
-                free(r);
-        }
+        attempt_res_drain(d);
         loop_timer_disarm(d->loop, &d->publish_timer);
         loop_timer_disarm(d->loop, &d->drain_timer);
         loop_timer_disarm(d->loop, &d->slot_timer);

@@ -85,6 +85,15 @@ void aggregates_recount(struct daemon *d);
 void daemon_check_started(struct daemon *d);
 void daemon_apply_settings(struct daemon *d); /* stall threshold, freshness, log level */
 
+/* attempt.c: what an attempt holds */
+/* Takes the attempt's registration block and runs ops->start as a dispatch (an
+ * attempt_end inside it finishes once start returned). start's result, or -ENOMEM. */
+int attempt_begin(struct attempt *a, const struct probe_ops *ops, const void *spec, uint64_t timeout_ms);
+void attempt_release(struct attempt *a);  /* every registration out, the block back to d->res_free */
+void attempt_res_drain(struct daemon *d); /* frees d->res_free */
+/* daemon.c: the rest of attempt_end once no kind callback is on the stack */
+void attempt_finish(struct attempt *a, enum outcome o, const char *reason);
+
 /* reload.c */
 int reload_init(struct daemon *d);    /* the worker's eventfd on the loop */
 void reload_stop(struct daemon *d);   /* joins a worker in progress, closes the eventfd */
