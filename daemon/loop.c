@@ -521,7 +521,7 @@ int loop_run(struct loop *l)
         l->mark_ns = now_ns();
         l->mark_cpu = thread_cpu_ns();
         while (!l->exiting) {
-                uint64_t wake = loop_arm_wake(l), asleep = now_ns(), woke, slowest = 0;
+                uint64_t wake = loop_arm_wake(l), asleep = now_ns(), woke, until, slowest = 0;
                 const void *culprit = NULL;
                 int n;
 
@@ -536,8 +536,9 @@ int loop_run(struct loop *l)
                 }
                 woke = now_ns();
                 /* asleep as planned until min(woke, wake); later than wake is lateness */
+                until = wake < woke ? wake : woke;
                 loop_account(l, wake != NO_DEADLINE && woke > wake ? woke - wake : 0,
-                             (wake < woke ? wake : woke) > asleep ? (wake < woke ? wake : woke) - asleep : 0, NULL);
+                             until > asleep ? until - asleep : 0, NULL);
                 for (int i = 0; i < n; i++) {
                         int fd = (int) (uint32_t) evs[i].data.u64;
                         uint32_t gen = (uint32_t) (evs[i].data.u64 >> 32);
