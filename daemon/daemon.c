@@ -483,7 +483,9 @@ static void daemon_on_frozen(struct loop *l, uint64_t frozen_ns, bool stall, voi
 
         if (d->draining)
                 return; /* shutdown already cancelled everything */
-        for (size_t i = 0; i < d->n_probes; i++) {
+        /* stops once every attempt in flight is seen: a freeze costs O(probes) only
+         * while many attempts run */
+        for (size_t i = 0; i < d->n_probes && n < d->running; i++) {
                 struct probe *p = d->probes[i];
                 if (p->attempt.state != ATTEMPT_RUNNING)
                         continue;

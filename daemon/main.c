@@ -150,7 +150,7 @@ static int cmd_check(int argc, char **argv)
                 return usage_error("check: missing URL%s", "");
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return 1;
-        e = probe_curl_new(url, timeout_ms, false, NULL);
+        e = probe_curl_new(url, false, NULL);
         if (!e)
                 return 1;
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);

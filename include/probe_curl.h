@@ -11,12 +11,12 @@
 
 /* A new easy handle for one attempt: NOSIGNAL, no proxy (environment ignored), a fresh
  * connection never reused, SO_LINGER 0 on its socket (no TIME_WAIT on our side),
- * User-Agent probed/<version>, TLS verification as asked, and a total-time backstop a
- * little past timeout_ms (the lifecycle's deadline is the real timeout).
+ * User-Agent probed/<version>, TLS verification as asked, and no time limit of libcurl's own
+ * (the lifecycle's deadline, which counts awake time only, is the timeout).
  * ret_socket_errno (may be NULL; borrowed for the handle's life) receives the errno of
  * a socket() that failed, so that EMFILE is told apart from a refused connection.
  * NULL on ENOMEM. Caller owns it (curl_easy_cleanup). */
-CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int *ret_socket_errno);
+CURL *probe_curl_new(const char *url, bool tls_verify, int *ret_socket_errno);
 
 /* Gives back a handle from probe_curl_new, out of the multi (attempt_curl_remove, or
  * the attempt's end, removed it): kept for reuse, at most CURL_POOL_MAX of them, else

@@ -267,7 +267,7 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                         return -ENOMEM;
                 g->headers = n;
         }
-        g->easy = probe_curl_new(spec->url, timeout_ms, false, &g->socket_errno);
+        g->easy = probe_curl_new(spec->url, false, &g->socket_errno);
         if (!g->easy)
                 return -ENOMEM;
         curl_easy_setopt(g->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);

@@ -77,7 +77,6 @@ struct http_spec {
 struct http_attempt {
         struct attempt *a;
         const struct http_spec *spec;
-        uint64_t timeout_ms;
         unsigned redirects;
         char *url; /* after a redirect: the current URL (else spec->url) */
         /* an https hop */
@@ -600,7 +599,7 @@ static int curl_start(struct http_attempt *h)
                 if (r < 0)
                         return r;
         }
-        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->timeout_ms, h->spec->tls_verify, &h->socket_errno);
+        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->spec->tls_verify, &h->socket_errno);
         if (!h->easy)
                 return -ENOMEM;
         curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, headers);
@@ -680,13 +679,13 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         const struct http_spec *spec = specp;
         struct http_attempt *h;
 
+        (void) timeout_ms; /* the lifecycle's deadline is the timeout */
         h = malloc(sizeof(*h) + (spec->expect_body ? spec->max_body + 1 : 1));
         if (!h)
                 return -ENOMEM;
         memset(h, 0, sizeof(*h));
         h->a = a;
         h->spec = spec;
-        h->timeout_ms = timeout_ms;
         h->client = (struct http_client){
                 .s = { .a = a, .fd = -1, .on_io = client_on_io },
                 .body = body_take,

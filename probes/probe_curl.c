@@ -59,7 +59,7 @@ void probe_curl_pool_drain(void)
                 curl_easy_cleanup(pool[--pool_len]);
 }
 
-CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int *ret_socket_errno)
+CURL *probe_curl_new(const char *url, bool tls_verify, int *ret_socket_errno)
 {
         CURL *e = pool_len > 0 ? pool[--pool_len] : curl_easy_init();
 
@@ -76,7 +76,6 @@ CURL *probe_curl_new(const char *url, uint64_t timeout_ms, bool tls_verify, int 
         curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_record_errno);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, ret_socket_errno);
         curl_easy_setopt(e, CURLOPT_USERAGENT, "probed/" PROBED_VERSION);
-        (void) timeout_ms;
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 0L);
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CURL_CONNECT_LIMIT_MS);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, tls_verify ? 1L : 0L);

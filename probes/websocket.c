@@ -600,6 +600,7 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         struct ws_attempt *w;
         int r;
 
+        (void) timeout_ms; /* the lifecycle's deadline is the timeout */
         w = calloc(1, sizeof(*w));
         if (!w)
                 return -ENOMEM;
@@ -614,7 +615,7 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 r = wsframe_random(w->nonce, 1); /* picks the ping payload length */
         if (r < 0)
                 return r;
-        w->easy = probe_curl_new(spec->curl_url, timeout_ms, false, &w->socket_errno);
+        w->easy = probe_curl_new(spec->curl_url, false, &w->socket_errno);
         if (!w->easy)
                 return -ENOMEM;
         /* the lifecycle's deadline decides (libcurl has no limit of its own), so a slow
