@@ -4,7 +4,7 @@
 
 CC ?= gcc
 PREFIX ?= /usr/local
-PKGS := libcurl libmicrohttpd libcjson
+PKGS := libcurl libmicrohttpd libcjson libcares libnghttp2
 OPT ?= -O2
 SANITIZER ?=
 
