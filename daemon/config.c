@@ -10,7 +10,8 @@
  *      Each probe is rebuilt as an "effective" JSON object (name, type, canonical
  *      scopes, every timing key with durations normalized by duration_format, then the
  *      kind's own keys), which ops->parse validates and may complete with its defaults.
- *      That object is what --check-config prints and what a reload compares.
+ *      That object is what --check-config prints and, with its keys sorted, what a
+ *      reload compares (probe_digest).
  *   4. Probe flags become the same kind of JSON object (daemon/config_flags.c) and go
  *      through the same probe validation, with the flag ("--tcp app=x") as their path.
  *
@@ -263,13 +264,63 @@ fail:
         return NULL;
 }
 
+/* Sorts the keys of every object in the tree under node (array elements keep their
+ * order): the canonical form a reload compares, so that keys reordered by hand or by a
+ * tool (jq, a template) and defaults spelled out in another place are no change. Keys
+ * are unique (duplicates are config errors); a few dozen at most: insertion sort. */
+static void json_sort_keys(cJSON *node)
+{
+        cJSON *sorted = NULL, *next, *prev = NULL;
+
+        for (cJSON *c = node->child; c; c = c->next)
+                json_sort_keys(c);
+        if (!cJSON_IsObject(node))
+                return;
+        for (cJSON *c = node->child; c; c = next) {
+                cJSON **at = &sorted;
+
+                next = c->next;
+                while (*at && strcmp((*at)->string, c->string) <= 0)
+                        at = &(*at)->next;
+                c->next = *at;
+                *at = c;
+        }
+        for (cJSON *c = sorted; c; c = c->next) {
+                c->prev = prev;
+                prev = c;
+        }
+        if (sorted)
+                sorted->prev = prev; /* cJSON: the first item's prev is the last one */
+        node->child = sorted;
+}
+
+/* The digest of the effective object eff with its keys sorted (json_sort_keys), what
+ * probe_config_equal compares. When eff is kept (--check-config prints it in its own
+ * order), a copy is sorted. */
+static int probe_digest(cJSON *eff, bool keep, unsigned char digest[32])
+{
+        cJSON *c = keep ? cJSON_Duplicate(eff, true) : eff;
+        char *canon;
+
+        if (!c)
+                return -ENOMEM;
+        json_sort_keys(c);
+        canon = cJSON_PrintUnformatted(c);
+        if (c != eff)
+                cJSON_Delete(c);
+        if (!canon)
+                return -ENOMEM;
+        SHA256((const unsigned char *) canon, strlen(canon), digest);
+        free(canon);
+        return 0;
+}
+
 /* Validates one probe object (from the file or built from a flag) into probes[idx]. */
 static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char *path, char **reterr)
 {
         struct probe_config *pc = &ld->cfg->probes[idx];
         const char *type = NULL;
         cJSON *eff;
-        char *canon;
         int r;
 
         if (!cJSON_IsObject(obj))
@@ -290,13 +341,12 @@ static int load_probe(struct load *ld, size_t idx, const cJSON *obj, const char 
         if (!eff)
                 return -ENOMEM;
         r = pc->ops->parse(eff, path, &pc->spec, &pc->target, reterr);
-        canon = r < 0 ? NULL : cJSON_PrintUnformatted(eff);
-        if (!canon) {
+        if (r >= 0)
+                r = probe_digest(eff, !ld->lean, pc->digest);
+        if (r < 0) {
                 cJSON_Delete(eff);
-                return r < 0 ? r : -ENOMEM;
+                return r;
         }
-        SHA256((const unsigned char *) canon, strlen(canon), pc->digest);
-        free(canon);
         if (ld->lean)
                 cJSON_Delete(eff); /* freed at once, while it is the newest allocation: no heap holes */
         else

@@ -52,7 +52,9 @@ static struct probe_view *probe_mut(struct probe *p)
                 return NULL;
         memcpy((char *) c + sizeof(c->refs), (const char *) v + sizeof(v->refs), sizeof(*c) - sizeof(c->refs));
         c->target = strdup(v->target);
-        c->output = v->output ? strdup(v->output) : NULL;
+        c->output = v->output ? malloc(v->output_len + 1) : NULL;
+        if (c->output) /* output_len bytes, NUL among them too, and the NUL after them */
+                memcpy(c->output, v->output, v->output_len + 1);
         if (!c->target || (v->output && !c->output)) {
                 free(c->output);
                 c->output = NULL;
@@ -374,6 +376,7 @@ void attempt_finish(struct attempt *a, enum outcome o, const char *reason)
                 if (v) {
                         free(v->output);
                         v->output = a->output;
+                        v->output_len = a->output_len;
                         a->output = NULL;
                 }
         }
@@ -406,6 +409,7 @@ void attempt_set_output(struct attempt *a, const char *buf, size_t len)
         o[len] = '\0';
         free(a->output);
         a->output = o;
+        a->output_len = len;
 }
 
 /* ---- probes --------------------------------------------------------------------------- */

@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "bounds.h"
 #include "config.h"
 #include "daemon.h"
+#include "json.h"
 #include "log.h"
 #include "loop.h"
 #include "probe.h"
@@ -118,12 +120,80 @@ static struct option *options_new(void)
         return o;
 }
 
+/* "probed: " and the formatted text as one line on stderr, valid UTF-8 whatever bytes
+ * the arguments hold (a URL, a config value): invalid sequences and control bytes as
+ * include/json.h escapes them, quotes and backslashes as they are (README "Logs"). */
+static void __attribute__((format(printf, 1, 2))) print_error(const char *fmt, ...)
+{
+        char *text = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&text, fmt, ap) < 0)
+                text = NULL;
+        va_end(ap);
+        fputs("probed: ", stderr);
+        for (const char *s = text ? text : "out of memory"; *s;) {
+                size_t n = json_plain_len(s);
+                char esc[JSON_ESCAPE_MAX];
+
+                fwrite(s, 1, n, stderr);
+                s += n;
+                if (*s == '"' || *s == '\\')
+                        fputc(*s++, stderr);
+                else if (*s)
+                        fwrite(esc, 1, json_escape_byte((unsigned char) *s++, esc), stderr);
+        }
+        fputc('\n', stderr);
+        free(text);
+}
+
 static int usage_error(const char *fmt, const char *arg)
 {
-        fprintf(stderr, "probed: ");
-        fprintf(stderr, fmt, arg);
-        fprintf(stderr, " (see probed --help)\n");
+        char *msg = strdup_printf(fmt, arg);
+
+        print_error("%s (see probed --help)", msg ? msg : "out of memory");
+        free(msg);
         return EXIT_USAGE;
+}
+
+/* Why `probed check` cannot use url (a usage error, README "Command line"), or NULL:
+ * libcurl's URL parser says so (no host, a port past 65535, ...), or the scheme is not
+ * http(s). A URL without a scheme is http, as libcurl guesses. */
+static const char *check_url_problem(const char *url)
+{
+        CURLU *u = curl_url();
+        CURLUcode uc;
+        char *scheme = NULL;
+        const char *why = NULL;
+
+        if (!u)
+                return NULL; /* out of memory: the transfer will say so */
+        uc = curl_url_set(u, CURLUPART_URL, url, CURLU_GUESS_SCHEME);
+        if (uc != CURLUE_OK)
+                why = curl_url_strerror(uc);
+        else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK && strcasecmp(scheme, "http") != 0 &&
+                 strcasecmp(scheme, "https") != 0)
+                why = "not an http:// or https:// URL";
+        curl_free(scheme);
+        curl_url_cleanup(u);
+        return why;
+}
+
+/* The response head `probed check` takes: at most HTTP_MAX_HEADER_BYTES, as a probe. */
+struct check_head {
+        size_t bytes;
+        bool started; /* a response began (its status line came) */
+};
+
+static size_t check_on_header(char *buf, size_t size, size_t n, void *data)
+{
+        struct check_head *h = data;
+
+        (void) buf;
+        h->started = true;
+        h->bytes += size * n;
+        return h->bytes > HTTP_MAX_HEADER_BYTES ? 0 : size * n;
 }
 
 /* `probed check URL`: one request, exit 0 on 2xx/3xx; no redirects, no proxy. */
@@ -148,24 +218,46 @@ static int cmd_check(int argc, char **argv)
         }
         if (!url)
                 return usage_error("check: missing URL%s", "");
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+                print_error("cannot initialize libcurl");
                 return 1;
+        }
+        const char *why = check_url_problem(url);
+        if (why) {
+                print_error("check: \"%s\": %s (see probed --help)", url, why);
+                curl_global_cleanup();
+                return EXIT_USAGE;
+        }
         e = probe_curl_new(url, false, NULL);
-        if (!e)
+        if (!e) {
+                print_error("check %s: out of memory", url);
+                curl_global_cleanup();
                 return 1;
+        }
+        struct check_head head = { 0 };
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
         curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, NULL);
+        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, check_on_header);
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, &head);
         FILE *devnull = fopen("/dev/null", "we");
         if (devnull)
                 curl_easy_setopt(e, CURLOPT_WRITEDATA, devnull);
         rc = curl_easy_perform(e);
         if (rc == CURLE_OK)
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-        else {
+        else if ((rc == CURLE_WRITE_ERROR && head.bytes > HTTP_MAX_HEADER_BYTES) ||
+                 (rc == CURLE_OUT_OF_MEMORY && head.started)) {
+                /* past our limit, or past libcurl's own for one line (which libcurl 7.88
+                 * reports as out of memory): the words of the http probe */
+                print_error("check %s: response headers too large", url);
+        } else {
                 char err[ERROR_MAX];
                 (void) probe_curl_error(e, rc, 0, err, sizeof(err));
-                fprintf(stderr, "probed: check %s: %s\n", url, err);
+                if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL) /* check_url_problem let it by */
+                        print_error("check: \"%s\": %s (see probed --help)", url, err);
+                else
+                        print_error("check %s: %s", url, err);
         }
         probe_curl_free(e);
         if (devnull)
@@ -173,7 +265,9 @@ static int cmd_check(int argc, char **argv)
         probe_curl_pool_drain();
         curl_global_cleanup();
         if (rc == CURLE_OK && !(code >= 200 && code < 400))
-                fprintf(stderr, "probed: check %s: status %ld\n", url, code);
+                print_error("check %s: status %ld", url, code);
+        if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL)
+                return EXIT_USAGE;
         return rc == CURLE_OK && code >= 200 && code < 400 ? 0 : 1;
 }
 
@@ -317,7 +411,7 @@ static int load_config(const struct cli *cli, struct config **ret_cfg)
                                       : config_load_lean(text, cli->flags, cli->n_flags, ret_cfg, &err);
         free(text); /* up to MAX_CONFIG_BYTES, no longer needed */
         if (r < 0)
-                fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
+                print_error("%s", err ? err : "out of memory");
         free(err);
         return r < 0 ? EXIT_USAGE : CONTINUE;
 }
@@ -407,7 +501,7 @@ static int run(const struct cli *cli, struct config *cfg)
         }
         srv = server_new(listen, loop, &port, &err);
         if (!srv) {
-                fprintf(stderr, "probed: %s\n", err ? err : "out of memory");
+                print_error("%s", err ? err : "out of memory");
                 goto out_curl;
         }
         fd_budget = log_listening(listen, port, cfg);

@@ -270,25 +270,34 @@ char *render_verdict(const struct snapshot *s, unsigned scope, bool verbose, int
 
 /* ---- /status ------------------------------------------------------------------- */
 
-/* A JSON string (quotes included), escaped as include/json.h says; NULL is written as
- * null. */
-static void json_string(struct buf *b, const char *s)
+/* A JSON string (quotes included) of the len bytes at s, which s[len] == '\0' ends: a
+ * NUL among them is "\u0000", the rest escaped as include/json.h says. NULL is written
+ * as null. */
+static void json_string_len(struct buf *b, const char *s, size_t len)
 {
+        const char *end;
+
         if (!s) {
                 buf_puts(b, "null");
                 return;
         }
+        end = s + len;
         buf_putc(b, '"');
-        while (*s) {
+        while (s < end) {
                 size_t n = json_plain_len(s);
                 char esc[JSON_ESCAPE_MAX];
 
                 buf_add(b, s, n);
                 s += n;
-                if (*s)
+                if (s < end)
                         buf_add(b, esc, json_escape_byte((unsigned char) *s++, esc));
         }
         buf_putc(b, '"');
+}
+
+static void json_string(struct buf *b, const char *s)
+{
+        json_string_len(b, s, s ? strlen(s) : 0);
 }
 
 static void json_key(struct buf *b, const char *key)
@@ -387,7 +396,7 @@ static void json_probe(struct buf *b, const struct probe_view *v)
         json_time(b, "last_change", v->last_change_wall_ns);
         buf_putc(b, ',');
         json_key(b, "output");
-        json_string(b, v->output);
+        json_string_len(b, v->output, v->output_len);
         buf_putc(b, '}');
 }
 

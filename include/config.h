@@ -39,8 +39,9 @@ struct probe_config {
         char *target;                /* owned: URL or address, for /status */
         cJSON *json;                 /* owned: the effective probe object (defaults filled in),
                                       * or NULL when loaded lean */
-        unsigned char digest[32];    /* SHA-256 of json printed canonically: two probes with
-                                      * equal digests are the same config */
+        unsigned char digest[32];    /* SHA-256 of json printed with the keys of every object
+                                      * sorted: two probes with equal digests are the same
+                                      * config, whatever order their keys were written in */
 };
 
 struct config {

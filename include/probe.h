@@ -90,8 +90,9 @@ struct attempt {
         void *data;              /* kind state; set by start, freed by cancel */
         const char *waiting_for; /* static text set by the kind: what the attempt waits for
                                      * now ("pong"), for the timeout reason; NULL: "answer" */
-        char *output;            /* exec output (malloc'd, NUL-terminated) or NULL; set
-                                     * only through attempt_set_output */
+        char *output;            /* exec output (malloc'd, output_len bytes, any of them NUL,
+                                     * then a NUL) or NULL; set only through attempt_set_output */
+        size_t output_len;
         /* the lifecycle's: what the attempt registered (allocated while it runs, so that
          * 10,000 idle probes do not carry it), and the dispatch a kind's callback runs in */
         struct attempt_res *res;
@@ -140,7 +141,7 @@ struct probe_ops {
  * callback (or start), a->data stays valid until that callback returns, and the
  * registrations until then too (their events are no longer delivered). */
 void attempt_end(struct attempt *a, enum outcome o, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Keeps exec output for /status (truncated to EXEC_OUTPUT_MAX). */
+/* Keeps exec output for /status (truncated to EXEC_OUTPUT_MAX), whatever bytes it holds. */
 void attempt_set_output(struct attempt *a, const char *buf, size_t len);
 
 /* What an attempt holds, registered so that the lifecycle delivers each event to the

@@ -28,5 +28,6 @@ void probe_close(struct attempt *a, int *fd);
  * EMFILE, ENFILE, ENOBUFS, ENOMEM, and EADDRNOTAVAIL (no ephemeral port left). */
 bool probe_errno_is_local(int err);
 
-/* strerror(err) with a lower-case first letter, into buf ("connection refused"). */
+/* strerror(err) with a lower-case first letter, into buf ("connection refused"); a
+ * first word in capitals (an acronym) is left as it is. */
 void probe_strerror(int err, char *buf, size_t n);

@@ -39,7 +39,9 @@ struct probe_view {
         uint64_t last_duration_ms;
         uint64_t last_attempt_wall_ns; /* 0: never */
         uint64_t last_change_wall_ns;  /* 0: never (health never changed) */
-        char *output;                  /* owned; exec output, NULL for other kinds */
+        char *output;                  /* owned; exec output, NULL for other kinds: output_len
+                                        * bytes (NUL among them too), then a NUL */
+        size_t output_len;
         /* completed attempts (success/failure/timeout) by duration */
         uint64_t duration_bucket[N_DURATION_BUCKETS]; /* cumulative counts: le bound */
         uint64_t duration_count;

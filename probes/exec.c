@@ -4,7 +4,7 @@
  * chatty child never blocks on a full pipe.
  *
  *   start: pipe + posix_spawnp (own process group, stdin /dev/null, stdout+stderr -> pipe,
- *          signal mask and dispositions reset) + pidfd_open
+ *          every other descriptor closed, signal mask and dispositions reset) + pidfd_open
  *            |-- spawn fails: ENOENT, EACCES, ... --> failure "exec: No such file or directory"
  *            v
  *   [loop] pipe readable  --> keep / drop output
@@ -380,6 +380,9 @@ static int exec_spawn(const struct exec_spec *spec, int out_w, pid_t *ret_pid)
         if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) != 0 ||
             (r = posix_spawn_file_actions_adddup2(&fa, out_w, STDOUT_FILENO)) != 0 ||
             (r = posix_spawn_file_actions_adddup2(&fa, out_w, STDERR_FILENO)) != 0 ||
+            /* nothing else: not a descriptor of probed's (libraries open some without
+             * close-on-exec) stays open in the command or what it leaves running */
+            (r = posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1)) != 0 ||
             (r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
                                                          POSIX_SPAWN_SETSIGDEF)) != 0 ||
             (r = posix_spawnattr_setpgroup(&attr, 0)) != 0 || (r = posix_spawnattr_setsigmask(&attr, &none)) != 0 ||

@@ -115,8 +115,6 @@ enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *b
         default:
                 break;
         }
-        snprintf(buf, n, "%s", curl_easy_strerror(rc));
-        if (n > 0)
-                buf[0] = (char) tolower((unsigned char) buf[0]);
+        snprintf(buf, n, "%s", curl_easy_strerror(rc)); /* as libcurl spells it: "URL using ...", "SSL ..." */
         return OUTCOME_FAILURE;
 }

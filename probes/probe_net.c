@@ -55,5 +55,7 @@ void probe_strerror(int err, char *buf, size_t n)
         if (n == 0)
                 return;
         snprintf(buf, n, "%s", strerror(err));
-        buf[0] = (char) tolower((unsigned char) buf[0]);
+        /* "Connection refused" -> "connection refused", but an acronym keeps its case */
+        if (n > 1 && !isupper((unsigned char) buf[1]))
+                buf[0] = (char) tolower((unsigned char) buf[0]);
 }

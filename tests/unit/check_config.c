@@ -735,6 +735,29 @@ START_TEST(test_probe_config_equal)
                 config_free(e);
         }
         config_free(c);
+
+        /* keys in any order at every level (headers too) and spelled-out defaults are the
+         * same, loaded lean (as a reload does) or not; another header value is not */
+        c = load_ok("{\"probes\": [{\"name\": \"h\", \"type\": \"http\", \"url\": \"http://127.0.0.1:1/\","
+                    " \"headers\": {\"A\": \"1\", \"B\": \"2\"}}]}");
+        {
+                static const char same[] =
+                        "{\"probes\": [{\"method\": \"GET\", \"headers\": {\"B\": \"2\", \"A\": \"1\"},"
+                        " \"max_body\": 10240, \"url\": \"http://127.0.0.1:1/\", \"type\": \"http\", \"name\": \"h\"}]}";
+                struct config *d = load_ok(same), *l = NULL,
+                              *e = load_ok("{\"probes\": [{\"name\": \"h\", \"type\": \"http\", \"url\":"
+                                           " \"http://127.0.0.1:1/\", \"headers\": {\"A\": \"1\", \"B\": \"3\"}}]}");
+                char *err = NULL;
+
+                ck_assert_int_eq(config_load_lean(same, NULL, 0, &l, &err), 0);
+                ck_assert(probe_config_equal(&c->probes[0], &d->probes[0]));
+                ck_assert(probe_config_equal(&c->probes[0], &l->probes[0]));
+                ck_assert(!probe_config_equal(&c->probes[0], &e->probes[0]));
+                config_free(d);
+                config_free(l);
+                config_free(e);
+        }
+        config_free(c);
         config_free(a);
         config_free(b);
 }

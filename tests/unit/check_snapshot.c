@@ -682,6 +682,7 @@ START_TEST(test_status_escaping)
         snprintf(v->last_error, sizeof(v->last_error), "%s", err);
         v->output = strdup(out);
         ck_assert_ptr_nonnull(v->output);
+        v->output_len = strlen(out);
 
         text = render_status_json(s, 0);
         ck_assert_ptr_nonnull(text);
@@ -695,6 +696,14 @@ START_TEST(test_status_escaping)
         expect_string(p, "output", out_want);
         expect_string(p, "target", "/bin/sh -c \"echo \xef\xbf\xbd\"");
         cJSON_Delete(j);
+
+        /* output is output_len bytes, NUL among them: kept, as \u0000 */
+        memcpy(v->output, "a\0b\0", 5);
+        v->output_len = 4;
+        text = render_status_json(s, 0);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_ptr_nonnull(strstr(text, "\"output\":\"a\\u0000b\\u0000\""));
+        free(text);
         snapshot_unref(s);
 }
 END_TEST
