@@ -29,15 +29,18 @@
  * peer (libcurl 7.88), so its write callback takes LOOP_READ_BUDGET bytes, then answers
  * CURL_WRITEFUNC_PAUSE (libcurl keeps that chunk) and a zero-delay timer unpauses the
  * transfer on the next wake-up. With max_body at most the budget it never pauses. */
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "config.h"
+#include "expect.h"
 #include "http_client.h"
 #include "loop.h"
 #include "probe.h"
 #include "probe_curl.h"
+#include "probe_tls.h"
 #include "util.h"
 
 #define MAX_STATUS_RANGES 16
@@ -59,6 +62,8 @@ struct url_parts {
 struct http_spec {
         char *url;
         char *expect_body; /* NULL: any body */
+        regex_t *body_regex;     /* expect_body_regex compiled at load, or NULL */
+        cJSON *expect_json;      /* pointers -> values, or NULL */
         size_t max_body;
         /* The request for url, as probed's client sends it. Its header lines (from
          * lines_off, the final CRLF excepted) are the defaults plus the user's headers,
@@ -67,7 +72,8 @@ struct http_spec {
         size_t request_len, lines_off;
         char *removed;                   /* "Name:\r\n" lines: headers emptied by the user, for libcurl */
         struct curl_slist *curl_headers; /* https:// specs: libcurl's header list, built once */
-        bool head, tls_verify, host_set, native;
+        bool head, keep_body, host_set, native;
+        struct probe_tls tls;
         unsigned port;
         struct addr_list addrs; /* http:// */
         size_t n_ranges;
@@ -95,7 +101,7 @@ struct http_attempt {
         /* the body read */
         bool body_capped;
         size_t body_len;
-        char body[]; /* max_body + 1 bytes with expect_body, else 1 */
+        char body[]; /* max_body + 1 bytes with a body check (keep_body), else 1 */
 };
 
 /* Parses s into ranges[MAX_STATUS_RANGES]; returns how many, or -EINVAL. */
@@ -255,6 +261,11 @@ static void http_free_spec(void *p)
                 return;
         free(spec->url);
         free(spec->expect_body);
+        if (spec->body_regex)
+                regfree(spec->body_regex);
+        free(spec->body_regex);
+        cJSON_Delete(spec->expect_json);
+        probe_tls_free(&spec->tls);
         free(spec->request);
         free(spec->removed);
         curl_slist_free_all(spec->curl_headers);
@@ -276,9 +287,9 @@ static int resolve_url_host(const struct url_parts *u, struct addr_list *ret)
 
 /* An http probe's keys, read and checked (http_read_keys); u is the URL's parts. */
 struct http_conf {
-        const char *url, *method, *expect_status, *expect_body;
+        const char *url, *method, *expect_status, *expect_body, *expect_body_regex;
+        const cJSON *expect_json;
         uint64_t max_body;
-        bool tls_verify;
         struct url_parts u;
         int n_ranges;
         struct status_range ranges[MAX_STATUS_RANGES];
@@ -294,9 +305,10 @@ static int http_read_keys(cJSON *obj, const char *path, struct http_conf *k, cha
             (r = cfg_string(obj, "method", path, false, &k->method, reterr)) < 0 ||
             (r = cfg_string(obj, "expect_status", path, false, &k->expect_status, reterr)) < 0 ||
             (r = cfg_string(obj, "expect_body", path, false, &k->expect_body, reterr)) < 0 ||
-            (r = cfg_uint(obj, "max_body", path, 1, 64u << 20, &k->max_body, reterr)) < 0 ||
-            (r = cfg_bool(obj, "tls_verify", path, &k->tls_verify, reterr)) < 0)
+            (r = cfg_string(obj, "expect_body_regex", path, false, &k->expect_body_regex, reterr)) < 0 ||
+            (r = cfg_uint(obj, "max_body", path, 1, 64u << 20, &k->max_body, reterr)) < 0)
                 return r;
+        k->expect_json = cJSON_GetObjectItemCaseSensitive(obj, "expect_json");
         if (strncasecmp(k->url, "http://", 7) != 0 && strncasecmp(k->url, "https://", 8) != 0)
                 return cfg_error(reterr, path, "url", "\"%s\" must be an http:// or https:// URL", k->url);
         r = url_split(NULL, k->url, &k->u);
@@ -371,6 +383,44 @@ static int http_prepare(const char *path, struct http_spec *spec, const struct u
         return 0;
 }
 
+/* The body checks beyond expect_body (README "Probe kinds"): expect_body_regex compiled
+ * once here, expect_json's pointers checked here; and the TLS keys. */
+static int http_read_checks(cJSON *obj, const char *path, struct http_spec *spec, const struct http_conf *k,
+                            char **reterr)
+{
+        const cJSON *w;
+        int r;
+
+        if (k->expect_body_regex) {
+                char why[128];
+
+                spec->body_regex = malloc(sizeof(*spec->body_regex));
+                if (!spec->body_regex)
+                        return -ENOMEM;
+                r = regcomp(spec->body_regex, k->expect_body_regex, REG_EXTENDED | REG_NOSUB);
+                if (r != 0) {
+                        regerror(r, spec->body_regex, why, sizeof(why));
+                        free(spec->body_regex);
+                        spec->body_regex = NULL;
+                        return cfg_error(reterr, path, "expect_body_regex", "\"%s\" is not a POSIX extended regex: %s",
+                                         k->expect_body_regex, why);
+                }
+        }
+        if (k->expect_json) {
+                if (!cJSON_IsObject(k->expect_json))
+                        return cfg_error(reterr, path, "expect_json",
+                                         "must be an object of JSON pointers to values (e.g. {\"/status\": \"ok\"})");
+                cJSON_ArrayForEach(w, k->expect_json) if (!json_pointer_valid(w->string)) return cfg_error(
+                        reterr, path, "expect_json",
+                        "\"%s\" is not a JSON pointer (RFC 6901: \"/a/b\", ~0 for ~, ~1 for /)", w->string);
+                spec->expect_json = cJSON_Duplicate(k->expect_json, true);
+                if (!spec->expect_json)
+                        return -ENOMEM;
+        }
+        spec->keep_body = k->expect_body || spec->body_regex || spec->expect_json;
+        return probe_tls_parse(obj, path, k->u.https, k->u.host, &spec->tls, reterr);
+}
+
 /* Adds the keys' defaults to obj, for --check-config and reload comparison. */
 static int http_normalize(cJSON *obj, const struct http_conf *k)
 {
@@ -378,8 +428,7 @@ static int http_normalize(cJSON *obj, const struct http_conf *k)
             (!cJSON_HasObjectItem(obj, "expect_status") &&
              !cJSON_AddStringToObject(obj, "expect_status", k->expect_status)) ||
             (!cJSON_HasObjectItem(obj, "max_body") &&
-             !cJSON_AddNumberToObject(obj, "max_body", (double) k->max_body)) ||
-            (!cJSON_HasObjectItem(obj, "tls_verify") && !cJSON_AddBoolToObject(obj, "tls_verify", k->tls_verify)))
+             !cJSON_AddNumberToObject(obj, "max_body", (double) k->max_body)))
                 return -ENOMEM;
         return 0;
 }
@@ -402,13 +451,13 @@ static int http_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
         memcpy(spec->ranges, k.ranges, (size_t) k.n_ranges * sizeof(k.ranges[0]));
         spec->head = strcmp(k.method, "HEAD") == 0;
         spec->max_body = k.max_body;
-        spec->tls_verify = k.tls_verify;
         r = -ENOMEM;
         spec->url = strdup(k.url);
         lines = strdup("");
         if (!spec->url || !lines || (k.expect_body && !(spec->expect_body = strdup(k.expect_body))))
                 goto fail;
-        if ((r = http_read_headers(obj, path, spec, &lines, reterr)) < 0 ||
+        if ((r = http_read_checks(obj, path, spec, &k, reterr)) < 0 ||
+            (r = http_read_headers(obj, path, spec, &lines, reterr)) < 0 ||
             (r = http_prepare(path, spec, &k.u, lines, reterr)) < 0 || (r = http_normalize(obj, &k)) < 0)
                 goto fail;
         free(lines);
@@ -435,7 +484,7 @@ static bool body_take(const char *buf, size_t len, void *data)
         struct http_attempt *h = data;
         size_t room = h->spec->max_body - h->body_len, n = len > room ? room : len;
 
-        if (h->spec->expect_body)
+        if (h->spec->keep_body)
                 memcpy(h->body + h->body_len, buf, n);
         h->body_len += n;
         h->body_capped = len > room;
@@ -599,8 +648,8 @@ static int curl_start(struct http_attempt *h)
                 if (r < 0)
                         return r;
         }
-        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->spec->tls_verify, &h->socket_errno);
-        if (!h->easy)
+        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->spec->tls.verify, &h->socket_errno);
+        if (!h->easy || probe_tls_apply(h->easy, &h->spec->tls, h->url ? h->url : h->spec->url) < 0)
                 return -ENOMEM;
         curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(h->easy, CURLOPT_NOBODY, h->spec->head ? 1L : 0L);
@@ -625,6 +674,40 @@ static int hop_start(struct http_attempt *h, const struct url_parts *u)
         return client_start(h, u);
 }
 
+/* As Go's client in kubelet: only 301, 302, 303, 307 and 308 are followed, and only
+ * with a Location that is not empty; any other 3xx is the final answer (README
+ * "Redirects"). */
+static bool redirect_followed(long code, const char *location)
+{
+        return (code == 301 || code == 302 || code == 303 || code == 307 || code == 308) && location && *location;
+}
+
+/* expect_body_regex and expect_json over the body read; false: the attempt failed. */
+static bool body_checks_pass(struct http_attempt *h, long code)
+{
+        const struct http_spec *spec = h->spec;
+        const char *cut = h->body_capped ? " (cut at max_body)" : "";
+        char err[ERROR_MAX];
+
+        if (!spec->body_regex && !spec->expect_json)
+                return true;
+        h->body[h->body_len] = '\0'; /* body has max_body + 1 bytes */
+        if (spec->body_regex) {
+                regmatch_t m = { .rm_so = 0, .rm_eo = (regoff_t) h->body_len };
+                if (regexec(spec->body_regex, h->body, 1, &m, REG_STARTEND) != 0) {
+                        attempt_end(h->a, OUTCOME_FAILURE, "status %ld, body does not match expect_body_regex%s", code,
+                                    cut);
+                        return false;
+                }
+        }
+        if (spec->expect_json && !json_expect_match(spec->expect_json, h->body, h->body_len, err, sizeof(err))) {
+                attempt_end(h->a, OUTCOME_FAILURE, "status %ld, %s%s", code, err,
+                            strcmp(err, "body is not JSON") == 0 ? cut : "");
+                return false;
+        }
+        return true;
+}
+
 /* The response of a hop is complete (or its body capped): follow it or judge it. */
 static void judge(struct http_attempt *h, long code, const char *location)
 {
@@ -633,7 +716,7 @@ static void judge(struct http_attempt *h, long code, const char *location)
         struct url_parts u, orig;
         int r;
 
-        if (code >= 300 && code < 400 && location && url_split(h->url ? h->url : spec->url, location, &u) == 0) {
+        if (redirect_followed(code, location) && url_split(h->url ? h->url : spec->url, location, &u) == 0) {
                 bool same = url_split(NULL, spec->url, &orig) == 0 && strcasecmp(u.host, orig.host) == 0;
                 url_parts_free(&orig);
                 if (same) {
@@ -661,6 +744,8 @@ static void judge(struct http_attempt *h, long code, const char *location)
                 attempt_end(a, OUTCOME_FAILURE, "status %ld, body does not contain expect_body", code);
                 return;
         }
+        if (!body_checks_pass(h, code))
+                return;
         attempt_end(a, OUTCOME_SUCCESS, "status %ld", code);
 }
 
@@ -680,7 +765,7 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         struct http_attempt *h;
 
         (void) timeout_ms; /* the lifecycle's deadline is the timeout */
-        h = malloc(sizeof(*h) + (spec->expect_body ? spec->max_body + 1 : 1));
+        h = malloc(sizeof(*h) + (spec->keep_body ? spec->max_body + 1 : 1));
         if (!h)
                 return -ENOMEM;
         memset(h, 0, sizeof(*h));
@@ -697,7 +782,8 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 }
 
 static const char *const http_keys[] = {
-        "url", "method", "headers", "expect_status", "expect_body", "max_body", "tls_verify", NULL,
+        "url", "method", "headers", "expect_status", "expect_body", "expect_body_regex", "expect_json", "max_body",
+        PROBE_TLS_KEYS, NULL,
 };
 
 static int http_flag_to_json(cJSON *obj, const char *value)

@@ -323,11 +323,13 @@ static void route(struct conn *c)
                         conn_answer_text(c, 400, NULL, "bad status code\n");
                         return;
                 }
+                static char location[TEXT_MAX + 1];
+                bool has_location = query_get(query, "location", location); /* may be empty */
                 if (!query_get(query, "body", text)) {
                         snprintf(dflt, sizeof(dflt), "code %d\n", code);
                         strcpy(text, dflt);
                 }
-                conn_answer_text(c, code, NULL, text);
+                conn_answer_text(c, code, has_location ? location : NULL, text);
         } else if (strcmp(path, "/health") == 0) {
                 conn_answer_text(c, health_code, NULL, health_body);
         } else if (strcmp(path, "/control/health") == 0) {
