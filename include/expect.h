@@ -13,7 +13,7 @@
 /* Decodes s: bytes as written, with the escapes \r \n \t \\ and \xHH (two hex digits).
  * On success returns 0 and a malloc'd buffer in *ret (NUL-terminated for convenience;
  * it may hold NULs) of *ret_len bytes. -EINVAL with *why set (static text, e.g.
- * "\\q is not an escape (\\r, \\n, \\t, \\\\, \\xHH)") and *ret_off the byte offset of
+ * "an unknown escape") and *ret_off the byte offset of
  * the bad escape; -ENOMEM. */
 int escape_decode(const char *s, char **ret, size_t *ret_len, size_t *ret_off, const char **why);
 

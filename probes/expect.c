@@ -51,7 +51,7 @@ int escape_decode(const char *s, char **ret, size_t *ret_len, size_t *ret_off, c
                         hi = hexval(s[i + 2]);
                         lo = hi < 0 ? -1 : hexval(s[i + 3]);
                         if (lo < 0) {
-                                *why = "\\x needs two hex digits (e.g. \\x00)";
+                                *why = "\\x without two hex digits";
                                 free(out);
                                 return -EINVAL;
                         }
@@ -59,11 +59,11 @@ int escape_decode(const char *s, char **ret, size_t *ret_len, size_t *ret_off, c
                         i += 2;
                         break;
                 case '\0':
-                        *why = "ends with a lone \\ (write \\\\ for a backslash)";
+                        *why = "a lone \\";
                         free(out);
                         return -EINVAL;
                 default:
-                        *why = "has an unknown escape (use \\r, \\n, \\t, \\\\ or \\xHH)";
+                        *why = "an unknown escape";
                         free(out);
                         return -EINVAL;
                 }
