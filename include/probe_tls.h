@@ -27,9 +27,9 @@ struct probe_tls {
  * Each file is read now (never at an attempt's start), and must hold what it stands for:
  * a certificate (ca_file, cert_file), an unencrypted private key that belongs to
  * cert_file's certificate. Fills tls_verify into obj (true with ca_file) for
- * --check-config. host is the URL's host as written ("[::1]" for IPv6), for connect_to.
+ * --check-config. url: the URL libcurl is to fetch (http(s)://), whose host connect_to keeps.
  * Returns 0, or -EINVAL with *reterr naming the key and the file, or -ENOMEM. */
-int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *host, struct probe_tls *t, char **reterr);
+int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *url, struct probe_tls *t, char **reterr);
 
 /* Frees what probe_tls_parse set (t itself is the caller's). */
 void probe_tls_free(struct probe_tls *t);

@@ -1,6 +1,7 @@
 /* grpc probe (README "Probe kinds"): one grpc.health.v1.Health/Check call over
  * HTTP/2 through libcurl, on a fresh connection (h2c with prior knowledge by default,
- * HTTP/2 over TLS with `tls`, never verified, like kubelet). Success only for
+ * HTTP/2 over TLS with `tls`, unverified like kubelet unless tls_verify or ca_file ask;
+ * client certificates and server_name as for https, probes/probe_tls.c). Success only for
  * grpc-status 0 with exactly one HealthCheckResponse saying SERVING.
  *
  *   start --> POST /grpc.health.v1.Health/Check (5-byte prefix + HealthCheckRequest)
@@ -29,6 +30,7 @@
 #include "loop.h"
 #include "probe.h"
 #include "probe_curl.h"
+#include "probe_tls.h"
 #include "util.h"
 
 #define GRPC_PATH "/grpc.health.v1.Health/Check"
@@ -39,6 +41,7 @@ struct grpc_spec {
         uint8_t *body; /* length-prefixed HealthCheckRequest */
         size_t body_len;
         bool tls;
+        struct probe_tls tls_keys;
 };
 
 struct grpc_attempt {
@@ -65,6 +68,7 @@ static void grpc_free_spec(void *p)
                 return;
         free(spec->url);
         free(spec->body);
+        probe_tls_free(&spec->tls_keys);
         free(spec);
 }
 
@@ -105,6 +109,10 @@ static int grpc_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 return -ENOMEM;
         spec->tls = tls;
         spec->url = strdup_printf("%s://%s" GRPC_PATH, tls ? "https" : "http", address);
+        if (spec->url && (r = probe_tls_parse(obj, path, tls, spec->url, &spec->tls_keys, reterr)) < 0) {
+                grpc_free_spec(spec);
+                return r;
+        }
         if (!spec->url || (r = grpcwire_request_encode(service, &spec->body, &spec->body_len)) < 0 ||
             !(*ret_target = strdup(address)) ||
             (!cJSON_HasObjectItem(obj, "service") && !cJSON_AddStringToObject(obj, "service", service)) ||
@@ -267,8 +275,8 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                         return -ENOMEM;
                 g->headers = n;
         }
-        g->easy = probe_curl_new(spec->url, false, &g->socket_errno);
-        if (!g->easy)
+        g->easy = probe_curl_new(spec->url, spec->tls_keys.verify, &g->socket_errno);
+        if (!g->easy || probe_tls_apply(g->easy, &spec->tls_keys, spec->url) < 0)
                 return -ENOMEM;
         curl_easy_setopt(g->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
         curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
@@ -282,7 +290,7 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         return attempt_curl_add(a, g->easy, grpc_on_done);
 }
 
-static const char *const grpc_keys[] = { "address", "service", "tls", NULL };
+static const char *const grpc_keys[] = { "address", "service", "tls", PROBE_TLS_KEYS, NULL };
 
 /* --grpc NAME=HOST:PORT[/SERVICE]: the service after the first '/', "" (the server's
  * overall health) without one. */

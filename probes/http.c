@@ -418,7 +418,7 @@ static int http_read_checks(cJSON *obj, const char *path, struct http_spec *spec
                         return -ENOMEM;
         }
         spec->keep_body = k->expect_body || spec->body_regex || spec->expect_json;
-        return probe_tls_parse(obj, path, k->u.https, k->u.host, &spec->tls, reterr);
+        return probe_tls_parse(obj, path, k->u.https, k->u.url, &spec->tls, reterr);
 }
 
 /* Adds the keys' defaults to obj, for --check-config and reload comparison. */

@@ -4,6 +4,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <openssl/x509.h>
+
 #include "bounds.h"
 #include "loop.h"
 #include "probe_curl.h"
@@ -89,6 +91,18 @@ fail:
         return NULL;
 }
 
+/* Why the server's certificate was refused (README "Probe kinds", TLS): OpenSSL's verify
+ * result ("certificate has expired", "unable to get local issuer certificate"); with
+ * none, libcurl (7.88) refused the name the certificate holds. */
+static void tls_verify_error(CURL *easy, char *buf, size_t n)
+{
+        long v = X509_V_OK;
+
+        (void) curl_easy_getinfo(easy, CURLINFO_SSL_VERIFYRESULT, &v);
+        snprintf(buf, n, "certificate verify failed: %s",
+                 v != X509_V_OK ? X509_verify_cert_error_string(v) : "the certificate does not name the server");
+}
+
 enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *buf, size_t n)
 {
         long os_errno = 0;
@@ -111,6 +125,9 @@ enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *b
                 break;
         case CURLE_GOT_NOTHING:
                 snprintf(buf, n, "empty reply from server");
+                return OUTCOME_FAILURE;
+        case CURLE_PEER_FAILED_VERIFICATION:
+                tls_verify_error(easy, buf, n);
                 return OUTCOME_FAILURE;
         default:
                 break;

@@ -121,7 +121,23 @@ static bool server_name_valid(const char *s)
         return true;
 }
 
-int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *host, struct probe_tls *t, char **reterr)
+/* "::HOST:" for url's host: any host and port of a URL goes to HOST, same port. */
+static struct curl_slist *connect_to_new(const char *url)
+{
+        CURLU *u = curl_url();
+        char *host = NULL, *entry = NULL;
+        struct curl_slist *l = NULL;
+
+        if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && (entry = strdup_printf("::%s:", host)))
+                l = curl_slist_append(NULL, entry);
+        free(entry);
+        curl_free(host);
+        curl_url_cleanup(u);
+        return l;
+}
+
+int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *url, struct probe_tls *t, char **reterr)
 {
         static const char *const file_keys[] = { "ca_file", "cert_file", "key_file", "server_name" };
         const char *ca = NULL, *cert = NULL, *key = NULL, *name = NULL;
@@ -154,13 +170,8 @@ int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *host, st
                 probe_tls_free(t);
                 return r;
         }
-        if (name) {
-                char *entry = strdup_printf("::%s:", host);
-                t->connect_to = entry ? curl_slist_append(NULL, entry) : NULL;
-                free(entry);
-                if (!t->connect_to)
-                        goto oom;
-        }
+        if (name && !(t->connect_to = connect_to_new(url)))
+                goto oom;
         if (ca && !verify_set && !cJSON_AddBoolToObject(obj, "tls_verify", true))
                 goto oom;
         if (!cJSON_HasObjectItem(obj, "tls_verify") && !cJSON_AddBoolToObject(obj, "tls_verify", false))

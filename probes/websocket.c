@@ -13,6 +13,12 @@
  *                                              +--ping false--> close 1000, success
  *   any error, a close frame or EOF --> failure with the reason as last_error
  *
+ * With `send` and/or `expect` (a chat backend's round trip), the step after the pong (or
+ * the handshake, without ping) is SEND_MESSAGE (one masked text frame), then
+ * READ_MESSAGE: data frames are looked through until one holds expect (success), each
+ * other one counting against max_skip. A frame is searched in what the input buffer
+ * holds of it (its first HTTP_MAX_HEADER_BYTES, header included).
+ *
  * Transport: libcurl with CURLOPT_CONNECT_ONLY through the multi interface, so ws and
  * wss share one path and DNS, connect and the TLS handshake are libcurl's (asynchronous).
  * Checked against Debian's libcurl 7.88: the transfer completes (CURLMSG_DONE) once
@@ -45,6 +51,7 @@
 #include "loop.h"
 #include "probe.h"
 #include "probe_curl.h"
+#include "probe_tls.h"
 #include "util.h"
 #include "wsframe.h"
 
@@ -59,6 +66,9 @@ struct ws_spec {
         char *extra;       /* user headers as "Name: value\r\n" lines, or NULL */
         uint64_t max_skip; /* frame bytes allowed before the pong */
         bool ping;
+        char *send, *expect; /* one text message, and what an answer must contain; or NULL */
+        char *waiting;       /* "message with \"<expect>\"": waiting_for and errors */
+        struct probe_tls tls;
 };
 
 enum ws_step {
@@ -67,6 +77,8 @@ enum ws_step {
         WS_READ_HANDSHAKE,
         WS_SEND_PING,
         WS_READ_PONG,
+        WS_SEND_MESSAGE,
+        WS_READ_MESSAGE,
 };
 
 struct ws_attempt {
@@ -84,6 +96,7 @@ struct ws_attempt {
         size_t out_len, out_off;
         uint64_t skip;    /* data frame payload bytes still to discard */
         uint64_t skipped; /* frame bytes before the pong so far (max_skip) */
+        bool early_match; /* expect without send: a message before the pong held it */
         /* bytes this wake-up may still read (LOOP_READ_BUDGET); when they ran out, the
          * attempt's timer resumes on the next wake-up */
         size_t budget;
@@ -103,6 +116,10 @@ static void *ws_free_spec_impl(struct ws_spec *spec)
         free(spec->target);
         free(spec->subprotocol);
         free(spec->extra);
+        free(spec->send);
+        free(spec->expect);
+        free(spec->waiting);
+        probe_tls_free(&spec->tls);
         free(spec);
         return NULL;
 }
@@ -233,6 +250,40 @@ out:
         return r;
 }
 
+/* send and expect (README "Probe kinds"): plain text, no escapes. */
+static int parse_message(const cJSON *obj, const char *path, struct ws_spec *spec, char **reterr)
+{
+        const char *send = NULL, *expect = NULL;
+        int r;
+
+        if ((r = cfg_string(obj, "send", path, false, &send, reterr)) < 0 ||
+            (r = cfg_string(obj, "expect", path, false, &expect, reterr)) < 0)
+                return r;
+        if (expect && !*expect)
+                return cfg_error(reterr, path, "expect", "must not be empty");
+        if ((send && !(spec->send = strdup(send))) || (expect && !(spec->expect = strdup(expect))) ||
+            (expect && !(spec->waiting = strdup_printf("message with \"%.48s%s\"", expect,
+                                                         strlen(expect) > 48 ? "..." : ""))))
+                return -ENOMEM;
+        return 0;
+}
+
+/* With server_name, the handshake's Host names it too (as libcurl's does for https). */
+static int host_for_server_name(struct ws_spec *spec)
+{
+        const char *colon = strrchr(spec->host, ':'), *bracket = strrchr(spec->host, ']');
+        char *h;
+
+        if (!spec->tls.server_name)
+                return 0;
+        h = strdup_printf("%s%s", spec->tls.server_name, colon && (!bracket || colon > bracket) ? colon : "");
+        if (!h)
+                return -ENOMEM;
+        free(spec->host);
+        spec->host = h;
+        return 0;
+}
+
 static int ws_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_target, char **reterr)
 {
         struct ws_spec *spec;
@@ -253,7 +304,10 @@ static int ws_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_ta
                 r = cfg_error(reterr, path, "subprotocol", "\"%s\" must be one token (e.g. \"chat\")", subprotocol);
                 goto fail;
         }
-        if ((r = parse_url(url, path, spec, reterr)) < 0 || (r = parse_headers(obj, path, spec, reterr)) < 0)
+        if ((r = parse_url(url, path, spec, reterr)) < 0 || (r = parse_headers(obj, path, spec, reterr)) < 0 ||
+            (r = parse_message(obj, path, spec, reterr)) < 0 ||
+            (r = probe_tls_parse(obj, path, strncasecmp(url, "wss://", 6) == 0, spec->curl_url, &spec->tls, reterr)) < 0 ||
+            (r = host_for_server_name(spec)) < 0)
                 goto fail;
         spec->ping = ping;
         spec->max_skip = max_skip;
@@ -406,16 +460,59 @@ static bool ws_count_skipped(struct ws_attempt *w, const struct wsframe *f)
         uint64_t n = f->header_len + f->payload_len; /* < 2^63 + 14: skipped + n cannot wrap */
 
         if (n > w->spec->max_skip - w->skipped) {
-                attempt_end(w->a, OUTCOME_FAILURE, "%llu bytes of data before the pong (max_skip %llu)",
-                            (unsigned long long) (w->skipped + n), (unsigned long long) w->spec->max_skip);
+                attempt_end(w->a, OUTCOME_FAILURE, "%llu bytes of data before the %s (max_skip %llu)",
+                            (unsigned long long) (w->skipped + n),
+                            w->step == WS_READ_MESSAGE ? w->spec->waiting : "pong",
+                            (unsigned long long) w->spec->max_skip);
                 return false;
         }
         w->skipped += n;
         return true;
 }
 
+/* The pong came (or the handshake, without ping): with a message to exchange, queue it
+ * (send) or wait for one (expect alone); else success. true: go on (ws_step's loop);
+ * false: the attempt ended. */
+static bool ws_after_pong(struct ws_attempt *w)
+{
+        int r;
+
+        if ((!w->spec->send && !w->spec->expect) || w->early_match) {
+                ws_finish(w, w->early_match ? "message received" : w->spec->ping ? "pong received" : "handshake ok");
+                return false;
+        }
+        w->skipped = 0; /* max_skip anew: bytes before the expected message */
+        if (!w->spec->send) {
+                w->step = WS_READ_MESSAGE;
+                w->a->waiting_for = w->spec->waiting;
+                return true;
+        }
+        r = ws_queue_frame(w, WSFRAME_TEXT, w->spec->send, strlen(w->spec->send));
+        if (r < 0) {
+                attempt_end(w->a, OUTCOME_ERROR, "send: %s", strerror(-r));
+                return false;
+        }
+        w->step = WS_SEND_MESSAGE;
+        return true;
+}
+
+/* Does the data frame f hold expect? 1: yes, -1: no, 0: more of it must be buffered
+ * first (it fits in w->in). */
+static int ws_match_message(struct ws_attempt *w, const struct wsframe *f)
+{
+        size_t have = w->in_len - f->header_len, len = strlen(w->spec->expect);
+
+        if (f->payload_len > have && w->in_len < sizeof(w->in))
+                return 0; /* the rest of it fits: wait for it */
+        return memmem(w->in + f->header_len, f->payload_len < have ? (size_t) f->payload_len : have, w->spec->expect,
+                      len)
+                       ? 1
+                       : -1;
+}
+
 /* Looks through the frames buffered so far. true: more bytes are needed; false: the
- * attempt ended (the pong came, or a failure). */
+ * attempt ended (the pong or the message came, or a failure), or (after the pong) the
+ * step changed: ws_step goes on. */
 static bool ws_scan_frames(struct ws_attempt *w)
 {
         for (;;) {
@@ -438,6 +535,18 @@ static bool ws_scan_frames(struct ws_attempt *w)
                         attempt_end(w->a, OUTCOME_FAILURE, "bad frame from server: %s", why);
                         return false;
                 }
+                /* the expected message; without send, one that came before the pong counts */
+                if (!(f.opcode & 0x8) && w->spec->expect &&
+                    (w->step == WS_READ_MESSAGE || (!w->spec->send && !w->early_match))) {
+                        int m = ws_match_message(w, &f);
+                        if (m == 0)
+                                return true;
+                        if (m > 0 && w->step == WS_READ_MESSAGE) {
+                                ws_finish(w, "message received");
+                                return false;
+                        }
+                        w->early_match = m > 0;
+                }
                 if (!(f.opcode & 0x8)) { /* data: skipped as it streams, within max_skip */
                         if (!ws_count_skipped(w, &f))
                                 return false;
@@ -457,10 +566,14 @@ static bool ws_scan_frames(struct ws_attempt *w)
                                 attempt_end(w->a, OUTCOME_FAILURE, "closed by server");
                         return false;
                 }
-                if (f.opcode == WSFRAME_PONG && f.payload_len == w->nonce_len &&
+                if (f.opcode == WSFRAME_PONG && w->step == WS_READ_PONG && f.payload_len == w->nonce_len &&
                     memcmp(w->in + f.header_len, w->nonce, w->nonce_len) == 0) {
-                        ws_finish(w, "pong received");
-                        return false;
+                        ws_consume(w, f.header_len + (size_t) f.payload_len);
+                        if (!ws_after_pong(w))
+                                return false;
+                        if (w->step != WS_READ_MESSAGE)
+                                return true; /* SEND_MESSAGE: ws_step goes on */
+                        continue;
                 }
                 /* a ping from the server or an unsolicited pong: ignored (we close soon) */
                 if (!ws_count_skipped(w, &f))
@@ -493,10 +606,8 @@ static bool ws_read_handshake(struct ws_attempt *w)
                 return false;
         }
         ws_consume(w, end); /* what follows are frames */
-        if (!w->spec->ping) {
-                ws_finish(w, "handshake ok");
-                return false;
-        }
+        if (!w->spec->ping)
+                return ws_after_pong(w);
         w->nonce_len = 8 + w->nonce[0] % 9; /* 8..16 bytes (nonce[0] is random) */
         r = wsframe_random(w->nonce, w->nonce_len);
         if (r == 0)
@@ -524,12 +635,29 @@ static void ws_step(struct ws_attempt *w)
                         w->step = w->step == WS_SEND_HANDSHAKE ? WS_READ_HANDSHAKE : WS_READ_PONG;
                         w->a->waiting_for = w->step == WS_READ_PONG ? "pong" : "handshake response";
                         break;
+                case WS_SEND_MESSAGE:
+                        if (!ws_flush(w))
+                                return;
+                        if (!w->spec->expect) {
+                                ws_finish(w, "message sent");
+                                return;
+                        }
+                        w->step = WS_READ_MESSAGE;
+                        w->a->waiting_for = w->spec->waiting;
+                        ws_watch(w, EPOLLIN);
+                        break;
                 case WS_READ_HANDSHAKE:
                         if (!ws_read_handshake(w))
                                 return;
                         break;
                 case WS_READ_PONG:
-                        if (!ws_scan_frames(w) || !ws_fill(w, "connection closed before pong"))
+                case WS_READ_MESSAGE:
+                        if (!ws_scan_frames(w))
+                                return;
+                        if (w->step == WS_SEND_MESSAGE)
+                                break;
+                        if (!ws_fill(w, w->step == WS_READ_PONG ? "connection closed before pong"
+                                                                 : "connection closed before the expected message"))
                                 return;
                         break;
                 }
@@ -615,8 +743,8 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 r = wsframe_random(w->nonce, 1); /* picks the ping payload length */
         if (r < 0)
                 return r;
-        w->easy = probe_curl_new(spec->curl_url, false, &w->socket_errno);
-        if (!w->easy)
+        w->easy = probe_curl_new(spec->curl_url, spec->tls.verify, &w->socket_errno);
+        if (!w->easy || probe_tls_apply(w->easy, &spec->tls, spec->curl_url) < 0)
                 return -ENOMEM;
         /* the lifecycle's deadline decides (libcurl has no limit of its own), so a slow
          * connect is a timeout, not a failure */
@@ -630,7 +758,9 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         return attempt_curl_add(a, w->easy, ws_on_connected);
 }
 
-static const char *const ws_keys[] = { "url", "headers", "subprotocol", "ping", "max_skip", NULL };
+static const char *const ws_keys[] = {
+        "url", "headers", "subprotocol", "ping", "max_skip", "send", "expect", PROBE_TLS_KEYS, NULL,
+};
 
 static int ws_flag_to_json(cJSON *obj, const char *value)
 {

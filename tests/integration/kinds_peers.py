@@ -9,6 +9,8 @@ runs), so that a test can act at a known point of an attempt without sleeping.
         healthy   accepts every upgrade; the library answers pings
         reject    process_request answers 503 to the upgrade
         chat      offers the subprotocol "chat"
+        echo      sends back every message it gets, after a text message "welcome"
+        silent    reads every message, never sends one (the library answers pings)
         (with CERT and KEY: TLS, for wss://)
     kinds_peers.py rawws MODE           a raw-socket server that completes the handshake
                                         correctly (RFC 6455 accept) and then:
@@ -47,8 +49,11 @@ def serve_ws(mode, cert=None, key=None):
 
     async def handler(ws, path=None):
         try:
-            async for _ in ws:
-                pass
+            if mode == "echo":
+                await ws.send("welcome")
+            async for msg in ws:
+                if mode == "echo":
+                    await ws.send(msg)
         except Exception:
             pass
 
@@ -61,7 +66,7 @@ def serve_ws(mode, cert=None, key=None):
             kw["process_request"] = reject
         elif mode == "chat":
             kw["subprotocols"] = ["chat"]
-        elif mode != "healthy":
+        elif mode not in ("healthy", "echo", "silent"):
             raise SystemExit("unknown ws mode " + mode)
         if cert:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
