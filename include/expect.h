@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 #define EXPECT_READ_MAX 4096 /* tcp: bytes of the answer read while looking for expect */
-#define EXPECT_SHOW_MAX 48   /* bytes of an answer or a value quoted back in last_error */
+#define EXPECT_SHOW_MAX 64   /* bytes of an answer or a value quoted back in last_error */
 
 /* Decodes s: bytes as written, with the escapes \r \n \t \\ and \xHH (two hex digits).
  * On success returns 0 and a malloc'd buffer in *ret (NUL-terminated for convenience;

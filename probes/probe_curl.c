@@ -92,15 +92,17 @@ fail:
 }
 
 /* Why the server's certificate was refused (README "Probe kinds", TLS): OpenSSL's verify
- * result ("certificate has expired", "unable to get local issuer certificate"); with
- * none, libcurl (7.88) refused the name the certificate holds. */
+ * result ("certificate has expired", "unable to get local issuer certificate"). libcurl
+ * (7.88) checks the name first and leaves the result at its initial !X509_V_OK (1,
+ * X509_V_ERR_UNSPECIFIED) when the certificate does not name the server. */
 static void tls_verify_error(CURL *easy, char *buf, size_t n)
 {
         long v = X509_V_OK;
 
         (void) curl_easy_getinfo(easy, CURLINFO_SSL_VERIFYRESULT, &v);
         snprintf(buf, n, "certificate verify failed: %s",
-                 v != X509_V_OK ? X509_verify_cert_error_string(v) : "the certificate does not name the server");
+                 v != X509_V_OK && v != X509_V_ERR_UNSPECIFIED ? X509_verify_cert_error_string(v)
+                                                               : "the certificate does not name the server");
 }
 
 enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *buf, size_t n)
