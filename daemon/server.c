@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -55,7 +56,7 @@ static const struct {
         { "/health/ready", ROUTE_READYZ }, { "/status", ROUTE_STATUS },          { "/metrics", ROUTE_METRICS },
 };
 
-static const unsigned route_scope[] = {
+const unsigned route_scope[ROUTE_READYZ + 1] = {
         [ROUTE_STARTUP] = SCOPE_STARTUP,
         [ROUTE_LIVEZ] = SCOPE_LIVENESS,
         [ROUTE_READYZ] = SCOPE_READINESS,
@@ -78,7 +79,7 @@ struct published *published_unref(struct published *p)
         return NULL;
 }
 
-static struct published *server_current(struct server *srv)
+struct published *server_current(struct server *srv)
 {
         struct published *p;
 
@@ -197,7 +198,7 @@ static const char *request_path(const char *url)
 
 /* The route of an origin-form or absolute-form request target, _ROUTE_INVALID for an
  * unknown path. */
-static enum route route_of(const char *url)
+enum route route_of(const char *url)
 {
         enum route route = _ROUTE_INVALID;
 
@@ -379,6 +380,7 @@ struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret
         if (!srv)
                 return NULL;
         srv->listen_fd = srv->stop_fd = -1;
+        srv->sniff_ep = -1;
         srv->hb = loop ? loop_heartbeat(loop) : NULL;
         pthread_mutex_init(&srv->lock, NULL);
         pthread_mutex_init(&srv->conn_lock, NULL);
@@ -415,6 +417,13 @@ struct server *server_new(const char *listen_s, struct loop *loop, uint16_t *ret
                 *reterr = strdup_printf("cannot start the status server on %s", listen_s);
                 return server_free(srv);
         }
+        /* gRPC health on the same port (daemon/server_grpc.c): the accept thread classifies
+         * connections by their first bytes */
+        srv->sniff_ep = epoll_create1(EPOLL_CLOEXEC);
+        if (srv->sniff_ep < 0 || server_grpc_start(srv) < 0) {
+                *reterr = strdup_printf("cannot start the status server's gRPC threads on %s", listen_s);
+                return server_free(srv);
+        }
         if (pthread_create(&srv->acceptor, NULL, server_accept_main, srv) != 0) {
                 *reterr = strdup_printf("cannot start the status server's accept thread on %s", listen_s);
                 return server_free(srv);
@@ -441,6 +450,7 @@ static void *server_stop_main(void *data)
 
         if (srv->acceptor_started)
                 pthread_join(srv->acceptor, NULL);
+        server_grpc_stop(srv);
         server_render_stop(srv);
         if (srv->mhd)
                 MHD_stop_daemon(srv->mhd); /* joins the threads, closes the connections */
@@ -520,6 +530,9 @@ struct server *server_free(struct server *srv)
                 server_hb_wait_unused(srv);
                 return NULL;
         }
+        server_grpc_free(srv);
+        if (srv->sniff_ep >= 0)
+                (void) close(srv->sniff_ep);
         if (srv->listen_fd >= 0)
                 (void) close(srv->listen_fd);
         if (srv->stop_fd >= 0)

@@ -25,7 +25,18 @@
  * hard limit a new connection is admitted only with a complete request (at most
  * SERVER_REQUEST_RESERVE more). One whose request has not arrived yet is held here, up
  * to SERVER_HOLD_MAX of them (the one held longest makes room), until its request comes
- * or SERVER_HOLD_MS pass; then it is closed. */
+ * or SERVER_HOLD_MS pass; then it is closed.
+ *
+ * One port, two protocols (README.md, "gRPC health"): before an admitted connection is
+ * handed over, its first bytes are peeked at (MSG_PEEK, nothing consumed). The HTTP/2
+ * connection preface (24 bytes) sends it to daemon/server_grpc.c, any byte that differs
+ * from the preface to MHD. One that has sent nothing yet, or only the start of the
+ * preface, waits here ("sniffing": an edge-triggered epoll set of ours, so a slow
+ * client never holds up the accept thread) until its bytes decide, for at most
+ * SERVER_CONNECTION_TIMEOUT_S (MHD's idle timeout), and is closed then. Sniffing and
+ * gRPC connections are in the connection list and count like MHD's: the limit, the
+ * shedding of the oldest idle one (a gRPC connection is idle while no stream is open)
+ * and the hold past the hard limit apply to all alike. */
 #include <errno.h>
 #include <microhttpd.h>
 #include <poll.h>
@@ -34,6 +45,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -90,6 +102,23 @@ static void conn_append(struct server *srv, struct conn *k)
         k->linked = true;
 }
 
+static void conn_untrack_locked(struct server *srv, struct conn *k)
+{
+        if (k && k->linked)
+                conn_unlink(srv, k);
+        else if (k)
+                srv->n_shed--; /* shed: unlinked when it was shut down */
+        srv->n_conns--;
+}
+
+void server_conn_untrack(struct server *srv, struct conn *k)
+{
+        pthread_mutex_lock(&srv->conn_lock);
+        conn_untrack_locked(srv, k);
+        pthread_mutex_unlock(&srv->conn_lock);
+        free(k);
+}
+
 /* MHD's thread of the connection: started (after our accept thread counted it) and
  * closed (before MHD closes its fd). */
 void server_notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -116,11 +145,7 @@ void server_notify_connection(void *cls, struct MHD_Connection *c, void **socket
         if (code != MHD_CONNECTION_NOTIFY_CLOSED)
                 return;
         pthread_mutex_lock(&srv->conn_lock);
-        if (k && k->linked)
-                conn_unlink(srv, k);
-        else if (k)
-                srv->n_shed--; /* shed: unlinked when it was shut down */
-        srv->n_conns--;
+        conn_untrack_locked(srv, k);
         pthread_mutex_unlock(&srv->conn_lock);
         /* A body the render thread left for it when MHD closed it before calling the
          * handler again (client gone, or shutdown: MHD resumes and closes every
@@ -143,6 +168,203 @@ void server_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
         (void) toe;
         if (k)
                 atomic_store_explicit(&k->busy, false, memory_order_relaxed);
+}
+
+/* ---- one port, two protocols ---------------------------------------------------------- */
+
+#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define H2_PREFACE_LEN 24
+
+enum proto {
+        PROTO_WAIT,  /* nothing yet, or the start of the preface */
+        PROTO_HTTP1, /* a byte that is not the preface's */
+        PROTO_H2,    /* the whole preface */
+        PROTO_GONE,  /* closed or failed before a byte */
+};
+
+/* What fd's first bytes say (peeked: MHD or nghttp2 reads them again). */
+static enum proto conn_proto(int fd)
+{
+        char buf[H2_PREFACE_LEN];
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+
+        if (n < 0)
+                return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? PROTO_WAIT : PROTO_GONE;
+        if (n == 0)
+                return PROTO_GONE;
+        if (memcmp(buf, H2_PREFACE, (size_t) n) != 0)
+                return PROTO_HTTP1;
+        return n == H2_PREFACE_LEN ? PROTO_H2 : PROTO_WAIT;
+}
+
+/* A connection whose first bytes have not decided yet (the accept thread's). */
+struct sniff {
+        struct sniff *prev, *next; /* srv->sniff_head, oldest first */
+        struct conn *k;            /* in the connection list; k->fd */
+        uint64_t until_ns;
+        socklen_t len;
+        struct sockaddr_storage sa;
+};
+
+/* A tracked connection of ours (sniffing or gRPC), appended to the list; NULL on ENOMEM. */
+static struct conn *conn_track_new(struct server *srv, int fd)
+{
+        struct conn *k = calloc(1, sizeof(*k));
+
+        if (!k)
+                return NULL;
+        k->fd = fd;
+        atomic_init(&k->busy, false);
+        pthread_mutex_lock(&srv->conn_lock);
+        conn_append(srv, k);
+        pthread_mutex_unlock(&srv->conn_lock);
+        return k;
+}
+
+/* k leaves the list but its connection stays counted (MHD tracks it anew); false when
+ * it was shed meanwhile (then it is counted out: close its fd). Frees k. */
+static bool conn_release(struct server *srv, struct conn *k)
+{
+        bool shed;
+
+        pthread_mutex_lock(&srv->conn_lock);
+        shed = !k->linked;
+        if (shed)
+                conn_untrack_locked(srv, k);
+        else
+                conn_unlink(srv, k);
+        pthread_mutex_unlock(&srv->conn_lock);
+        free(k);
+        return !shed;
+}
+
+static void server_uncount(struct server *srv)
+{
+        pthread_mutex_lock(&srv->conn_lock);
+        srv->n_conns--;
+        pthread_mutex_unlock(&srv->conn_lock);
+}
+
+/* Hands c (admitted: counted) to MHD. k: its tracking while it was sniffing, or NULL. */
+static void server_to_mhd(struct server *srv, int c, struct sockaddr_storage *sa, socklen_t len, struct conn *k)
+{
+        if (k && !conn_release(srv, k)) {
+                (void) close(c);
+                return;
+        }
+        /* MHD owns c from here, and closes it itself when it cannot take it. */
+        if (MHD_add_connection(srv->mhd, c, (struct sockaddr *) sa, len) != MHD_YES)
+                server_uncount(srv);
+}
+
+/* Hands c (admitted, tracked as k, or k NULL) to the gRPC threads. */
+static void server_to_grpc(struct server *srv, int c, struct conn *k)
+{
+        if (!k && !(k = conn_track_new(srv, c))) {
+                server_uncount(srv);
+                (void) close(c);
+                return;
+        }
+        if (!server_grpc_add(srv, c, k)) {
+                server_conn_untrack(srv, k);
+                (void) close(c);
+        }
+}
+
+static void sniff_unlink(struct server *srv, struct sniff *s)
+{
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                srv->sniff_head = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        else
+                srv->sniff_tail = s->prev;
+        (void) epoll_ctl(srv->sniff_ep, EPOLL_CTL_DEL, s->k->fd, NULL);
+}
+
+/* Starts sniffing c (admitted); false when it cannot (c is still the caller's). */
+static bool sniff_add(struct server *srv, int c, struct sockaddr_storage *sa, socklen_t len)
+{
+        struct sniff *s = calloc(1, sizeof(*s));
+        struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET };
+
+        if (!s || !(s->k = conn_track_new(srv, c))) {
+                free(s);
+                return false;
+        }
+        ev.data.ptr = s;
+        if (epoll_ctl(srv->sniff_ep, EPOLL_CTL_ADD, c, &ev) < 0) {
+                (void) conn_release(srv, s->k); /* still counted: the caller hands c on */
+                free(s);
+                return false;
+        }
+        s->until_ns = now_ns() + SERVER_CONNECTION_TIMEOUT_S * NSEC_PER_SEC;
+        s->len = len;
+        memcpy(&s->sa, sa, sizeof(*sa));
+        s->prev = srv->sniff_tail;
+        if (srv->sniff_tail)
+                srv->sniff_tail->next = s;
+        else
+                srv->sniff_head = s;
+        srv->sniff_tail = s;
+        return true;
+}
+
+/* A sniffing connection's bytes changed (or it expired, or the server stops: gone):
+ * handed on once they decide, closed when it left or was shed. */
+static void sniff_step(struct server *srv, struct sniff *s, bool gone)
+{
+        int fd = s->k->fd;
+        enum proto p = gone ? PROTO_GONE : conn_proto(fd);
+
+        if (p == PROTO_WAIT && s->k->linked)
+                return;
+        sniff_unlink(srv, s);
+        if (p == PROTO_HTTP1)
+                server_to_mhd(srv, fd, &s->sa, s->len, s->k);
+        else if (p == PROTO_H2)
+                server_to_grpc(srv, fd, s->k);
+        else {
+                server_conn_untrack(srv, s->k);
+                (void) close(fd);
+        }
+        free(s);
+}
+
+/* The sniffing connections whose bytes changed, then those past their time. */
+static void sniff_serve(struct server *srv, bool readable)
+{
+        struct epoll_event evs[SERVER_ACCEPT_BATCH];
+        int n = readable ? epoll_wait(srv->sniff_ep, evs, SERVER_ACCEPT_BATCH, 0) : 0;
+        uint64_t now = now_ns();
+
+        for (int i = 0; i < n; i++)
+                sniff_step(srv, evs[i].data.ptr, false);
+        while (srv->sniff_head && srv->sniff_head->until_ns <= now)
+                sniff_step(srv, srv->sniff_head, true);
+}
+
+/* Hands an admitted connection on by its first bytes. */
+static void server_dispatch(struct server *srv, int c, struct sockaddr_storage *sa, socklen_t len)
+{
+        switch (conn_proto(c)) {
+        case PROTO_H2:
+                server_to_grpc(srv, c, NULL);
+                break;
+        case PROTO_WAIT:
+                if (!sniff_add(srv, c, sa, len))
+                        server_to_mhd(srv, c, sa, len, NULL); /* no memory to wait: MHD takes it */
+                break;
+        case PROTO_HTTP1:
+                server_to_mhd(srv, c, sa, len, NULL);
+                break;
+        case PROTO_GONE:
+                server_uncount(srv);
+                (void) close(c);
+                break;
+        }
 }
 
 /* Admits one accepted connection: at the limit the oldest idle one is shed first; past
@@ -178,12 +400,7 @@ static bool server_admit(struct server *srv, int c, struct sockaddr_storage *sa,
                 (void) close(c);
                 return true;
         }
-        /* MHD owns c from here, and closes it itself when it cannot take it. */
-        if (MHD_add_connection(srv->mhd, c, (struct sockaddr *) sa, len) != MHD_YES) {
-                pthread_mutex_lock(&srv->conn_lock);
-                srv->n_conns--;
-                pthread_mutex_unlock(&srv->conn_lock);
-        }
+        server_dispatch(srv, c, sa, len);
         return true;
 }
 
@@ -238,7 +455,7 @@ static unsigned server_hold(struct held *held, unsigned n, int c, struct sockadd
 void *server_accept_main(void *data)
 {
         struct server *srv = data;
-        struct pollfd pfd[2 + SERVER_HOLD_MAX];
+        struct pollfd pfd[3 + SERVER_HOLD_MAX];
         struct held held[SERVER_HOLD_MAX];
         unsigned n_held = 0;
         uint64_t paused_until = 0;
@@ -250,19 +467,23 @@ void *server_accept_main(void *data)
 
                 pfd[0] = (struct pollfd){ .fd = srv->stop_fd, .events = POLLIN };
                 pfd[1] = (struct pollfd){ .fd = now < paused_until ? -1 : srv->listen_fd, .events = POLLIN };
+                pfd[2] = (struct pollfd){ .fd = srv->sniff_ep, .events = POLLIN };
+                if (srv->sniff_head && srv->sniff_head->until_ns < wake)
+                        wake = srv->sniff_head->until_ns;
                 for (unsigned i = 0; i < n_held; i++) {
-                        pfd[2 + i] = (struct pollfd){ .fd = held[i].fd, .events = POLLIN };
+                        pfd[3 + i] = (struct pollfd){ .fd = held[i].fd, .events = POLLIN };
                         if (held[i].until_ns < wake)
                                 wake = held[i].until_ns;
                 }
                 if (wake != UINT64_MAX)
                         timeout = wake > now ? (int) ((wake - now + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC) : 0;
-                n = poll(pfd, 2 + n_held, timeout);
+                n = poll(pfd, 3 + n_held, timeout);
                 if (n < 0 && errno != EINTR)
                         (void) poll(NULL, 0, SERVER_ACCEPT_PAUSE_MS); /* cannot happen; never spin */
                 if (pfd[0].revents)
                         continue;
-                n_held = server_held_serve(srv, held, pfd + 2, n_held, now_ns());
+                sniff_serve(srv, n > 0 && pfd[2].revents);
+                n_held = server_held_serve(srv, held, pfd + 3, n_held, now_ns());
                 if (n <= 0 || !pfd[1].revents)
                         continue;
                 for (int i = 0; i < SERVER_ACCEPT_BATCH; i++) {
@@ -288,5 +509,7 @@ void *server_accept_main(void *data)
         }
         for (unsigned i = 0; i < n_held; i++)
                 (void) close(held[i].fd);
+        while (srv->sniff_head)
+                sniff_step(srv, srv->sniff_head, true);
         return NULL;
 }

@@ -145,7 +145,7 @@ struct reply {
         struct doc *doc;
         bool part_first;
         size_t part_len;
-        char part[RENDER_PART_MAX];
+        char part[RENDER_PART_MAX + SERVER_GRPC_METRICS_MAX];
 };
 
 static ssize_t reply_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -239,7 +239,8 @@ enum MHD_Result queue_doc(struct server *srv, struct MHD_Connection *c, struct d
         double cpu;
         process_figures(&rss, &cpu);
         r->part_first = false;
-        r->part_len = render_metrics_tail(rss, cpu, (double) behind / 1e9, r->part, sizeof(r->part));
+        r->part_len = render_metrics_tail(rss, cpu, (double) behind / 1e9, r->part, RENDER_PART_MAX);
+        r->part_len += server_grpc_metrics(srv, r->part + r->part_len, sizeof(r->part) - r->part_len);
         return queue_reply(c, r, CT_METRICS);
 }
 

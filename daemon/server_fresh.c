@@ -128,15 +128,19 @@ static bool server_loop_stuck(struct server *srv, uint64_t *ret_behind)
  * with *ret_behind: by how much. */
 bool server_fresh_stuck(struct server *srv, struct conn *k, enum route route, uint64_t *ret_behind)
 {
+        return server_fresh_stuck_at(srv, k ? k->arrival_ns : now_ns(), route <= ROUTE_READYZ, ret_behind);
+}
+
+/* server_fresh_stuck for a request that arrived at instant arrival (gRPC's too). */
+bool server_fresh_stuck_at(struct server *srv, uint64_t arrival, bool verdict, uint64_t *ret_behind)
+{
         bool stuck = false;
-        uint64_t arrival;
 
         if (!server_hb_enter(srv))
                 return false;
-        arrival = k ? k->arrival_ns : now_ns();
         if (server_wait_current(srv, arrival, atomic_load(&srv->hb->fresh_wait_ns)))
                 server_loop_alive(srv); /* current: not stuck */
-        else if (route <= ROUTE_READYZ)
+        else if (verdict)
                 stuck = server_loop_stuck(srv, ret_behind);
         server_hb_leave(srv);
         return stuck;

@@ -52,6 +52,17 @@
 #define SERVER_HB_LEAVE_WAIT_MS 40     /* ... then this long for them to leave the loop's heartbeat (one wait slice) */
 #define SERVER_WATCHDOG_GRACE_MS 1000  /* a loop behind by the watchdog gets this long to catch up before 503 */
 #define SERVER_WAIT_SLICE_MS 20        /* a request waiting for the loop re-checks for shutdown this often */
+/* gRPC health on the status port (README.md, "gRPC health"): connections count toward
+ * SERVER_CONNECTION_LIMIT like HTTP ones and close after SERVER_CONNECTION_TIMEOUT_S
+ * without a request. A health call is one small message, so the per-stream caps are
+ * tight: 2112 connections x SERVER_GRPC_CONN_BYTES bound what request bodies hold. */
+#define SERVER_GRPC_THREADS 2          /* threads serving HTTP/2 connections, as MHD's pool */
+#define SERVER_GRPC_MAX_STREAMS 32     /* concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS) */
+#define SERVER_GRPC_MAX_HEADERS 8192   /* request header bytes per stream, as SERVER_MEMORY_LIMIT */
+#define SERVER_GRPC_MAX_REQUEST 512    /* request body bytes per stream: a longer name matches nothing */
+#define SERVER_GRPC_CONN_BYTES 4096    /* request body bytes buffered per connection, all streams */
+#define SERVER_GRPC_READ_BUDGET 65536  /* bytes read from one connection per wake-up */
+#define SERVER_GRPC_METRICS_MAX 4096   /* the gRPC counters' part of /metrics */
 #define SERVER_LOG_BURST 5         /* status server log lines per second, more are counted */
 
 #define SNAPSHOT_STATS_INTERVAL_MS 100 /* counters-only changes are published at most this often */

@@ -1,13 +1,17 @@
 /* grpc.health.v1 on the wire, pure and unit-testable: the length-prefixed
  * HealthCheckRequest, the HealthCheckResponse decoder (proto3, unknown fields
- * skipped), and the grpc-status / grpc-message trailer values (the gRPC health protocol: grpc.health.v1).
- * Used by probes/grpc.c; tested by tests/unit/check_grpcwire.c. */
+ * skipped), and the grpc-status / grpc-message trailer values (the gRPC health protocol: grpc.health.v1);
+ * for the server, the request decoder and the response encoder.
+ * Used by probes/grpc.c, daemon/check_grpc.c and daemon/server_grpc.c; tested by
+ * tests/unit/check_grpcwire.c and fuzzed by tests/fuzz/fuzz_grpcwire.c. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define GRPCWIRE_PREFIX_SIZE 5    /* compressed flag + 4-byte big-endian length */
-#define GRPCWIRE_SERVICE_MAX 4096 /* longest service name encoded */
+#define GRPCWIRE_SERVICE_MAX 4096 /* longest service name encoded or decoded */
+#define GRPCWIRE_RESPONSE_MAX (GRPCWIRE_PREFIX_SIZE + 1 + 10) /* a whole HealthCheckResponse */
 
 enum grpc_serving_status {
         GRPC_SERVING_UNKNOWN = 0,
@@ -35,6 +39,18 @@ int grpcwire_request_encode(const char *service, uint8_t **ret_buf, size_t *ret_
  * valid message, or -EMSGSIZE when the length prefix exceeds max_len. */
 int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uint64_t *ret_status, const char **why);
 
+/* The server side (daemon/server_grpc.c). Decodes a complete request body: exactly one
+ * uncompressed length-prefixed HealthCheckRequest of at most max_len bytes, unknown
+ * fields skipped. Returns 0 with *ret_service (pointing into buf, not NUL-terminated;
+ * "" when absent) and *ret_service_len, or -EBADMSG / -EMSGSIZE with *why (static
+ * text), as grpcwire_response_decode; a name longer than GRPCWIRE_SERVICE_MAX is
+ * -EMSGSIZE. */
+int grpcwire_request_decode(const uint8_t *buf, size_t len, size_t max_len, const uint8_t **ret_service,
+                            size_t *ret_service_len, const char **why);
+
+/* HealthCheckResponse{status} with its prefix into out; returns its length. */
+size_t grpcwire_response_encode(uint64_t status, uint8_t out[GRPCWIRE_RESPONSE_MAX]);
+
 /* Parses a grpc-status header value (len bytes, surrounding blanks allowed): 0 and
  * *ret_code (0..99), or -EINVAL. */
 int grpcwire_status_parse(const char *v, size_t len, long *ret_code);
@@ -42,6 +58,12 @@ int grpcwire_status_parse(const char *v, size_t len, long *ret_code);
 /* Percent-decodes a grpc-message value (len bytes) into out (n bytes, NUL-terminated,
  * truncated to fit); bytes outside printable ASCII become '?'. */
 void grpcwire_message_decode(const char *v, size_t len, char *out, size_t n);
+
+/* One header or trailer line as libcurl hands it over ("grpc-status: 5\r\n"): for
+ * grpc-status sets *have_status and *status (the code, or -1 when unreadable); for
+ * grpc-message decodes the value into msg (n bytes, as grpcwire_message_decode). Other
+ * lines change nothing. */
+void grpcwire_header_line(const char *buf, size_t len, bool *have_status, long *status, char *msg, size_t n);
 
 /* The gRPC code implied by an HTTP status when grpc-status is absent
  * (doc/http-grpc-status-mapping.md). */

@@ -4,7 +4,8 @@
  * daemon/server_conn.c (the accept thread, probed's connection limit, connection
  * tracking and shedding), daemon/server_docs.c (the shared /status and /metrics
  * documents: render thread, refcounts, byte budget, per-request streaming) and
- * daemon/server_fresh.c (the freshness wait and the watchdog). */
+ * daemon/server_fresh.c (the freshness wait and the watchdog) and daemon/server_grpc.c
+ * (gRPC health over HTTP/2 on the same port). */
 #pragma once
 #include <errno.h>
 #include <microhttpd.h>
@@ -65,6 +66,8 @@ struct conn {
 };
 
 struct job;
+struct grpc_state;
+struct sniff;
 
 struct server {
         struct MHD_Daemon *mhd;
@@ -104,12 +107,21 @@ struct server {
         } hb_users[SERVER_THREADS + 2];
         atomic_uint hb_users_next;
 
+        struct grpc_state *grpc; /* server_grpc.c: its threads and counters */
+        int sniff_ep;            /* server_conn.c: the accept thread's connections not classified yet */
+        struct sniff *sniff_head, *sniff_tail; /* ... oldest first; the accept thread's only */
+
         atomic_bool stuck;           /* in a watchdog episode (logged once) */
         _Atomic uint64_t stuck_done; /* the heartbeat's done_ns when the episode began */
 };
 
 /* server.c */
 struct published *published_unref(struct published *p);
+/* The latest published state (a reference; NULL before the first). */
+struct published *server_current(struct server *srv);
+/* The route of a request target's path, _ROUTE_INVALID for an unknown one. */
+enum route route_of(const char *url);
+extern const unsigned route_scope[ROUTE_READYZ + 1]; /* each verdict's enum scope */
 
 /* server_conn.c */
 void *server_accept_main(void *data);
@@ -117,6 +129,9 @@ void server_notify_connection(void *cls, struct MHD_Connection *c, void **socket
                               enum MHD_ConnectionNotificationCode code);
 void server_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe);
 struct conn *conn_of(struct MHD_Connection *c);
+/* A connection served outside MHD (gRPC) leaves the connection list and count, under
+ * conn_lock, before its fd is closed; frees k. */
+void server_conn_untrack(struct server *srv, struct conn *k);
 
 /* server_docs.c */
 struct doc *doc_unref(struct doc *d);
@@ -130,4 +145,20 @@ void server_render_stop(struct server *srv);
 struct heartbeat *server_hb_enter(struct server *srv);
 void server_hb_leave(struct server *srv);
 bool server_fresh_stuck(struct server *srv, struct conn *k, enum route route, uint64_t *ret_behind);
+bool server_fresh_stuck_at(struct server *srv, uint64_t arrival, bool verdict, uint64_t *ret_behind);
 void server_hb_wait_unused(struct server *srv);
+
+/* server_grpc.c: gRPC health on the status port */
+int server_grpc_start(struct server *srv); /* its threads; -errno */
+/* Serves fd (counted, and tracked as k) on a gRPC thread; false: not taken (fd and k
+ * are still the caller's). */
+bool server_grpc_add(struct server *srv, int fd, struct conn *k);
+void server_grpc_stop(struct server *srv); /* joins its threads (stopping and stop_fd set) */
+void server_grpc_free(struct server *srv); /* closes its connections; once stopped */
+/* The probed_grpc_health_requests_total family, at most size bytes (NUL-terminated,
+ * whole lines); returns its length. */
+size_t server_grpc_metrics(struct server *srv, char *out, size_t size);
+/* The request path without a socket (tests/fuzz/fuzz_grpcserver.c): data fed to a fresh
+ * server session, answered from srv's current snapshot, the output discarded. 0, or
+ * nghttp2's error. */
+int server_grpc_feed(struct server *srv, const uint8_t *data, size_t len);

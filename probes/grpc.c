@@ -135,26 +135,7 @@ static size_t grpc_on_header(char *buf, size_t size, size_t n, void *data)
         g->header_bytes += len;
         if (g->header_bytes > HTTP_MAX_HEADER_BYTES)
                 return 0; /* CURLE_WRITE_ERROR */
-        if (len > 12 && strncasecmp(buf, "grpc-status:", 12) == 0) {
-                long code;
-
-                if (grpcwire_status_parse(buf + 12, len - 12, &code) == 0) {
-                        g->grpc_status = code;
-                        g->have_status = true;
-                } else {
-                        g->grpc_status = -1; /* present but unreadable: malformed */
-                        g->have_status = true;
-                }
-        } else if (len > 13 && strncasecmp(buf, "grpc-message:", 13) == 0) {
-                const char *v = buf + 13;
-                size_t vlen = len - 13;
-
-                while (vlen > 0 && (*v == ' ' || *v == '\t')) {
-                        v++;
-                        vlen--;
-                }
-                grpcwire_message_decode(v, vlen, g->grpc_message, sizeof(g->grpc_message));
-        }
+        grpcwire_header_line(buf, len, &g->have_status, &g->grpc_status, g->grpc_message, sizeof(g->grpc_message));
         return len;
 }
 

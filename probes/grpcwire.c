@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "grpcwire.h"
 #include "util.h"
@@ -103,10 +104,15 @@ static int bad(const char **why, const char *msg, int r)
         return r;
 }
 
-int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uint64_t *ret_status, const char **why)
+/* The walk both messages share: buf holds exactly one uncompressed length-prefixed
+ * message (at most max_len bytes) whose field 1 has wire type want_type (0 varint, 2
+ * bytes); the last occurrence wins, unknown fields are skipped. *ret_v: field 1's
+ * varint, or its bytes' length with *ret_bytes pointing into buf; untouched when the
+ * field is absent. 0, or -EBADMSG / -EMSGSIZE with *why. */
+static int message_walk(const uint8_t *buf, size_t len, size_t max_len, unsigned want_type, const char *wrong_type,
+                        uint64_t *ret_v, const uint8_t **ret_bytes, const char **why)
 {
         const uint8_t *p, *end;
-        uint64_t status = GRPC_SERVING_UNKNOWN;
         uint32_t mlen;
 
         if (len == 0)
@@ -134,14 +140,14 @@ int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uin
                         return bad(why, "bad field tag", -EBADMSG);
                 if (tag >> 3 == 0 || tag >> 3 > 0x1FFFFFFF)
                         return bad(why, "bad field number", -EBADMSG);
-                if (tag >> 3 == 1 && (tag & 7) != 0)
-                        return bad(why, "status field is not a varint", -EBADMSG);
+                if (tag >> 3 == 1 && (tag & 7) != want_type)
+                        return bad(why, wrong_type, -EBADMSG);
                 switch (tag & 7) {
                 case 0: /* varint */
                         if (varint_get(&p, end, &v) < 0)
                                 return bad(why, "bad varint", -EBADMSG);
                         if (tag >> 3 == 1)
-                                status = v;
+                                *ret_v = v;
                         break;
                 case 1: /* 64-bit */
                         if (end - p < 8)
@@ -153,6 +159,10 @@ int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uin
                                 return bad(why, "bad length", -EBADMSG);
                         if (v > (uint64_t) (end - p))
                                 return bad(why, "truncated field", -EBADMSG);
+                        if (tag >> 3 == 1) {
+                                *ret_v = v;
+                                *ret_bytes = p;
+                        }
                         p += v;
                         break;
                 case 5: /* 32-bit */
@@ -164,8 +174,50 @@ int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uin
                         return bad(why, "bad wire type", -EBADMSG);
                 }
         }
+        return 0;
+}
+
+int grpcwire_response_decode(const uint8_t *buf, size_t len, size_t max_len, uint64_t *ret_status, const char **why)
+{
+        uint64_t status = GRPC_SERVING_UNKNOWN;
+        const uint8_t *unused = NULL;
+        int r = message_walk(buf, len, max_len, 0, "status field is not a varint", &status, &unused, why);
+
+        if (r < 0)
+                return r;
         *ret_status = status;
         return 0;
+}
+
+int grpcwire_request_decode(const uint8_t *buf, size_t len, size_t max_len, const uint8_t **ret_service,
+                            size_t *ret_service_len, const char **why)
+{
+        static const uint8_t empty[1];
+        const uint8_t *service = empty;
+        uint64_t slen = 0;
+        int r = message_walk(buf, len, max_len, 2, "service field is not a string", &slen, &service, why);
+
+        if (r < 0)
+                return r;
+        if (slen > GRPCWIRE_SERVICE_MAX)
+                return bad(why, "service name too long", -EMSGSIZE);
+        *ret_service = service;
+        *ret_service_len = (size_t) slen;
+        return 0;
+}
+
+size_t grpcwire_response_encode(uint64_t status, uint8_t out[GRPCWIRE_RESPONSE_MAX])
+{
+        size_t mlen = 0;
+
+        if (status != GRPC_SERVING_UNKNOWN) { /* proto3 omits zero */
+                out[GRPCWIRE_PREFIX_SIZE] = 0x08; /* field 1, wire type 0 */
+                mlen = 1 + varint_put(out + GRPCWIRE_PREFIX_SIZE + 1, status);
+        }
+        out[0] = 0;
+        for (size_t n = 0; n < 4; n++)
+                out[1 + n] = (uint8_t) (mlen >> (24 - 8 * n));
+        return GRPCWIRE_PREFIX_SIZE + mlen;
 }
 
 int grpcwire_status_parse(const char *v, size_t len, long *ret_code)
@@ -206,6 +258,25 @@ void grpcwire_message_decode(const char *v, size_t len, char *out, size_t n)
                 out[o++] = (c >= 0x20 && c < 0x7F) ? (char) c : '?';
         }
         out[o] = '\0';
+}
+
+void grpcwire_header_line(const char *buf, size_t len, bool *have_status, long *status, char *msg, size_t n)
+{
+        if (len > 12 && strncasecmp(buf, "grpc-status:", 12) == 0) {
+                long code;
+
+                *status = grpcwire_status_parse(buf + 12, len - 12, &code) == 0 ? code : -1;
+                *have_status = true;
+        } else if (len > 13 && strncasecmp(buf, "grpc-message:", 13) == 0) {
+                const char *v = buf + 13;
+                size_t vlen = len - 13;
+
+                while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+                        v++;
+                        vlen--;
+                }
+                grpcwire_message_decode(v, vlen, msg, n);
+        }
 }
 
 long grpcwire_code_from_http(long http_status)
