@@ -86,8 +86,15 @@ run: deps
 check: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_TIMEOUT_MULTIPLIER=$${CK_TIMEOUT_MULTIPLIER:-1} $$t; done
 
+# The Go gRPC health client of tests/integration/test_grpc_health.py, built offline from
+# Debian's golang-google-grpc-dev in GOPATH mode (grpc-go's own grpc_health_v1 client).
+$(BUILD)/tests/grpc_health: tests/tools/grpc_health.go
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  GO      $@")
+	$(Q)GO111MODULE=off GOPATH=/usr/share/gocode go build -o $@ $<
+
 # Integration tests: the real daemon against real targets, queried with curl.
-integration: $(BUILD)/probed $(TOOL_BIN) $(BUILD)/tests/probed-hooks
+integration: $(BUILD)/probed $(TOOL_BIN) $(BUILD)/tests/probed-hooks $(BUILD)/tests/grpc_health
 	@BUILD=$(BUILD) sh tests/integration/run.sh
 
 sanitize:

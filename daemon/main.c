@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 
 #include "bounds.h"
+#include "check_grpc.h"
 #include "config.h"
 #include "daemon.h"
 #include "json.h"
@@ -218,6 +219,8 @@ static int cmd_check(int argc, char **argv)
         }
         if (!url)
                 return usage_error("check: missing URL%s", "");
+        if (strncmp(url, "grpc://", 7) == 0)
+                return check_grpc(url, timeout_ms);
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 print_error("cannot initialize libcurl");
                 return 1;

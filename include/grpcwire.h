@@ -65,6 +65,22 @@ void grpcwire_message_decode(const char *v, size_t len, char *out, size_t n);
  * lines change nothing. */
 void grpcwire_header_line(const char *buf, size_t len, bool *have_status, long *status, char *msg, size_t n);
 
+/* What a client gathered from one Check call. */
+struct grpcwire_reply {
+        bool have_status;    /* grpc-status seen, in headers or trailers */
+        long grpc_status;    /* its code; -1 when unreadable */
+        const char *grpc_message; /* decoded grpc-message, "" when none */
+        long http_status;    /* :status */
+        const uint8_t *body; /* the DATA bytes */
+        size_t body_len;
+};
+
+/* The client's verdict on a Check (README "Probe kinds": success only for grpc-status 0
+ * with exactly one HealthCheckResponse saying SERVING): true or false, with why (n
+ * bytes) saying "status SERVING" or what failed ("grpc-status 5 (NOT_FOUND): msg",
+ * "status NOT_SERVING", "malformed reply: ..."). max_len bounds the message. */
+bool grpcwire_judge(const struct grpcwire_reply *r, size_t max_len, char *why, size_t n);
+
 /* The gRPC code implied by an HTTP status when grpc-status is absent
  * (doc/http-grpc-status-mapping.md). */
 long grpcwire_code_from_http(long http_status);

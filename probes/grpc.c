@@ -156,41 +156,16 @@ static size_t grpc_on_body(char *buf, size_t size, size_t n, void *data)
 /* Judges a completed call (README "Probe kinds": success only for SERVING). */
 static void grpc_judge(struct grpc_attempt *g, long http_status)
 {
-        struct attempt *a = g->a;
-        const char *name, *why = "";
-        uint64_t status;
-        long code;
+        const struct grpcwire_reply r = { .have_status = g->have_status,
+                                          .grpc_status = g->grpc_status,
+                                          .grpc_message = g->grpc_message,
+                                          .http_status = http_status,
+                                          .body = g->body,
+                                          .body_len = g->body_len };
+        char why[ERROR_MAX];
+        bool ok = grpcwire_judge(&r, GRPC_MAX_REPLY_BYTES, why, sizeof(why));
 
-        if (!g->have_status) {
-                code = grpcwire_code_from_http(http_status);
-                attempt_end(a, OUTCOME_FAILURE, "no grpc-status, HTTP status %ld (%s)", http_status,
-                            grpc_code_to_string(code));
-                return;
-        }
-        if (g->grpc_status < 0) {
-                attempt_end(a, OUTCOME_FAILURE, "malformed reply: bad grpc-status");
-                return;
-        }
-        if (g->grpc_status != 0) {
-                code = g->grpc_status;
-                name = grpc_code_to_string(code);
-                attempt_end(a, OUTCOME_FAILURE, "grpc-status %ld (%s)%s%s", code, name ? name : "?",
-                            g->grpc_message[0] ? ": " : "", g->grpc_message);
-                return;
-        }
-        if (grpcwire_response_decode(g->body, g->body_len, GRPC_MAX_REPLY_BYTES, &status, &why) < 0) {
-                attempt_end(a, OUTCOME_FAILURE, "malformed reply: %s", why);
-                return;
-        }
-        name = grpc_serving_status_to_string(status);
-        if (status != GRPC_SERVING_SERVING) {
-                if (name)
-                        attempt_end(a, OUTCOME_FAILURE, "status %s", name);
-                else
-                        attempt_end(a, OUTCOME_FAILURE, "status %llu", (unsigned long long) status);
-                return;
-        }
-        attempt_end(a, OUTCOME_SUCCESS, "status SERVING");
+        attempt_end(g->a, ok ? OUTCOME_SUCCESS : OUTCOME_FAILURE, "%s", why);
 }
 
 static void grpc_on_done(struct attempt *a, CURL *easy, CURLcode rc)

@@ -9,6 +9,7 @@
  * would call a broken server healthy. */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -277,6 +278,43 @@ void grpcwire_header_line(const char *buf, size_t len, bool *have_status, long *
                 }
                 grpcwire_message_decode(v, vlen, msg, n);
         }
+}
+
+bool grpcwire_judge(const struct grpcwire_reply *r, size_t max_len, char *why, size_t n)
+{
+        const char *name, *bad_why = "";
+        uint64_t status;
+        long code;
+
+        if (!r->have_status) {
+                code = grpcwire_code_from_http(r->http_status);
+                snprintf(why, n, "no grpc-status, HTTP status %ld (%s)", r->http_status, grpc_code_to_string(code));
+                return false;
+        }
+        if (r->grpc_status < 0) {
+                snprintf(why, n, "malformed reply: bad grpc-status");
+                return false;
+        }
+        if (r->grpc_status != 0) {
+                name = grpc_code_to_string(r->grpc_status);
+                snprintf(why, n, "grpc-status %ld (%s)%s%s", r->grpc_status, name ? name : "?",
+                         r->grpc_message[0] ? ": " : "", r->grpc_message);
+                return false;
+        }
+        if (grpcwire_response_decode(r->body, r->body_len, max_len, &status, &bad_why) < 0) {
+                snprintf(why, n, "malformed reply: %s", bad_why);
+                return false;
+        }
+        name = grpc_serving_status_to_string(status);
+        if (status != GRPC_SERVING_SERVING) {
+                if (name)
+                        snprintf(why, n, "status %s", name);
+                else
+                        snprintf(why, n, "status %llu", (unsigned long long) status);
+                return false;
+        }
+        snprintf(why, n, "status SERVING");
+        return true;
 }
 
 long grpcwire_code_from_http(long http_status)

@@ -205,6 +205,48 @@ START_TEST(test_names)
 }
 END_TEST
 
+/* The server side: what grpcwire_request_encode writes decodes back to its service;
+ * unknown fields are skipped, the last service wins, a varint service and trailing bytes
+ * are refused; response_encode writes the exact bytes of the protocol. */
+START_TEST(test_server_side)
+{
+        const char *names[] = { "", "liveness", "a-probe.name_1" };
+        const uint8_t extra[] = { 0, 0, 0, 0, 15, 0x10, 0x07, 0x0A, 0x01, 'x', 0x0A, 0x03, 'a', 'p', 'i', 0x15, 0, 0, 0, 0 };
+        const uint8_t varint[] = { 0, 0, 0, 0, 2, 0x08, 0x01 };
+        const uint8_t serving[] = { 0, 0, 0, 0, 2, 0x08, 0x01 }, not_serving[] = { 0, 0, 0, 0, 2, 0x08, 0x02 },
+                      unknown[] = { 0, 0, 0, 0, 0 };
+        uint8_t out[GRPCWIRE_RESPONSE_MAX];
+        const uint8_t *svc;
+        const char *why;
+        size_t len;
+
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                uint8_t *buf = NULL;
+                size_t n = 0;
+                ck_assert_int_eq(grpcwire_request_encode(names[i], &buf, &n), 0);
+                ck_assert_int_eq(grpcwire_request_decode(buf, n, 512, &svc, &len, &why), 0);
+                ck_assert_uint_eq(len, strlen(names[i]));
+                ck_assert_int_eq(memcmp(svc, names[i], len), 0);
+                ck_assert_int_eq(grpcwire_request_decode(buf, n - (n > 5), 512, &svc, &len, &why), n > 5 ? -EBADMSG : 0);
+                free(buf);
+        }
+        /* field 2 varint, service "x" then "api", a 32-bit field 2 */
+        ck_assert_int_eq(grpcwire_request_decode(extra, sizeof(extra), 512, &svc, &len, &why), 0);
+        ck_assert_uint_eq(len, 3);
+        ck_assert_int_eq(memcmp(svc, "api", 3), 0);
+        ck_assert_int_eq(grpcwire_request_decode(varint, sizeof(varint), 512, &svc, &len, &why), -EBADMSG);
+        ck_assert_str_eq(why, "service field is not a string");
+        ck_assert_int_eq(grpcwire_request_decode(varint, sizeof(varint), 1, &svc, &len, &why), -EMSGSIZE);
+
+        ck_assert_uint_eq(grpcwire_response_encode(GRPC_SERVING_SERVING, out), sizeof(serving));
+        ck_assert_mem_eq(out, serving, sizeof(serving));
+        ck_assert_uint_eq(grpcwire_response_encode(GRPC_SERVING_NOT_SERVING, out), sizeof(not_serving));
+        ck_assert_mem_eq(out, not_serving, sizeof(not_serving));
+        ck_assert_uint_eq(grpcwire_response_encode(GRPC_SERVING_UNKNOWN, out), sizeof(unknown));
+        ck_assert_mem_eq(out, unknown, sizeof(unknown));
+}
+END_TEST
+
 static Suite *grpcwire_suite(void)
 {
         Suite *s = suite_create("grpcwire");
@@ -215,6 +257,7 @@ static Suite *grpcwire_suite(void)
         tcase_add_test(tc, test_request_empty_service);
         tcase_add_test(tc, test_request_foo);
         tcase_add_test(tc, test_request_long_service);
+        tcase_add_test(tc, test_server_side);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("response");
