@@ -503,7 +503,10 @@ def probe_target(probe):
     return "exec", None, None
 
 
-def check_app_probes(app, listen_port, require_readiness):
+def check_app_probes(app, listen_port, require_readiness, grpc_liveness=False):
+    """The app's probes ask probed's endpoints on its listen port; with grpc_liveness the
+    liveness probe is gRPC health (service "liveness"). Returns the HTTP paths and the
+    gRPC services asked, for probe_paths_answered."""
     kinds = {"startupProbe": STARTUP_PATHS, "livenessProbe": LIVE_PATHS,
              "readinessProbe": READY_PATHS}
     seen = []
@@ -514,21 +517,32 @@ def check_app_probes(app, listen_port, require_readiness):
             assert key == "readinessProbe", "app has no %s" % key
             continue
         kind, path, port = probe_target(probe)
-        eq(kind, "http", "app %s kind" % key)
-        assert path in paths, "app %s asks %s, not one of probed's %s" % (key, path, sorted(paths))
+        if grpc_liveness and key == "livenessProbe":
+            eq(kind, "grpc", "app %s kind" % key)
+            eq(probe["grpc"].get("service"), "liveness", "app %s gRPC service" % key)
+            seen.append("grpc:liveness")
+        else:
+            eq(kind, "http", "app %s kind" % key)
+            assert path in paths, "app %s asks %s, not one of probed's %s" % (key, path, sorted(paths))
+            seen.append(path)
         eq(port, listen_port, "app %s port (probed's listen port)" % key)
         if probe.get("periodSeconds") and probe.get("timeoutSeconds"):
             assert probe["timeoutSeconds"] <= probe["periodSeconds"], \
                 "%s timeoutSeconds > periodSeconds" % key
-        seen.append(path)
     return seen
 
 
 def probe_paths_answered(paths):
     """Asks a real probed for every path the manifests use: each must be a probed
-    endpoint (200 or 503), never a 404."""
+    endpoint (200 or 503), never a 404; a "grpc:SERVICE" is asked with `probed check
+    grpc://` and must be SERVING or NOT_SERVING, never NOT_FOUND."""
     d = start_daemon(args=["--tcp", "app=127.0.0.1:%d" % harness.free_port()])
     for p in sorted(set(paths)):
+        if p.startswith("grpc:"):
+            r = run_probed(["check", "grpc://127.0.0.1:%d/%s" % (d.port, p[5:])])
+            assert r.rc == 0 or "status NOT_SERVING" in r.stderr, \
+                "gRPC Check %s -> %d %r (not a probed service?)" % (p[5:], r.rc, r.stderr)
+            continue
         status, body, _ = curl(d.url(p))
         assert status in (200, 503), "GET %s -> %d %r (not a probed endpoint?)" % (p, status, body)
 
@@ -681,8 +695,76 @@ def test_knative_wiring():
         if cfg_listen:
             eq(int(cfg_listen.rpartition(":")[2]), port, "config listen vs PROBED_LISTEN port")
 
-    paths = check_app_probes(app, port, require_readiness=True)
+    paths = check_app_probes(app, port, require_readiness=True, grpc_liveness=True)
     probe_paths_answered(paths)
+
+
+def knative_min_version(text):
+    """The minimum Knative Serving version the manifest's header states."""
+    import re as _re
+    m = _re.search(r"Needs Knative Serving (\d+)\.(\d+) or later", text)
+    assert m, "the header of %s states no minimum Knative Serving version" % KNATIVE
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_knative_manifest_rules():
+    """What Knative's webhook and reconciler do with the manifest, rule by rule (no
+    Knative runs here; the pod test under podman covers the runtime side)."""
+    with open(KNATIVE) as f:
+        text = f.read()
+    docs = load_yaml_docs(KNATIVE)
+    svc = ksvc(docs)
+    cs = containers_of(svc)
+    app = [c for c in cs.values() if c.get("ports")][0]
+    probed = probed_container(cs)
+    user_port = app["ports"][0].get("containerPort", 8080)
+    _, listen_port = listen_of(probed)
+
+    # validateReadinessProbe (pkg/apis/serving/k8s_validation.go): with periodSeconds 0
+    # or absent (aggressive probing), timeoutSeconds and failureThreshold are refused
+    # ("timeoutSeconds is disallowed when periodSeconds is zero"); successThreshold >= 1.
+    for c in cs.values():
+        rp = c.get("readinessProbe")
+        if not rp:
+            continue
+        if not rp.get("periodSeconds"):
+            for field in ("timeoutSeconds", "failureThreshold"):
+                assert field not in rp, "%s.readinessProbe sets %s without periodSeconds: " \
+                    "validateReadinessProbe refuses it" % (c["name"], field)
+        assert rp.get("successThreshold", 1) >= 1, "%s.readinessProbe successThreshold" % c["name"]
+    eq(app["readinessProbe"].get("periodSeconds", 0), 0, "app readinessProbe periodSeconds (aggressive probing)")
+
+    # rewriteUserLivenessProbe (pkg/reconciler/revision/resources/deploy.go): the serving
+    # container's httpGet or tcpSocket liveness port becomes the user port (without
+    # multi-container-probing on 1.22+), a grpc one is left alone. So liveness must be
+    # grpc to reach probed, on probed's port, service "liveness".
+    lp = app["livenessProbe"]
+    for kind in ("httpGet", "tcpSocket"):
+        if kind in lp:
+            eq(lp[kind].get("port"), user_port, "an %s liveness port is rewritten to %d: it" % (kind, user_port))
+    assert "grpc" in lp, "the app's livenessProbe is not grpc: rewriteUserLivenessProbe moves it to the app"
+    eq(lp["grpc"].get("port"), listen_port, "liveness gRPC port (probed's)")
+    eq(lp["grpc"].get("service"), "liveness", "liveness gRPC service")
+
+    # The minimum version stated covers what the manifest uses: startupProbe (1.15, PR
+    # #15309), grpc probes (1.12, PR #14134), allowPrivilegeEscalation and seccompProfile
+    # in a securityContext (1.8).
+    need = (1, 0)
+    for c in cs.values():
+        if "startupProbe" in c:
+            need = max(need, (1, 15))
+        if any("grpc" in (c.get(k) or {}) for k in ("startupProbe", "livenessProbe", "readinessProbe")):
+            need = max(need, (1, 12))
+        sc = c.get("securityContext") or {}
+        if "allowPrivilegeEscalation" in sc or "seccompProfile" in sc:
+            need = max(need, (1, 8))
+    stated = knative_min_version(text)
+    assert stated >= need, "the header states Knative %d.%d, the manifest needs %d.%d" % (stated + need)
+    for why in ("startupProbe", "grpc", "allowPrivilegeEscalation", "seccompProfile",
+                "multi-container-probing", "1.22"):
+        assert why in text, "the header does not mention %s" % why
+    # the comment must not claim liveness escapes the rewrite
+    assert "livenessProbe are NOT rewritten" not in text and "startupProbe and livenessProbe are not" not in text
 
 
 # ---------------------------------------------------------------- examples
