@@ -181,20 +181,15 @@ static const char *check_url_problem(const char *url)
         return why;
 }
 
-/* The response head `probed check` takes: at most HTTP_MAX_HEADER_BYTES, as a probe. */
-struct check_head {
-        size_t bytes;
-        bool started; /* a response began (its status line came) */
-};
-
+/* The response head `probed check` takes: at most HTTP_MAX_HEADER_BYTES, as a probe.
+ * data counts the bytes so far. */
 static size_t check_on_header(char *buf, size_t size, size_t n, void *data)
 {
-        struct check_head *h = data;
+        size_t *bytes = data;
 
         (void) buf;
-        h->started = true;
-        h->bytes += size * n;
-        return h->bytes > HTTP_MAX_HEADER_BYTES ? 0 : size * n;
+        *bytes += size * n;
+        return *bytes > HTTP_MAX_HEADER_BYTES ? 0 : size * n;
 }
 
 /* `probed check URL`: one request, exit 0 on 2xx/3xx; no redirects, no proxy. */
@@ -237,24 +232,21 @@ static int cmd_check(int argc, char **argv)
                 curl_global_cleanup();
                 return 1;
         }
-        struct check_head head = { 0 };
+        size_t head_bytes = 0;
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
         curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, NULL);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, check_on_header);
-        curl_easy_setopt(e, CURLOPT_HEADERDATA, &head);
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, &head_bytes);
         FILE *devnull = fopen("/dev/null", "we");
         if (devnull)
                 curl_easy_setopt(e, CURLOPT_WRITEDATA, devnull);
         rc = curl_easy_perform(e);
         if (rc == CURLE_OK)
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-        else if ((rc == CURLE_WRITE_ERROR && head.bytes > HTTP_MAX_HEADER_BYTES) ||
-                 (rc == CURLE_OUT_OF_MEMORY && head.started)) {
-                /* past our limit, or past libcurl's own for one line (which libcurl 7.88
-                 * reports as out of memory): the words of the http probe */
-                print_error("check %s: response headers too large", url);
-        } else {
+        else if (rc == CURLE_WRITE_ERROR && head_bytes > HTTP_MAX_HEADER_BYTES)
+                print_error("check %s: response headers too large", url); /* the http probe's words */
+        else {
                 char err[ERROR_MAX];
                 (void) probe_curl_error(e, rc, 0, err, sizeof(err));
                 if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL) /* check_url_problem let it by */

@@ -29,6 +29,7 @@ void probe_curl_pool_drain(void);
 /* Judges a failed transfer: OUTCOME_ERROR when probed itself could not open a socket
  * (socket_errno EMFILE, ENFILE, ENOBUFS, ENOMEM: the target is not at fault), else
  * OUTCOME_FAILURE. A short reason goes into buf: "connection refused",
- * "connection reset by peer", "empty reply from server", "cannot open socket: ...", or
+ * "connection reset by peer", "empty reply from server", "cannot open socket: ...",
+ * "response headers too large" (libcurl's own limit on a header line), or
  * libcurl's own text as it spells it ("SSL peer certificate or SSH remote key was not OK"). */
 enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *buf, size_t n);

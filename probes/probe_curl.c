@@ -131,6 +131,18 @@ enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *b
         case CURLE_PEER_FAILED_VERIFICATION:
                 tls_verify_error(easy, buf, n);
                 return OUTCOME_FAILURE;
+        case CURLE_OUT_OF_MEMORY: {
+                long code = 0;
+
+                /* libcurl 7.88 refuses a header line past its own 100 KB limit as "out of
+                 * memory": after a status line, that is what happened (the http probe's words) */
+                (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+                if (code > 0) {
+                        snprintf(buf, n, "response headers too large");
+                        return OUTCOME_FAILURE;
+                }
+                break;
+        }
         default:
                 break;
         }

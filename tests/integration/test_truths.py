@@ -73,7 +73,8 @@ def stderr_bytes(d):
 class RawServer:
     """Answers every connection with the bytes of answer, then closes (a thread)."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, tls=None):
+        self.tls = tls  # an ssl.SSLContext: the answer goes over TLS
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -89,6 +90,8 @@ class RawServer:
                 return
             try:
                 c.settimeout(5)
+                if self.tls:
+                    c = self.tls.wrap_socket(c, server_side=True)
                 c.recv(65536)
                 c.sendall(self.answer)
             except OSError:
@@ -270,6 +273,26 @@ def test_check_oversized_header_says_so():
     finally:
         big.close()
         fine.close()
+
+
+def test_https_probe_oversized_header_says_so():
+    """The same 200 KB header line over https (libcurl's path), in the probe's last_error."""
+    import ssl
+    d0 = tmpdir()
+    cert, key = os.path.join(d0, "cert.pem"), os.path.join(d0, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    big = RawServer(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200000 + b"\r\nContent-Length: 0\r\n\r\n", tls=ctx)
+    try:
+        d = start_daemon({"defaults": {"period": "100ms", "startup_period": "50ms"},
+                          "probes": [{"name": "big", "type": "http", "url": "https://127.0.0.1:%d/" % big.port}]})
+        p = wait_probe(d, "big", lambda p: p["last_outcome"] == "failure", what="big failed")
+        eq(p["last_error"], "response headers too large", "last_error")
+    finally:
+        big.close()
 
 
 def test_libcurl_error_texts_keep_their_case():
