@@ -42,6 +42,7 @@ TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 .SECONDARY:
 
 .PHONY: all run test check integration sanitize valgrind noopt install clean deps lint bench chaos
+.PHONY: image image-test
 all: $(BUILD)/probed
 
 $(BUILD)/%.o: %.c
@@ -107,6 +108,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) check
 	$(MAKE) integration
+	$(MAKE) image-test
 	$(MAKE) sanitize
 	$(MAKE) fuzz-replay
 	$(MAKE) valgrind
@@ -116,6 +118,18 @@ test: deps
 CHAOS_SECONDS ?= 60
 chaos: $(BUILD)/probed $(TOOL_BIN)
 	PROBED=$(BUILD)/probed TOOLS=$(BUILD)/tests CHAOS_SECONDS=$(CHAOS_SECONDS) /usr/bin/python3 tests/chaos.py
+
+# The container images from deploy/Dockerfile: $(IMAGE):latest (FROM scratch) and
+# $(IMAGE):exec (debian:12-slim), with podman or docker; base images made with
+# debootstrap when no registry answers, cached in $(BUILD)/image.
+IMAGE ?= probed
+image:
+	@sh deploy/image.sh $(BUILD)/image $(IMAGE)
+
+# The images run by podman: alone, in a pod beside an app, the manifests under
+# `podman kube play` (tests/image/run.sh; skipped unless root).
+image-test: $(BUILD)/tests/target
+	@BUILD=$(BUILD) IMAGE=$(IMAGE) sh tests/image/run.sh
 
 # Benchmarks against peers (nginx, HAProxy, blackbox_exporter, curl); not part of test.
 bench: all

@@ -33,7 +33,7 @@ API (all deadlines in seconds, already multiplied by SCALE inside the harness)
     start_target(args=()) -> Target
         Starts TOOLS/target on an ephemeral 127.0.0.1 port. Target.port (int),
         Target.url(path="/") -> "http://127.0.0.1:<port><path>", Target.stop().
-        Target paths: /status/<code>[?body=T][&location=L] (L may be empty), /health, /control/health?status=C&body=T,
+        Target paths: /status/<code>[?body=T][&location=L] (L may be empty), /health (or /healthz), /control/health?status=C&body=T,
         /delay/<ms>[/<code>], /hang, /close, /reset, /redirect/<n>[?to=URL], /loop,
         /body/<bytes>, /framed/{chunked,eof,continue}[?body=T] (a 200
         whose body is chunked, ends at the close, or follows a 100 Continue), /echo (the request head as the body), /only/<METHOD> (200 for

@@ -1,12 +1,14 @@
 """Deployment artefacts, checked without Docker, Cloud Run or a cluster.
 
-- deploy/Dockerfile: bookworm bases, multi-stage, non-root USER, EXPOSE 8081, a
+- deploy/Dockerfile: bookworm bases (and scratch), multi-stage; both image targets
+  (the default FROM scratch one and "exec") have a non-root USER, EXPOSE 8081, a
   HEALTHCHECK through `probed check`, an ENTRYPOINT whose PID 1 (tini) reaps the
   orphans of exec commands (run as PID 1 of a PID namespace with unshare), and -- the part a typo would break silently --
   every shared library the built binary links (ldd) is provided by a package the
-  runtime stage installs, by one of their dependencies, or by debian:12-slim itself
+  exec stage installs, by one of their dependencies, or by debian:12-slim itself
   (dpkg -S maps file -> package; apt-cache depends --recurse, which works from the
-  local dpkg/apt state, gives the dependency closure).
+  local dpkg/apt state, gives the dependency closure). The scratch target copies what
+  ldd names at build time; tests/image/test_image.py runs both images for real.
 - deploy/cloudrun/service.yaml and deploy/knative/service.yaml: the wiring. Names in
   run.googleapis.com/container-dependencies exist and every depended-on container
   has a startupProbe that does not wait on the app; the app's probes ask probed's
@@ -119,21 +121,37 @@ def entrypoint():
     return exec_form([r for w, r in final if w == "ENTRYPOINT"][-1])
 
 
+def stage_names(stages):
+    return {m.group(2).lower() for m in (re.match(r"(\S+)(?:\s+AS\s+(\S+))?$", st[0], re.I)
+                                         for st in stages) if m and m.group(2)}
+
+
 def test_dockerfile_bases_are_bookworm():
     stages = dockerfile_stages()
     assert len(stages) >= 2, "not multi-stage: %d FROM line(s)" % len(stages)
     for from_args, _ in stages:
         image = from_args.split()[0]
+        if image == "scratch" or image.lower() in stage_names(stages):
+            continue
         assert re.match(r"^(docker\.io/)?(library/)?debian:(12|bookworm)([-.@]|$)", image) or \
             re.match(r"^gcr\.io/distroless/\S+-debian12", image), \
             "FROM %s is not a Debian 12 (bookworm) image" % image
     final = stages[-1][0].split()[0]
-    assert "slim" in final or "distroless" in final, "runtime base %s is not slim" % final
+    assert final == "scratch" or "slim" in final or "distroless" in final, \
+        "runtime base %s is not slim" % final
+    exec_base = stage_named(stages, "exec")[0].split()[0]
+    assert re.match(r"^(docker\.io/)?(library/)?debian:(12|bookworm)-slim$", exec_base), \
+        "the exec target's base %s is not debian:12-slim" % exec_base
 
 
 def test_dockerfile_runtime_stage_contract():
+    """Both image targets: the default (last) stage and "exec"."""
     stages = dockerfile_stages()
-    final = stages[-1][1]
+    for final in (stages[-1][1], stage_named(stages, "exec")[1]):
+        check_runtime_stage(stages, final)
+
+
+def check_runtime_stage(stages, final):
     by = {}
     for word, rest in final:
         by.setdefault(word, []).append(rest)
@@ -181,7 +199,7 @@ def test_dockerfile_runtime_stage_contract():
 
 
 def test_dockerfile_build_steps_in_scratch_root():
-    """The build stage replayed without Docker: its apt packages are installed here,
+    """The build stage replayed without Docker: its (and the exec stage's) apt packages are installed here,
     its COPY lines are enough to build (done in a scratch root, so nothing outside
     the copied files can leak in), its RUN lines succeed, and the runtime stage's
     COPY --from source is then the binary."""
@@ -190,7 +208,7 @@ def test_dockerfile_build_steps_in_scratch_root():
     stage, src = [r.split()[:2] for w, r in final
                   if w == "COPY" and r.startswith("--from=")][0]
     build = stage_named(stages, stage[len("--from="):])
-    for p in apt_installed(build[1]) + apt_installed(final):
+    for p in apt_installed(build[1]) + apt_installed(stage_named(stages, "exec")[1]):
         r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
         assert "ok installed" in r.stdout, "Dockerfile package %s is not a Debian 12 package " \
             "installed here (dpkg-query: %s)" % (p, (r.stdout + r.stderr).strip())
@@ -388,8 +406,11 @@ def test_dockerfile_build_stage_has_dev_packages():
     pkgs = set(apt_installed(build[1]))
     for need in ("gcc", "make", "pkg-config"):
         assert need in pkgs, "build stage does not install %s" % need
-    # The .pc files the Makefile's pkg-config call reads, and libcrypto for -lcrypto.
-    for module in ("libcurl", "libmicrohttpd", "libcjson", "libcrypto"):
+    # The .pc files the Makefile's pkg-config call reads (its PKGS), and libcrypto for -lcrypto.
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        pkgs_line = re.search(r"^PKGS\s*:?=(.*)$", f.read(), re.M)
+    assert pkgs_line, "no PKGS line in the Makefile"
+    for module in pkgs_line.group(1).split() + ["libcrypto"]:
         r = subprocess.run(["pkg-config", "--variable=pcfiledir", module],
                            capture_output=True, text=True)
         assert r.returncode == 0, "pkg-config does not know %s here" % module
@@ -401,9 +422,11 @@ def test_dockerfile_build_stage_has_dev_packages():
 
 
 def test_dockerfile_runtime_packages_cover_ldd():
+    """The exec target installs its libraries by package (the default target copies
+    what ldd names in the build stage instead)."""
     stages = dockerfile_stages()
-    runtime = set(apt_installed(stages[-1][1]))
-    assert runtime, "runtime stage installs no packages"
+    runtime = set(apt_installed(stage_named(stages, "exec")[1]))
+    assert runtime, "exec stage installs no packages"
     for p in runtime:
         assert not p.endswith("-dev"), "runtime stage installs a -dev package: %s" % p
     allowed = dependency_closure(sorted(runtime)) | runtime | SLIM_BASE
@@ -435,7 +458,7 @@ def test_dockerfile_runtime_packages_cover_ldd():
     assert not missing, "runtime stage lacks the package(s) for: %s" % ", ".join(missing)
     # And the direct libraries must be named, not only reached by luck through others.
     owners = {dpkg_owner(p) for p in libs}
-    for direct in ("libcurl4", "libmicrohttpd12", "libcjson1"):
+    for direct in ("libcurl4", "libmicrohttpd12", "libcjson1", "libc-ares2", "libnghttp2-14"):
         if direct in owners:
             assert direct in runtime, "%s is linked but not installed by name" % direct
 

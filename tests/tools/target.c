@@ -330,7 +330,7 @@ static void route(struct conn *c)
                         strcpy(text, dflt);
                 }
                 conn_answer_text(c, code, has_location ? location : NULL, text);
-        } else if (strcmp(path, "/health") == 0) {
+        } else if (strcmp(path, "/health") == 0 || strcmp(path, "/healthz") == 0) {
                 conn_answer_text(c, health_code, NULL, health_body);
         } else if (strcmp(path, "/control/health") == 0) {
                 if (query_get(query, "status", text)) {
