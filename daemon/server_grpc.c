@@ -41,6 +41,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -131,6 +133,8 @@ struct h2conn {
         size_t body_bytes; /* request body bytes buffered by all its streams */
         uint64_t active_ns; /* the last HEADERS or DATA, or stream close */
         bool blocked;       /* a send would block: EPOLLOUT, reads stopped */
+        uint8_t *out;       /* what nghttp2 produced and the socket has not taken yet */
+        size_t out_len, out_cap;
 };
 
 static void stream_free(struct h2stream *s)
@@ -481,32 +485,12 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
         return 0;
 }
 
-static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len, int flags, void *user)
-{
-        struct h2conn *c = user;
-        ssize_t n;
-
-        (void) session;
-        (void) flags;
-        if (c->fd < 0)
-                return (ssize_t) len; /* server_grpc_feed: discarded */
-        n = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n >= 0)
-                return n;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->blocked = true;
-                return NGHTTP2_ERR_WOULDBLOCK;
-        }
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-}
-
 static nghttp2_session_callbacks *callbacks_new(void)
 {
         nghttp2_session_callbacks *cb;
 
         if (nghttp2_session_callbacks_new(&cb) != 0)
                 return NULL;
-        nghttp2_session_callbacks_set_send_callback(cb, on_send);
         nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
         nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
@@ -586,15 +570,50 @@ static void h2conn_close(struct h2conn *c)
                 server_conn_untrack(c->g->srv, c->k);
         if (c->fd >= 0)
                 (void) close(c->fd);
+        free(c->out);
         free(c);
 }
 
-/* Sends what nghttp2 has queued, as far as the socket takes it. <0: close. */
+/* Sends what nghttp2 has queued, gathered into one write (small frames written one
+ * by one would meet delayed ACKs), as far as the socket takes it; the rest waits in
+ * c->out and c is blocked. Only what one bounded read produced is gathered: reads stop
+ * while blocked. <0: close. */
 static int h2conn_flush(struct h2conn *c)
 {
-        c->blocked = false;
-        if (nghttp2_session_send(c->session) != 0)
-                return -EIO;
+        for (;;) {
+                const uint8_t *data;
+                ssize_t n = nghttp2_session_mem_send(c->session, &data);
+                if (n < 0)
+                        return -EIO;
+                if (n == 0)
+                        break;
+                if (c->fd < 0)
+                        continue; /* server_grpc_feed: discarded */
+                if (c->out_len + (size_t) n > c->out_cap) {
+                        size_t cap = c->out_cap ? c->out_cap : 4096;
+                        uint8_t *b;
+                        while (cap < c->out_len + (size_t) n)
+                                cap *= 2;
+                        if (!(b = realloc(c->out, cap)))
+                                return -ENOMEM;
+                        c->out = b;
+                        c->out_cap = cap;
+                }
+                memcpy(c->out + c->out_len, data, (size_t) n);
+                c->out_len += (size_t) n;
+        }
+        while (c->out_len > 0) {
+                ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                        break;
+                if (n <= 0)
+                        return -EIO;
+                memmove(c->out, c->out + n, c->out_len - (size_t) n);
+                c->out_len -= (size_t) n;
+        }
+        c->blocked = c->out_len > 0;
         return 0;
 }
 
@@ -644,7 +663,7 @@ static bool h2conn_io(struct h2conn *c, uint32_t events)
         return true;
 bad:
         /* nghttp2 queued a GOAWAY for most errors: one try at sending it */
-        (void) nghttp2_session_send(c->session);
+        (void) h2conn_flush(c);
 close:
         h2conn_close(c);
         return false;
@@ -656,6 +675,9 @@ static void h2conn_start(struct grpc_worker *w, struct h2conn *c)
 {
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
 
+        int one = 1;
+
+        (void) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* answers are one write each */
         c->session = session_new(c);
         if (!c->session || epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
                 c->w = NULL;
@@ -676,7 +698,7 @@ static int worker_expire(struct grpc_worker *w)
         while (w->head && now - w->head->active_ns >= idle) {
                 struct h2conn *c = w->head;
                 (void) nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
-                (void) nghttp2_session_send(c->session);
+                (void) h2conn_flush(c);
                 h2conn_close(c);
         }
         if (!w->head)
@@ -794,7 +816,7 @@ void server_grpc_free(struct server *srv)
                 }
                 while (w->head) {
                         (void) nghttp2_session_terminate_session(w->head->session, NGHTTP2_NO_ERROR);
-                        (void) nghttp2_session_send(w->head->session);
+                        (void) h2conn_flush(w->head);
                         h2conn_close(w->head);
                 }
                 if (w->ep >= 0)
@@ -854,7 +876,7 @@ int server_grpc_feed(struct server *srv, const uint8_t *data, size_t len)
                 return -ENOMEM;
         n = nghttp2_session_mem_recv(c.session, data, len);
         if (n >= 0)
-                (void) nghttp2_session_send(c.session);
+                (void) h2conn_flush(&c);
         h2conn_session_del(&c);
         return n < 0 ? (int) n : 0;
 }
