@@ -33,6 +33,8 @@
  * preface or bad frames: nghttp2 reports them, we send its GOAWAY if we can and close. */
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -41,8 +43,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,8 +79,9 @@ static const char *const svc_label[_SVC_MAX] = {
         [SVC_READINESS] = "readiness", [SVC_PROBE] = "probe",       [SVC_OTHER] = "other",
 };
 static const char *const res_label[_RES_MAX] = {
-        [RES_SERVING] = "SERVING",         [RES_NOT_SERVING] = "NOT_SERVING", [RES_NOT_FOUND] = "NOT_FOUND",
-        [RES_UNIMPLEMENTED] = "UNIMPLEMENTED", [RES_ERROR] = "error",
+        [RES_SERVING] = "SERVING",     [RES_NOT_SERVING] = "NOT_SERVING",
+        [RES_NOT_FOUND] = "NOT_FOUND", [RES_UNIMPLEMENTED] = "UNIMPLEMENTED",
+        [RES_ERROR] = "error",
 };
 
 struct h2conn;
@@ -92,7 +93,7 @@ struct grpc_worker {
         bool started;
         int ep, wake_fd;
         pthread_mutex_t lock;
-        struct h2conn *incoming; /* guarded by lock: handed over, not seen yet */
+        struct h2conn *incoming;    /* guarded by lock: handed over, not seen yet */
         struct h2conn *head, *tail; /* the thread's: least recently active first */
 };
 
@@ -106,7 +107,7 @@ struct grpc_state {
 struct h2stream {
         int32_t id;
         bool post, grpc, head, get;
-        enum route route;   /* a verdict path, or _ROUTE_INVALID */
+        enum route route; /* a verdict path, or _ROUTE_INVALID */
         bool check, other_grpc;
         size_t header_bytes;
         uint8_t *body; /* malloc'd, body_cap bytes (at most SERVER_GRPC_MAX_REQUEST) */
@@ -130,7 +131,7 @@ struct h2conn {
         nghttp2_session *session;
         struct h2stream *streams; /* open ones: nghttp2_session_del does not close them */
         unsigned n_streams;
-        size_t body_bytes; /* request body bytes buffered by all its streams */
+        size_t body_bytes;  /* request body bytes buffered by all its streams */
         uint64_t active_ns; /* the last HEADERS or DATA, or stream close */
         bool blocked;       /* a send would block: EPOLLOUT, reads stopped */
         uint8_t *out;       /* what nghttp2 produced and the socket has not taken yet */
@@ -184,7 +185,10 @@ static ssize_t out_read(nghttp2_session *session, int32_t id, uint8_t *buf, size
         return (ssize_t) n;
 }
 
-#define NV(n, v) { (uint8_t *) (n), (uint8_t *) (v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
+#define NV(n, v)                                                                                                       \
+        {                                                                                                              \
+                (uint8_t *) (n), (uint8_t *) (v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE                       \
+        }
 
 /* A Trailers-Only answer: one HEADERS frame with grpc-status (not 0) and END_STREAM. */
 static int answer_grpc_error(nghttp2_session *session, struct h2stream *s, int code, const char *msg)
@@ -246,8 +250,9 @@ static int service_state(const struct published *p, const uint8_t *name, size_t 
                         *ret_svc = fixed[i].svc;
                         if (!snap)
                                 return 0;
-                        return fixed[i].svc == SVC_STARTUP ? snap->started
-                                                           : fixed[i].svc == SVC_READINESS ? snap->ready : snap->live;
+                        return fixed[i].svc == SVC_STARTUP     ? snap->started
+                               : fixed[i].svc == SVC_READINESS ? snap->ready
+                                                               : snap->live;
                 }
         *ret_svc = SVC_OTHER;
         if (!snap || len > MAX_NAME_LEN)
@@ -382,7 +387,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         (void) flags;
         (void) user;
         if (!s)
-                return 0; /* trailers of a request, or a stream we gave up */
+                return 0;                           /* trailers of a request, or a stream we gave up */
         s->header_bytes += namelen + valuelen + 32; /* as SETTINGS_MAX_HEADER_LIST_SIZE counts */
         if (s->header_bytes > SERVER_GRPC_MAX_HEADERS)
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -402,9 +407,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                 }
         } else if (header_is(name, namelen, "content-type")) {
                 /* application/grpc, application/grpc+proto, application/grpc;... */
-                s->grpc = valuelen >= strlen(GRPC_CT) && memcmp(value, GRPC_CT, strlen(GRPC_CT)) == 0 &&
-                          (valuelen == strlen(GRPC_CT) || value[strlen(GRPC_CT)] == '+' ||
-                           value[strlen(GRPC_CT)] == ';');
+                s->grpc =
+                        valuelen >= strlen(GRPC_CT) && memcmp(value, GRPC_CT, strlen(GRPC_CT)) == 0 &&
+                        (valuelen == strlen(GRPC_CT) || value[strlen(GRPC_CT)] == '+' || value[strlen(GRPC_CT)] == ';');
         }
         (void) frame;
         return 0;

@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GRPCWIRE_PREFIX_SIZE 5    /* compressed flag + 4-byte big-endian length */
-#define GRPCWIRE_SERVICE_MAX 4096 /* longest service name encoded or decoded */
+#define GRPCWIRE_PREFIX_SIZE 5                                /* compressed flag + 4-byte big-endian length */
+#define GRPCWIRE_SERVICE_MAX 4096                             /* longest service name encoded or decoded */
 #define GRPCWIRE_RESPONSE_MAX (GRPCWIRE_PREFIX_SIZE + 1 + 10) /* a whole HealthCheckResponse */
 
 enum grpc_serving_status {
@@ -67,11 +67,11 @@ void grpcwire_header_line(const char *buf, size_t len, bool *have_status, long *
 
 /* What a client gathered from one Check call. */
 struct grpcwire_reply {
-        bool have_status;    /* grpc-status seen, in headers or trailers */
-        long grpc_status;    /* its code; -1 when unreadable */
+        bool have_status;         /* grpc-status seen, in headers or trailers */
+        long grpc_status;         /* its code; -1 when unreadable */
         const char *grpc_message; /* decoded grpc-message, "" when none */
-        long http_status;    /* :status */
-        const uint8_t *body; /* the DATA bytes */
+        long http_status;         /* :status */
+        const uint8_t *body;      /* the DATA bytes */
         size_t body_len;
 };
 

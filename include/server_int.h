@@ -107,8 +107,8 @@ struct server {
         } hb_users[SERVER_THREADS + 2];
         atomic_uint hb_users_next;
 
-        struct grpc_state *grpc; /* server_grpc.c: its threads and counters */
-        int sniff_ep;            /* server_conn.c: the accept thread's connections not classified yet */
+        struct grpc_state *grpc;               /* server_grpc.c: its threads and counters */
+        int sniff_ep;                          /* server_conn.c: the accept thread's connections not classified yet */
         struct sniff *sniff_head, *sniff_tail; /* ... oldest first; the accept thread's only */
 
         atomic_bool stuck;           /* in a watchdog episode (logged once) */

@@ -211,7 +211,7 @@ size_t grpcwire_response_encode(uint64_t status, uint8_t out[GRPCWIRE_RESPONSE_M
 {
         size_t mlen = 0;
 
-        if (status != GRPC_SERVING_UNKNOWN) { /* proto3 omits zero */
+        if (status != GRPC_SERVING_UNKNOWN) {     /* proto3 omits zero */
                 out[GRPCWIRE_PREFIX_SIZE] = 0x08; /* field 1, wire type 0 */
                 mlen = 1 + varint_put(out + GRPCWIRE_PREFIX_SIZE + 1, status);
         }

@@ -17,6 +17,11 @@ performed inside its measurement window. Sections:
 - status: wrk -t2 -c64 --latency on /livez of probed (idle, then while probing 1,000
   targets) and of an nginx `return 200` reference, alternating, BENCH_ROUNDS rounds,
   medians.
+- grpc (issue 19): gRPC health Check requests/s and p99 on the status port with h2load
+  (nghttp2-client; h2c prior knowledge, -c64 -t2, one stream at a time per connection
+  like wrk's requests, and -m10 multiplexed), beside wrk /livez on the same probed in
+  the same run, BENCH_ROUNDS rounds alternating, medians. p99 comes from h2load's
+  per-request log (--log-file). Goal: Check at least half of /livez's req/s.
 - lifecycle: exec to first /livez 200, SIGTERM to exit with 1,000 hung http attempts,
   target ready to /startup 200.
 - memory: private / anonymous / total RSS with 10 and 10,000 probes at a 10 s period.
@@ -60,7 +65,7 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "30"))
 FLEET_N = [int(x) for x in os.environ.get("BENCH_N", "10 1000").replace(",", " ").split()]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
-SECTIONS = os.environ.get("BENCH_SECTIONS", "fleet status lifecycle memory throttled").replace(",", " ").split()
+SECTIONS = os.environ.get("BENCH_SECTIONS", "fleet status grpc lifecycle memory throttled").replace(",", " ").split()
 PEERS = os.environ.get("BENCH_PEERS", "probed haproxy blackbox curl").replace(",", " ").split()
 MEM_N = [int(x) for x in os.environ.get("BENCH_MEM_N", "10 10000").replace(",", " ").split()]
 PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "20000"))
@@ -787,6 +792,62 @@ def section_status(targets, res):
     res["status"] = out
 
 
+GRPC_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def h2load_check(port, streams, service="liveness"):
+    """h2load's Check rate against probed: {"rps", "p99_ms", "errors"}."""
+    body = os.path.join(TMP, "check-%s.bin" % service)
+    if not os.path.exists(body):
+        b = service.encode()
+        msg = (b"\x0a" + bytes([len(b)]) + b) if b else b""
+        with open(body, "wb") as f:
+            f.write(b"\x00" + len(msg).to_bytes(4, "big") + msg)  # gRPC length prefix
+    logf = os.path.join(TMP, "h2load.log")
+    cmd = ["h2load", "-D", str(WRK_SECONDS), "-c64", "-t2", "-m%d" % streams, "-d", body,
+           "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", logf,
+           "http://127.0.0.1:%d%s" % (port, GRPC_CHECK)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=WRK_SECONDS + 60,
+                       env=CHILD_ENV, preexec_fn=child_priority)
+    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", r.stdout)
+    q = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", r.stdout)
+    if not m or not q:
+        raise RuntimeError("h2load output not understood: %s %s" % (r.stdout[-2000:], r.stderr[-2000:]))
+    lat = []
+    with open(logf) as f:
+        for line in f:
+            parts = line.split()  # start (µs), status, latency (µs)
+            if len(parts) >= 3:
+                lat.append(int(parts[2]))
+    os.unlink(logf)
+    lat.sort()
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] / 1000.0 if lat else None
+    return {"rps": float(m.group(2)), "p99_ms": p99,
+            "errors": int(q.group(5)) + int(q.group(6)) + int(q.group(7))}
+
+
+def section_grpc(targets, res):
+    out = {"rounds": ROUNDS, "wrk": "wrk -t2 -c64 -d%ds --latency" % WRK_SECONDS,
+           "h2load": "h2load -D %d -c64 -t2 -m{1,10} -d <HealthCheckRequest> -H 'content-type: "
+                     "application/grpc' -H 'te: trailers'" % WRK_SECONDS, "runs": []}
+    cfg, port = probed_config("grpc", http_probes(targets.base, 10, "/grpc/"), period="10s")
+    p = start_probed("grpc-probed", cfg, port)
+    try:
+        for r in range(ROUNDS):
+            for name in ("/livez (wrk)", "Check (h2load -m1)", "Check (h2load -m10)"):
+                log("grpc: round %d %s" % (r + 1, name))
+                if name.startswith("/livez"):
+                    w = wrk(port)
+                else:
+                    w = h2load_check(port, 10 if "m10" in name else 1)
+                w.update({"target": name, "round": r + 1})
+                out["runs"].append(w)
+    finally:
+        p.stop()
+    res["grpc"] = out
+
+
 # ---------------------------------------------------------------- lifecycle
 
 
@@ -1172,6 +1233,21 @@ def report(res):
                         ", ".join("%.0f" % r["rps"] for r in rs),
                         sum(r["errors"] for r in rs), fmt(pps, "%.0f")))
         L.append("")
+    if "grpc" in res:
+        g = res["grpc"]
+        L.append("## gRPC health on the status port: `%s` beside `%s` on /livez, same probed, "
+                 "%d rounds alternating, medians" % (g["h2load"], g["wrk"], g["rounds"]))
+        L.append("")
+        L.append("| client | req/s (median) | p99 ms (median) | req/s per round | errors |")
+        L.append("|---|---:|---:|---|---:|")
+        groups = {}
+        for r in g["runs"]:
+            groups.setdefault(r["target"], []).append(r)
+        for t, rs in groups.items():
+            L.append("| %s | %.0f | %s | %s | %d |"
+                     % (t, med([r["rps"] for r in rs]), fmt(med([r["p99_ms"] for r in rs]), "%.2f"),
+                        ", ".join("%.0f" % r["rps"] for r in rs), sum(r["errors"] for r in rs)))
+        L.append("")
     if "lifecycle" in res:
         lc = res["lifecycle"]
         L.append("## Lifecycle")
@@ -1297,6 +1373,15 @@ def verdicts(res):
                        "p99 %.2f ms (req/s ratio %.2f)"
                        % ("PASS" if ok else "FAIL", pr[0]["target"], prps, pp99, nrps, np99,
                           prps / nrps if nrps else 0))
+    if "grpc" in res:
+        runs = res["grpc"]["runs"]
+        livez = med([r["rps"] for r in runs if r["target"].startswith("/livez")])
+        check = med([r["rps"] for r in runs if r["target"] == "Check (h2load -m1)"])
+        errs = sum(r["errors"] for r in runs)
+        ok = livez and check >= livez / 2 and errs == 0
+        out.append("%s gRPC Check %.0f req/s (h2load -m1) vs /livez %.0f req/s: ratio %.2f "
+                   "(goal >= 0.5), %d errors"
+                   % ("PASS" if ok else "FAIL", check, livez, check / livez if livez else 0, errs))
     if "lifecycle" in res:
         lc = res["lifecycle"]
         for k, lim, label in (("exec_to_livez_ms", 20, "exec to /livez"),
@@ -1343,7 +1428,8 @@ def main():
     if not os.access(PROBED, os.X_OK):
         log("%s not built (run make first, or set BUILD=...)" % PROBED)
         return 2
-    need = {"fleet": ("haproxy", "prometheus-blackbox-exporter", "curl"), "status": ("wrk",)}
+    need = {"fleet": ("haproxy", "prometheus-blackbox-exporter", "curl"), "status": ("wrk",),
+            "grpc": ("wrk", "h2load")}
     tools = ["nginx"] + [t for s in SECTIONS for t in need.get(s, ())]
     for tool in tools:
         if shutil.which(tool) is None:
@@ -1382,7 +1468,7 @@ def main():
         log("targets: nginx on 127.0.0.1:%d-%d; temp dir %s" % (base, base + TARGET_PORTS - 1,
                                                                   TMP))
         targets = Targets(base, TARGET_PORTS)
-        for name, fn in (("fleet", section_fleet), ("status", section_status),
+        for name, fn in (("fleet", section_fleet), ("status", section_status), ("grpc", section_grpc),
                          ("lifecycle", section_lifecycle), ("memory", section_memory),
                          ("fairness", section_fairness), ("abuse", section_abuse),
                          ("throttled", section_throttled)):

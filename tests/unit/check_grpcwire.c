@@ -211,7 +211,8 @@ END_TEST
 START_TEST(test_server_side)
 {
         const char *names[] = { "", "liveness", "a-probe.name_1" };
-        const uint8_t extra[] = { 0, 0, 0, 0, 15, 0x10, 0x07, 0x0A, 0x01, 'x', 0x0A, 0x03, 'a', 'p', 'i', 0x15, 0, 0, 0, 0 };
+        const uint8_t extra[] = { 0,    0,    0,   0,   15,  0x10, 0x07, 0x0A, 0x01, 'x',
+                                  0x0A, 0x03, 'a', 'p', 'i', 0x15, 0,    0,    0,    0 };
         const uint8_t varint[] = { 0, 0, 0, 0, 2, 0x08, 0x01 };
         const uint8_t serving[] = { 0, 0, 0, 0, 2, 0x08, 0x01 }, not_serving[] = { 0, 0, 0, 0, 2, 0x08, 0x02 },
                       unknown[] = { 0, 0, 0, 0, 0 };
@@ -227,7 +228,8 @@ START_TEST(test_server_side)
                 ck_assert_int_eq(grpcwire_request_decode(buf, n, 512, &svc, &len, &why), 0);
                 ck_assert_uint_eq(len, strlen(names[i]));
                 ck_assert_int_eq(memcmp(svc, names[i], len), 0);
-                ck_assert_int_eq(grpcwire_request_decode(buf, n - (n > 5), 512, &svc, &len, &why), n > 5 ? -EBADMSG : 0);
+                ck_assert_int_eq(grpcwire_request_decode(buf, n - (n > 5), 512, &svc, &len, &why),
+                                 n > 5 ? -EBADMSG : 0);
                 free(buf);
         }
         /* field 2 varint, service "x" then "api", a 32-bit field 2 */
