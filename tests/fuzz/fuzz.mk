@@ -12,7 +12,7 @@
 # Both builds compile their own copy of the library objects, so the flags of the main
 # build (SANITIZER, OPT) do not matter here.
 
-FUZZ_TARGETS ?= config duration wsframe grpcwire httpresp grpcserver
+FUZZ_TARGETS ?= config duration wsframe grpcwire httpresp grpcserver escape jsonptr
 FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 4096
 FUZZ_DIR := $(BUILD)/fuzz
