@@ -13,6 +13,8 @@
 #include "probe_tls.h"
 #include "util.h"
 
+#define TLS_CA_CACHE_S 60 /* seconds libcurl keeps a parsed ca_file */
+
 /* No passphrase is ever asked: an encrypted key fails to load. */
 static int no_passphrase(char *buf, int size, int rwflag, void *u)
 {
@@ -201,6 +203,9 @@ int probe_tls_apply(CURL *e, const struct probe_tls *t, const char *url)
         if (t->ca_file) {
                 curl_easy_setopt(e, CURLOPT_CAINFO, t->ca_file);
                 curl_easy_setopt(e, CURLOPT_CAPATH, NULL); /* only the bundle is trusted */
+                /* libcurl keeps a parsed bundle for 24 h by default: a renewed one is
+                 * read again within a minute */
+                curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, (long) TLS_CA_CACHE_S);
         }
         if (t->cert_file) {
                 curl_easy_setopt(e, CURLOPT_SSLCERT, t->cert_file);
