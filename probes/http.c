@@ -1,6 +1,8 @@
 /* http probe, as kubelet's httpGet (README "Probe kinds"): one request on a fresh connection,
  * success when the status is in expect_status and the body read (at most max_body
- * bytes; more is not read and is not an error) contains expect_body.
+ * bytes; more is not read and is not an error) contains expect_body, matches
+ * expect_body_regex and holds expect_json's values (probes/expect.c). TLS keys:
+ * probes/probe_tls.c.
  *
  * This file is the kind: its config (the request prebuilt at load), redirects, the
  * judging, and the transport of each hop. http:// goes through probed's own HTTP/1.1
@@ -16,9 +18,10 @@
  *                    otherwise: status in expect_status, body has expect_body  Location)
  *                    -> attempt_end
  *
- * Redirects are followed by hand (libcurl cannot express kubelet's rule): same host
- * followed with the same headers (Host override kept), another host not followed and
- * judged by its 3xx status, a chain reaching HTTP_MAX_REDIRECTS is a failure. Host
+ * Redirects are followed by hand (libcurl cannot express kubelet's rule): only 301, 302,
+ * 303, 307 and 308 with a non-empty Location; same host followed with the same headers
+ * (Host override kept), another host not followed and judged by its 3xx status, a chain
+ * reaching HTTP_MAX_REDIRECTS is a failure. Host
  * names of http:// URLs are resolved when the config loads, as for tcp probes; the
  * attempt itself never blocks.
  *

@@ -9,6 +9,7 @@ with the openssl CLI. See harness.py for the API."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -121,6 +122,29 @@ def test_new_keys_in_check_config_and_errors():
         eq(r.rc, 2, "exit code for %r" % p)
         if not r.stderr.startswith(want) or r.stderr.count("\n") != 1:
             raise AssertionError("for %r: expected a line starting %r, got %r" % (p, want, r.stderr))
+
+
+def test_reload_compares_new_keys():
+    t = start_target()
+    url = t.url("/status/200?body=" + urllib.parse.quote(json.dumps(DOC)))
+
+    def cfg(want, expect):
+        return config(http("h", url, expect_json=want),
+                      tcp("t", "127.0.0.1:%d" % t.port, send="HEAD /status/200 HTTP/1.0\\r\\n\\r\\n", expect=expect))
+
+    def reload(c, n):
+        d.write_config(c)
+        d.signal(signal.SIGHUP)
+        lines = harness.wait_until(lambda: (lambda ls: ls if len(ls) >= n else None)(
+            [l for l in d.logs() if l.get("event") == "reload"]), msg="%d reload lines" % n)
+        return lines[n - 1].get("kept"), lines[n - 1].get("changed")
+
+    d = start_daemon(cfg({"/status": "ok", "/n": None}, "HTTP/1.1 200"))
+    passing(d, "h")
+    passing(d, "t")
+    eq(reload(cfg({"/n": None, "/status": "ok"}, "HTTP/1.1 200"), 1), ("2", "0"), "pointers reordered")
+    eq(reload(cfg({"/n": None, "/status": "down"}, "HTTP/1.1 200"), 2), ("1", "1"), "a value changed")
+    eq(reload(cfg({"/n": None, "/status": "down"}, "HTTP/1.1 2"), 3), ("1", "1"), "expect changed")
 
 
 # ---------------------------------------------------------------- redirects (issue 18)
