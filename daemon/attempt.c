@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "lifecycle.h"
+#include "resolver.h"
 #include "util.h"
 
 /* The registrations of one attempt, each stamped with the generation (a->id) that made
@@ -33,6 +34,15 @@ struct attempt_res {
                 uint64_t id;
                 attempt_curl_fn *fn;
         } curl;
+        struct {
+                struct resolver_wait w; /* first: the wait leads back to its block */
+                struct attempt *a;
+                uint64_t id;
+                attempt_resolve_fn *fn;
+                const char *host; /* borrowed from the kind's spec */
+                uint16_t port;
+                const char *waiting_for; /* the kind's, back once the answer came */
+        } dns;
 };
 
 struct attempt_ending {
@@ -109,6 +119,58 @@ static void attempt_on_curl(struct loop *l, CURL *easy, CURLcode rc, void *data)
         dispatch_end(a, &e);
 }
 
+/* The answer for the attempt's lookup: fn with the addresses, or the attempt ended the
+ * one way every kind fails a name (README "Names"). Inside a dispatch. */
+static void attempt_resolved(struct attempt *a, const struct resolver_result *res)
+{
+        struct addr_list addrs;
+
+        if (res->status < 0) {
+                bool local = res->status == -ENOMEM || res->status == -EMFILE || res->status == -ENFILE ||
+                             res->status == -ENOBUFS;
+                attempt_end(a, local ? OUTCOME_ERROR : OUTCOME_FAILURE, "dns: %s: %s", a->res->dns.host, res->reason);
+                return;
+        }
+        addrs = *res->addrs;
+        addr_list_set_port(&addrs, a->res->dns.port);
+        a->res->dns.fn(a, &addrs);
+}
+
+static void attempt_on_resolved(struct resolver_wait *w, const struct resolver_result *res)
+{
+        struct attempt *a = ((struct attempt_res *) ((char *) w - offsetof(struct attempt_res, dns.w)))->dns.a;
+        struct attempt_ending e;
+
+        if (!dispatch_begin(a, a->res->dns.id, &e))
+                return;
+        a->waiting_for = a->res->dns.waiting_for;
+        attempt_resolved(a, res);
+        dispatch_end(a, &e);
+}
+
+int attempt_resolve(struct attempt *a, const char *host, uint16_t port, const struct resolver_query *q,
+                    attempt_resolve_fn *fn)
+{
+        struct resolver_result res;
+
+        if (!a->res)
+                return -ENOSPC;
+        resolver_wait_cancel(&a->res->dns.w);
+        a->res->dns.a = a;
+        a->res->dns.id = a->id;
+        a->res->dns.fn = fn;
+        a->res->dns.host = host;
+        a->res->dns.port = port;
+        a->res->dns.w.fn = attempt_on_resolved;
+        if (resolver_lookup(a->probe->d->resolver, host, q, &a->res->dns.w, &res) == 0) {
+                a->res->dns.waiting_for = a->waiting_for;
+                a->waiting_for = "DNS answer";
+                return 0;
+        }
+        attempt_resolved(a, &res); /* known now: the caller is a dispatch (start or a callback) */
+        return 0;
+}
+
 static struct attempt_res *attempt_res_new(struct attempt *a)
 {
         struct daemon *d = a->probe->d;
@@ -123,6 +185,7 @@ static struct attempt_res *attempt_res_new(struct attempt *a)
         timer_init(&r->timer.t, attempt_on_timer, a);
         r->curl.lc = (struct loop_curl){ .fn = attempt_on_curl, .data = a };
         r->curl.easy = NULL;
+        r->dns.w = (struct resolver_wait){ .fn = attempt_on_resolved };
         return r;
 }
 
@@ -208,6 +271,7 @@ void attempt_release(struct attempt *a)
                 attempt_io_del(a, a->res->io[i].fd);
         attempt_timer_disarm(a);
         attempt_curl_remove(a, a->res->curl.easy);
+        resolver_wait_cancel(&a->res->dns.w); /* the query goes on for the cache, without us */
         a->res->next_free = a->probe->d->res_free;
         a->probe->d->res_free = a->res;
         a->res = NULL;

@@ -54,7 +54,7 @@ static const char *const scope_names[] = { "startup", "liveness", "readiness" };
 static const unsigned scope_flags[] = { SCOPE_STARTUP, SCOPE_LIVENESS, SCOPE_READINESS };
 
 static const char *const top_keys[] = {
-        "listen",   "log_level", "details", "drain", "stall_threshold", "fresh_wait", "watchdog",
+        "listen",   "resolver", "log_level", "details", "drain", "stall_threshold", "fresh_wait", "watchdog",
         "defaults", "backoff",   "probes",  NULL,
 };
 static const char *const timing_keys[] = {
@@ -388,6 +388,17 @@ static int load_settings(struct config *c, const cJSON *root, char **reterr)
                 return -ENOMEM;
 
         s = NULL;
+        if ((r = cfg_string(root, "resolver", "", false, &s, reterr)) < 0)
+                return r;
+        if (s && !*s)
+                s = NULL; /* "": resolv.conf's servers, as when absent */
+        if (s && !dns_servers_valid(s))
+                return cfg_error_value(reterr, "", "resolver", cJSON_GetObjectItemCaseSensitive(root, "resolver"),
+                                       "is not ADDR:PORT[,ADDR:PORT...] with IP addresses (e.g. \"10.0.0.2:53\")");
+        if (s && !(c->resolver = strdup(s)))
+                return -ENOMEM;
+
+        s = NULL;
         if ((r = cfg_string(root, "log_level", "", false, &s, reterr)) < 0)
                 return r;
         if (s) {
@@ -651,6 +662,7 @@ cJSON *config_to_json(const struct config *c)
         const char *level = log_level_to_string(c->log_level);
 
         if (!root || !cJSON_AddStringToObject(root, "listen", c->listen ? c->listen : DEFAULT_LISTEN) ||
+            !cJSON_AddStringToObject(root, "resolver", c->resolver ? c->resolver : "") ||
             !cJSON_AddStringToObject(root, "log_level", level ? level : "info") ||
             !cJSON_AddStringToObject(root, "details", c->details_loopback ? "loopback" : "all") ||
             json_add_duration(root, "drain", c->drain_ms) < 0 ||
@@ -697,15 +709,17 @@ struct config *config_free(struct config *c)
         }
         free(c->probes);
         free(c->listen);
+        free(c->resolver);
         free(c);
         return NULL;
 }
 
 bool config_listen_valid(const char *addr)
 {
-        struct addr_list addrs;
+        char host[256];
+        uint16_t port;
 
-        return address_resolve(addr, true, &addrs) >= 0;
+        return address_split(addr, true, host, sizeof(host), &port) >= 0;
 }
 
 const struct probe_config *config_find_probe(const struct config *c, const char *name)

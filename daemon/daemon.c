@@ -30,6 +30,7 @@
 #include "lifecycle.h"
 #include "log.h"
 #include "probe.h"
+#include "resolver.h"
 #include "util.h"
 
 static const double duration_bounds[N_DURATION_BUCKETS] = DURATION_BUCKETS;
@@ -553,8 +554,31 @@ static void daemon_shutdown(struct daemon *d, int signo)
         loop_timer_arm(d->loop, &d->drain_timer, now_ns() + d->cfg->drain_ms * NSEC_PER_MSEC);
 }
 
+/* A reload that changed `resolver`: the new servers, the cache emptied. */
+static void daemon_apply_resolver(struct daemon *d)
+{
+        const char *want = d->cfg->resolver;
+        char *copy;
+        int r;
+
+        if ((!want && !d->resolver_servers) || (want && d->resolver_servers && strcmp(want, d->resolver_servers) == 0))
+                return;
+        copy = want ? strdup(want) : NULL;
+        r = want && !copy ? -ENOMEM : resolver_set_servers(d->resolver, want);
+        if (r < 0) {
+                free(copy);
+                log_kv(LOG_LEVEL_WARNING, "Failed to apply the resolver setting, ignoring", "event", "reload", "resolver",
+                       want, "error", strerror(-r), NULL);
+                return;
+        }
+        free(d->resolver_servers);
+        d->resolver_servers = copy;
+}
+
 void daemon_apply_settings(struct daemon *d)
 {
+        if (d->resolver)
+                daemon_apply_resolver(d);
         loop_set_stall_threshold(d->loop, d->cfg->stall_threshold_ms * NSEC_PER_MSEC);
         heartbeat_set_policy(loop_heartbeat(d->loop), d->cfg->fresh_wait_ms * NSEC_PER_MSEC,
                              d->cfg->watchdog_ms * NSEC_PER_MSEC);
@@ -608,6 +632,11 @@ struct daemon *daemon_new(struct loop *l, struct config *cfg, const struct daemo
         timer_init(&d->slot_timer, slot_on_timer, d);
         if (reload_init(d) < 0)
                 return daemon_free(d);
+        if (cfg->resolver && !(d->resolver_servers = strdup(cfg->resolver)))
+                return daemon_free(d);
+        d->resolver = resolver_new(l, cfg->resolver, NULL);
+        if (!d->resolver)
+                return daemon_free(d);
         d->probes = calloc(cfg->n_probes ? cfg->n_probes : 1, sizeof(*d->probes));
         if (!d->probes)
                 return daemon_free(d);
@@ -643,6 +672,8 @@ struct daemon *daemon_free(struct daemon *d)
                 d->probes[i] = probe_free(d->probes[i]);
         free(d->probes);
         attempt_res_drain(d);
+        d->resolver = resolver_free(d->resolver); /* no attempt waits on it any more */
+        free(d->resolver_servers);
         loop_timer_disarm(d->loop, &d->publish_timer);
         loop_timer_disarm(d->loop, &d->drain_timer);
         loop_timer_disarm(d->loop, &d->slot_timer);

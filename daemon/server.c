@@ -348,8 +348,10 @@ static int listen_socket(const char *listen_s, uint16_t *ret_port, char **reterr
         socklen_t sl = sizeof(addr);
         int fd = -1, one = 1;
 
+        /* resolved now, when the server starts (blocking, before the loop runs): config
+         * loading does no DNS (README "Names") */
         if (address_resolve(listen_s, true, &addrs) < 0) {
-                *reterr = strdup_printf("listen: \"%s\" is not ADDR:PORT", listen_s);
+                *reterr = strdup_printf("listen: cannot resolve \"%s\"", listen_s);
                 return -EINVAL;
         }
         fd = socket(addrs.a[0].sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

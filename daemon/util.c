@@ -10,6 +10,7 @@
  *    caller may convert a parsed duration to ns (every deadline is in ns) without
  *    checking again. That still allows about 584 years.
  */
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -248,6 +249,28 @@ int address_resolve(const char *s, bool passive, struct addr_list *ret)
         int r = address_split(s, passive, host, sizeof(host), &port);
 
         return r < 0 ? r : host_resolve(host, port, passive, ret);
+}
+
+bool dns_servers_valid(const char *s)
+{
+        for (;;) {
+                const char *comma = strchr(s, ',');
+                size_t n = comma ? (size_t) (comma - s) : strlen(s);
+                char one[80], host[64];
+                unsigned char buf[sizeof(struct in6_addr)];
+                uint16_t port;
+
+                if (n == 0 || n >= sizeof(one))
+                        return false;
+                memcpy(one, s, n);
+                one[n] = '\0';
+                if (address_split(one, false, host, sizeof(host), &port) < 0 ||
+                    inet_pton(one[0] == '[' ? AF_INET6 : AF_INET, host, buf) != 1)
+                        return false;
+                if (!comma)
+                        return true;
+                s = comma + 1;
+        }
 }
 
 void addr_list_set_port(struct addr_list *l, uint16_t port)

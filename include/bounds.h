@@ -7,7 +7,7 @@
 #define MAX_NAME_LEN 64             /* probe name bytes: [A-Za-z0-9_.-]{1,64} */
 #define MAX_CONFIG_BYTES (4u << 20) /* config file size */
 #define ERROR_MAX 160               /* last_error bytes, NUL included */
-#define ADDR_LIST_MAX 2             /* addresses kept per target host (localhost: ::1, 127.0.0.1) */
+#define ADDR_LIST_MAX 8             /* addresses of one name tried in turn (an answer keeps its first 8) */
 #define HTTP_MAX_BODY_DEFAULT 10240 /* bytes of body read, as kubelet */
 #define HTTP_MAX_REDIRECTS 10       /* a chain reaching this many fails, as kubelet */
 #define HTTP_MAX_HEADER_BYTES 16384 /* response header bytes a probe accepts */
@@ -81,3 +81,12 @@
 #define STALL_WAKE_DIVISOR 4           /* wake every stall_threshold/4 while attempts run */
 #define CHECK_DEFAULT_TIMEOUT_MS 1000  /* probed check URL */
 #define NOFILE_WANTED 65536            /* soft RLIMIT_NOFILE raised towards this (hard limit permitting) */
+
+/* Names (README "Names"; docs/design.md, "Names"). */
+#define RESOLVER_TTL_MIN_S 1            /* an answer is kept at least this long (TTL 0 included) */
+#define RESOLVER_TTL_MAX_S 60           /* ... and at most this long, whatever its TTL */
+#define RESOLVER_NEGATIVE_TTL_S 1       /* "no such host" kept this long: a missing name is no query storm */
+#define RESOLVER_TRY_MS 1000            /* c-ares: wait per try for one server (then the next, or again) */
+#define RESOLVER_TRIES 2                /* c-ares: tries per server; then the lookup fails as a timeout */
+#define RESOLVER_CACHE_MAX (2 * MAX_PROBES) /* names cached; past it (after dropping expired ones) not cached */
+#define RESOLVER_SERVER_CHANNELS_MAX 32 /* dns probes' distinct `server`s with a channel open at once */

@@ -46,6 +46,7 @@ struct probe_config {
 
 struct config {
         char *listen;             /* owned: "ADDR:PORT" */
+        char *resolver;           /* owned: "ADDR:PORT[,...]" DNS servers instead of resolv.conf's, or NULL */
         enum log_level log_level; /* LOG_LEVEL_INFO unless set */
         bool log_level_set;       /* the file said log_level */
         bool details_loopback;    /* "details": "loopback": /status and ?verbose only for
@@ -96,7 +97,7 @@ struct config *config_free(struct config *c); /* NULL-safe, returns NULL */
 /* A status server address: ADDR:PORT or [V6]:PORT, port 0 for a free one. The one check
  * of both the config's listen and -l / $PROBED_LISTEN; errors say LISTEN_HINT. */
 #define LISTEN_HINT "is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")"
-bool config_listen_valid(const char *addr);
+bool config_listen_valid(const char *addr); /* syntax only: config loading does no DNS */
 
 /* The probe with that name, or NULL. Borrowed from c. */
 const struct probe_config *config_find_probe(const struct config *c, const char *name);

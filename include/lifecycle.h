@@ -62,6 +62,8 @@ struct daemon {
         struct probe *q_head, *q_tail; /* due probes waiting for a slot, FIFO */
         struct timer slot_timer;       /* starts queued probes once slots are free */
         struct attempt_res *res_free;  /* registration blocks of ended attempts, for the next */
+        struct resolver *resolver;     /* names of every kind (README "Names") */
+        char *resolver_servers;        /* the `resolver` it was made with (NULL: resolv.conf's) */
         /* SIGHUP: the file is read and parsed on a thread of its own (10,000 probes take
          * longer than a loop iteration may); the loop applies the result when the
          * thread's eventfd says it is done. */

@@ -78,6 +78,10 @@ enum attempt_state {
 typedef void attempt_io_fn(struct attempt *a, int fd, uint32_t events);
 typedef void attempt_timer_fn(struct attempt *a);
 typedef void attempt_curl_fn(struct attempt *a, CURL *easy, CURLcode result);
+struct addr_list;
+struct resolver_query;
+/* The addresses of a name, its port set in each: borrowed for the call. */
+typedef void attempt_resolve_fn(struct attempt *a, const struct addr_list *addrs);
 
 #define ATTEMPT_MAX_IO 2 /* fds one attempt watches at once (exec: its pipe and pidfd) */
 
@@ -164,3 +168,14 @@ void attempt_timer_disarm(struct attempt *a); /* idempotent */
  * handle (probe_curl_free) stays the kind's. */
 int attempt_curl_add(struct attempt *a, CURL *easy, attempt_curl_fn *fn);
 void attempt_curl_remove(struct attempt *a, CURL *easy);
+/* One lookup per attempt (README "Names"; include/resolver.h): resolves host (a name, or a
+ * literal address without brackets; borrowed until fn is called or the attempt ends) and
+ * calls fn with its addresses, port set, at once when the answer is known (a literal, the
+ * cache, /etc/hosts) or from the loop later. A name that does not resolve ends the attempt
+ * here, the same way for every kind: failure "dns: HOST: no such host" (or the resolver's
+ * reason: a timeout, SERVFAIL), error when probed lacked memory or descriptors; fn is then
+ * not called. While it waits, a->waiting_for reads "DNS answer". A new lookup replaces one
+ * in flight; the attempt's end abandons it (the query goes on for the cache). q: NULL for
+ * both families through the cache. Returns 0, or -ENOSPC when the attempt is not running. */
+int attempt_resolve(struct attempt *a, const char *host, uint16_t port, const struct resolver_query *q,
+                    attempt_resolve_fn *fn);

@@ -65,8 +65,9 @@ struct addr_list {
         unsigned n;
 };
 
-/* Resolves "HOST:PORT" or "[V6]:PORT". Host names go through getaddrinfo, so call it
- * only while loading config, never on the loop. passive: an address to listen on (port
+/* Resolves "HOST:PORT" or "[V6]:PORT". Host names go through getaddrinfo, a blocking call:
+ * only for the status server's listen address, when it starts (never on the loop, never
+ * while loading config: README "Names"). passive: an address to listen on (port
  * 0 allowed); otherwise a target (port 1..65535). Returns 0, -EINVAL when s is not
  * HOST:PORT, or -ENOENT when the host does not resolve. */
 int address_resolve(const char *s, bool passive, struct addr_list *ret);
@@ -75,5 +76,8 @@ int address_resolve(const char *s, bool passive, struct addr_list *ret);
 int address_split(const char *s, bool passive, char *host, size_t host_size, uint16_t *ret_port);
 /* address_resolve for a host ("127.0.0.1", "::1" without brackets, "localhost") and a port. */
 int host_resolve(const char *host, uint16_t port, bool passive, struct addr_list *ret);
+/* "ADDR:PORT[,ADDR:PORT...]" with literal IPv4 or [IPv6] addresses: DNS servers (the
+ * config's `resolver`, a dns probe's `server`). */
+bool dns_servers_valid(const char *s);
 /* Sets the port of every address of l. */
 void addr_list_set_port(struct addr_list *l, uint16_t port);

@@ -21,9 +21,9 @@
  * Redirects are followed by hand (libcurl cannot express kubelet's rule): only 301, 302,
  * 303, 307 and 308 with a non-empty Location; same host followed with the same headers
  * (Host override kept), another host not followed and judged by its 3xx status, a chain
- * reaching HTTP_MAX_REDIRECTS is a failure. Host
- * names of http:// URLs are resolved when the config loads, as for tcp probes; the
- * attempt itself never blocks.
+ * reaching HTTP_MAX_REDIRECTS is a failure. The host of each hop is resolved when the hop
+ * starts, on the loop (attempt_resolve, README "Names"): probed's client connects to its
+ * addresses in turn; libcurl is handed them.
  *
  * Fairness (docs/design.md, "Stalls and busy wake-ups"): probed's client reads at most
  * LOOP_READ_BUDGET bytes per wake-up (probes/http_client.c); max_body and
@@ -78,7 +78,7 @@ struct http_spec {
         bool head, keep_body, host_set, native;
         struct probe_tls tls;
         unsigned port;
-        struct addr_list addrs; /* http:// */
+        char *host; /* the URL's host without the brackets of an IPv6 literal, to resolve */
         size_t n_ranges;
         struct status_range ranges[];
 };
@@ -96,10 +96,10 @@ struct http_attempt {
         /* body bytes this wake-up may still take (LOOP_READ_BUDGET); when they ran out, the
          * attempt's timer unpauses the transfer */
         size_t curl_budget;
-        /* an http hop: its request is spec->request or own_request, its addresses
-         * spec->addrs or own_addrs */
+        /* an http hop: its request is spec->request or own_request, to the addresses of
+         * the spec's host with the hop's port */
         struct http_client client;
-        struct addr_list *own_addrs; /* a redirect to another port */
+        struct addr_list addrs;
         char *own_request;
         /* the body read */
         bool body_capped;
@@ -271,21 +271,17 @@ static void http_free_spec(void *p)
         probe_tls_free(&spec->tls);
         free(spec->request);
         free(spec->removed);
+        free(spec->host);
         curl_slist_free_all(spec->curl_headers);
         free(spec);
 }
 
-/* Host of u for getaddrinfo: without the brackets of an IPv6 literal. */
-static int resolve_url_host(const struct url_parts *u, struct addr_list *ret)
+/* Host of u to resolve: without the brackets of an IPv6 literal (NULL on ENOMEM). */
+static char *url_host_dup(const struct url_parts *u)
 {
-        char host[256];
         size_t n = strlen(u->host);
 
-        if (u->host[0] == '[' && n >= 2) {
-                snprintf(host, sizeof(host), "%.*s", (int) (n - 2), u->host + 1);
-                return host_resolve(host, (uint16_t) u->port, false, ret);
-        }
-        return host_resolve(u->host, (uint16_t) u->port, false, ret);
+        return u->host[0] == '[' && n >= 2 ? strndup(u->host + 1, n - 2) : strdup(u->host);
 }
 
 /* An http probe's keys, read and checked (http_read_keys); u is the URL's parts. */
@@ -362,21 +358,21 @@ static int http_read_headers(cJSON *obj, const char *path, struct http_spec *spe
         return 0;
 }
 
-/* The transport's part of the spec: for http://, the addresses (resolved now); the request
- * with the header lines; for https://, libcurl's header list. */
+/* The transport's part of the spec: the host to resolve at each attempt (no DNS here:
+ * README "Names"); the request with the header lines; for https://, libcurl's header list. */
 static int http_prepare(const char *path, struct http_spec *spec, const struct url_parts *u, const char *lines,
                         char **reterr)
 {
         int r;
 
-        if (!u->https) {
-                spec->native = true;
-                spec->port = u->port;
-                r = resolve_url_host(u, &spec->addrs);
-                if (r < 0)
-                        return cfg_error(reterr, path, "url", "cannot resolve host %s", u->host);
-        }
+        (void) path;
+        (void) reterr;
         r = -ENOMEM;
+        spec->native = !u->https;
+        spec->port = u->port;
+        spec->host = url_host_dup(u);
+        if (!spec->host)
+                return r;
         spec->request = request_build(spec, u, lines, strlen(lines), &spec->request_len);
         if (!spec->request)
                 return r;
@@ -512,9 +508,7 @@ static void hop_free(struct http_attempt *h)
         h->headers = NULL;
         http_client_free(&h->client);
         free(h->own_request);
-        free(h->own_addrs);
         h->own_request = NULL;
-        h->own_addrs = NULL;
 }
 
 /* Ends the current hop before a redirect's: its registrations, then what it holds. */
@@ -549,13 +543,25 @@ static void client_done(struct http_client *c, int rc)
                 judge(h, (long) c->resp.status, c->resp.location);
 }
 
-/* A hop of probed's client to u (the spec's own URL when u is NULL). */
+static void client_on_resolved(struct attempt *a, const struct addr_list *addrs)
+{
+        struct http_attempt *h = a->data;
+        int r;
+
+        h->addrs = *addrs;
+        r = http_client_start(&h->client, h->spec->head);
+        if (r < 0)
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
+}
+
+/* A hop of probed's client to u (the spec's own URL when u is NULL): its request, then
+ * the host's addresses with the hop's port, then the connection. */
 static int client_start(struct http_attempt *h, const struct url_parts *u)
 {
         const struct http_spec *spec = h->spec;
         struct http_client *c = &h->client;
 
-        c->s.addrs = &spec->addrs;
+        c->s.addrs = &h->addrs;
         c->s.request = spec->request;
         c->s.request_len = spec->request_len;
         if (u) {
@@ -564,16 +570,8 @@ static int client_start(struct http_attempt *h, const struct url_parts *u)
                 if (!h->own_request)
                         return -ENOMEM;
                 c->s.request = h->own_request;
-                if (u->port != spec->port) {
-                        h->own_addrs = malloc(sizeof(*h->own_addrs));
-                        if (!h->own_addrs)
-                                return -ENOMEM;
-                        *h->own_addrs = spec->addrs;
-                        addr_list_set_port(h->own_addrs, (uint16_t) u->port);
-                        c->s.addrs = h->own_addrs;
-                }
         }
-        return http_client_start(c, spec->head);
+        return attempt_resolve(h->a, spec->host, (uint16_t) (u ? u->port : spec->port), NULL, client_on_resolved);
 }
 
 /* ---- libcurl (https://) -------------------------------------------------------------- */
@@ -670,8 +668,8 @@ static int hop_start(struct http_attempt *h, const struct url_parts *u)
 {
         h->body_len = 0;
         h->body_capped = false;
-        /* probed's client needs the addresses resolved at load: only an http:// spec
-         * has them (an https:// spec redirected to http:// stays on libcurl) */
+        /* probed's client carries an http:// spec's requests (an https:// spec redirected
+         * to http:// stays on libcurl) */
         if (!h->spec->native || (u && u->https))
                 return curl_start(h);
         return client_start(h, u);

@@ -4,13 +4,14 @@
  * exchange: the send bytes are written, and the answer is read (at most EXPECT_READ_MAX
  * bytes, one read per wake-up) until it contains expect.
  *
- *   start: socket(O_NONBLOCK) -> connect() --> wait EPOLLOUT --SO_ERROR == 0--> success
- *                                   | error          | error
- *                                   v                v
- *                       next address of the host, or failure when none is left
+ *   start: resolve (README "Names") -> socket(O_NONBLOCK) -> connect() --> wait EPOLLOUT
+ *                                                         | error          | error
+ *                                                         v                v
+ *                               next address of the host, or failure   SO_ERROR == 0
+ *                               when none is left                      --> success
  *
- * Host names are resolved when the config loads (a sidecar probes localhost); the
- * attempt itself never blocks. */
+ * Host names are resolved when the attempt starts, on the loop (attempt_resolve): a
+ * literal address at once, a name from the cache or c-ares; the attempt never blocks. */
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,15 +29,17 @@
 #define TCP_SEND_MAX 65536 /* bytes of `send` */
 
 struct tcp_spec {
-        struct addr_list addrs;
         char *send, *expect; /* decoded (may hold NULs), or NULL */
         size_t send_len, expect_len;
+        uint16_t port;
+        char host[]; /* without the brackets of an IPv6 literal */
 };
 
 struct tcp_attempt {
         const struct tcp_spec *spec;
         int fd;
         unsigned next; /* the address to try when this one fails */
+        struct addr_list addrs;
         /* the exchange (send/expect), once connected */
         bool connected, reading; /* reading: send is out, EPOLLIN armed */
         size_t sent, in_len;
@@ -86,17 +89,13 @@ static int tcp_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_t
         r = cfg_string(obj, "address", path, true, &address, reterr);
         if (r < 0)
                 return r;
-        spec = calloc(1, sizeof(*spec));
+        spec = calloc(1, sizeof(*spec) + strlen(address) + 1);
         if (!spec)
                 return -ENOMEM;
-        r = address_resolve(address, false, &spec->addrs);
-        if (r == -EINVAL) {
+        /* the syntax only: config loading does no DNS (README "Names") */
+        if (address_split(address, false, spec->host, strlen(address) + 1, &spec->port) < 0) {
                 free(spec);
                 return cfg_error(reterr, path, "address", "\"%s\" is not HOST:PORT", address);
-        }
-        if (r < 0) {
-                free(spec);
-                return cfg_error(reterr, path, "address", "cannot resolve \"%s\"", address);
         }
         if ((r = tcp_read_bytes(obj, path, "send", &spec->send, &spec->send_len, reterr)) < 0 ||
             (r = tcp_read_bytes(obj, path, "expect", &spec->expect, &spec->expect_len, reterr)) < 0) {
@@ -121,7 +120,7 @@ static attempt_io_fn tcp_on_io;
 static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
 {
         char msg[96];
-        int fd = probe_connect_next(&t->spec->addrs, &t->next, err), r;
+        int fd = probe_connect_next(&t->addrs, &t->next, err), r;
 
         if (fd >= 0) {
                 t->fd = fd;
@@ -261,6 +260,17 @@ static void tcp_cancel(struct attempt *a)
         a->data = NULL;
 }
 
+static void tcp_on_resolved(struct attempt *a, const struct addr_list *addrs)
+{
+        struct tcp_attempt *t = a->data;
+        int err;
+
+        t->addrs = *addrs;
+        err = tcp_connect_next(a, t, 0);
+        if (err < 0)
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-err));
+}
+
 static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 {
         struct tcp_attempt *t;
@@ -271,8 +281,8 @@ static int tcp_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 return -ENOMEM;
         t->spec = specp;
         t->fd = -1;
-        a->data = t;
-        return tcp_connect_next(a, t, 0); /* on an error, the lifecycle calls tcp_cancel */
+        a->data = t; /* on an error, the lifecycle calls tcp_cancel */
+        return attempt_resolve(a, t->spec->host, t->spec->port, NULL, tcp_on_resolved);
 }
 static const char *const tcp_keys[] = { "address", "send", "expect", NULL };
 

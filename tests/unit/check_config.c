@@ -371,8 +371,14 @@ static const struct {
           "config: listen: \"0.0.0.0:65536\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
         { "{\"listen\": \"::1:80\"}",
           "config: listen: \"::1:80\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
-        { "{\"listen\": \"example.com:80\"}",
-          "config: listen: \"example.com:80\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
+        { "{\"resolver\": \"dns.internal:53\"}",
+          "config: resolver: \"dns.internal:53\" is not ADDR:PORT[,ADDR:PORT...] with IP addresses (e.g. "
+          "\"10.0.0.2:53\")" },
+        { "{\"resolver\": \"10.0.0.2\"}",
+          "config: resolver: \"10.0.0.2\" is not ADDR:PORT[,ADDR:PORT...] with IP addresses (e.g. \"10.0.0.2:53\")" },
+        { "{\"resolver\": \"10.0.0.2:53,\"}",
+          "config: resolver: \"10.0.0.2:53,\" is not ADDR:PORT[,ADDR:PORT...] with IP addresses (e.g. "
+          "\"10.0.0.2:53\")" },
         { "{\"listen\": \"1.2.3.4:-1\"}",
           "config: listen: \"1.2.3.4:-1\" is not ADDR:PORT (e.g. \"0.0.0.0:8081\", \"[::]:8081\")" },
         { "{\"listen\": 8081}", "config: listen: 8081 is not a string" },
@@ -425,7 +431,9 @@ END_TEST
 
 START_TEST(test_valid_listen)
 {
-        const char *ok[] = { "0.0.0.0:8081", "127.0.0.1:0", "[::]:8081", "[::1]:65535", "localhost:80" };
+        /* a name is no config error: config loading does no DNS (README "Names") */
+        const char *ok[] = { "0.0.0.0:8081", "127.0.0.1:0", "[::]:8081", "[::1]:65535", "localhost:80", "example.com:80",
+                             "no-such-host.invalid:80" };
 
         for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
                 char text[128];
