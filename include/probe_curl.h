@@ -18,6 +18,14 @@
  * NULL on ENOMEM. Caller owns it (curl_easy_cleanup). */
 CURL *probe_curl_new(const char *url, bool tls_verify, int *ret_socket_errno);
 
+/* Pins the transfer's host to addrs (CURLOPT_RESOLVE "HOST:PORT:ADDR,ADDR..."; the port is
+ * that of addrs, set by attempt_resolve), so that libcurl never resolves a name itself: every
+ * kind resolves through the attempt's lookup (README "Names"). host as in the URL, without
+ * brackets; a literal address needs no pin. *pin (freed and replaced) holds the list, which
+ * must live until the transfer ends: the caller frees it (curl_slist_free_all) after
+ * probe_curl_free. 0 or -ENOMEM. */
+int probe_curl_pin(CURL *easy, const char *host, const struct addr_list *addrs, struct curl_slist **pin);
+
 /* Gives back a handle from probe_curl_new, out of the multi (attempt_curl_remove, or
  * the attempt's end, removed it): kept for reuse, at most CURL_POOL_MAX of them, else
  * cleaned up. NULL-safe. */

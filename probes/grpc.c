@@ -42,12 +42,16 @@ struct grpc_spec {
         size_t body_len;
         bool tls;
         struct probe_tls tls_keys;
+        uint16_t port;
+        char host[]; /* of address, without brackets: resolved at each attempt (README "Names") */
 };
 
 struct grpc_attempt {
         struct attempt *a;
+        const struct grpc_spec *spec;
         CURL *easy;
         struct curl_slist *headers;
+        struct curl_slist *pin; /* the host's addresses for libcurl (probe_curl_pin) */
         size_t header_bytes;
         int socket_errno; /* set when socket() fails */
         bool have_status;
@@ -104,10 +108,11 @@ static int grpc_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
                 return cfg_error(reterr, path, "address", "\"%s\" is not HOST:PORT", address);
         if (strlen(service) > GRPCWIRE_SERVICE_MAX)
                 return cfg_error(reterr, path, "service", "is longer than %d bytes", GRPCWIRE_SERVICE_MAX);
-        spec = calloc(1, sizeof(*spec));
+        spec = calloc(1, sizeof(*spec) + strlen(address) + 1);
         if (!spec)
                 return -ENOMEM;
         spec->tls = tls;
+        (void) address_split(address, false, spec->host, strlen(address) + 1, &spec->port); /* checked above */
         spec->url = strdup_printf("%s://%s" GRPC_PATH, tls ? "https" : "http", address);
         if (spec->url && (r = probe_tls_parse(obj, path, tls, spec->url, &spec->tls_keys, reterr)) < 0) {
                 grpc_free_spec(spec);
@@ -201,8 +206,36 @@ static void grpc_cancel(struct attempt *a)
 
         probe_curl_free(g->easy);
         curl_slist_free_all(g->headers);
+        curl_slist_free_all(g->pin);
         free(g);
         a->data = NULL;
+}
+
+/* The host's addresses are known: the call goes out on them. */
+static void grpc_on_resolved(struct attempt *a, const struct addr_list *addrs)
+{
+        struct grpc_attempt *g = a->data;
+        const struct grpc_spec *spec = g->spec;
+        int r = -ENOMEM;
+
+        g->easy = probe_curl_new(spec->url, spec->tls_keys.verify, &g->socket_errno);
+        if (!g->easy || probe_tls_apply(g->easy, &spec->tls_keys, spec->url) < 0 ||
+            (r = probe_curl_pin(g->easy, spec->host, addrs, &g->pin)) < 0) {
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
+                return;
+        }
+        curl_easy_setopt(g->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
+        curl_easy_setopt(g->easy, CURLOPT_POSTFIELDS, spec->body); /* the spec outlives the attempt */
+        curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE, (long) spec->body_len);
+        curl_easy_setopt(g->easy, CURLOPT_HTTPHEADER, g->headers);
+        curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, grpc_on_header);
+        curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
+        curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, grpc_on_body);
+        curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
+        r = attempt_curl_add(a, g->easy, grpc_on_done);
+        if (r < 0)
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
 }
 
 static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
@@ -231,19 +264,8 @@ static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                         return -ENOMEM;
                 g->headers = n;
         }
-        g->easy = probe_curl_new(spec->url, spec->tls_keys.verify, &g->socket_errno);
-        if (!g->easy || probe_tls_apply(g->easy, &spec->tls_keys, spec->url) < 0)
-                return -ENOMEM;
-        curl_easy_setopt(g->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
-        curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
-        curl_easy_setopt(g->easy, CURLOPT_POSTFIELDS, spec->body); /* the spec outlives the attempt */
-        curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE, (long) spec->body_len);
-        curl_easy_setopt(g->easy, CURLOPT_HTTPHEADER, g->headers);
-        curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, grpc_on_header);
-        curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
-        curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, grpc_on_body);
-        curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
-        return attempt_curl_add(a, g->easy, grpc_on_done);
+        g->spec = spec;
+        return attempt_resolve(a, spec->host, spec->port, NULL, grpc_on_resolved);
 }
 
 static const char *const grpc_keys[] = { "address", "service", "tls", PROBE_TLS_KEYS, NULL };

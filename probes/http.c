@@ -91,6 +91,7 @@ struct http_attempt {
         /* an https hop */
         CURL *easy;
         struct curl_slist *headers; /* built for this hop (an http:// spec's), or NULL */
+        struct curl_slist *pin;     /* the hop's addresses for libcurl (probe_curl_pin) */
         int socket_errno;           /* set when socket() fails */
         size_t header_bytes;
         /* body bytes this wake-up may still take (LOOP_READ_BUDGET); when they ran out, the
@@ -504,6 +505,8 @@ static void hop_free(struct http_attempt *h)
 {
         probe_curl_free(h->easy);
         h->easy = NULL;
+        curl_slist_free_all(h->pin);
+        h->pin = NULL;
         curl_slist_free_all(h->headers);
         h->headers = NULL;
         http_client_free(&h->client);
@@ -637,7 +640,7 @@ static void curl_on_resume(struct attempt *a)
                 curl_on_done(a, h->easy, rc);
 }
 
-static int curl_start(struct http_attempt *h)
+static int curl_start(struct http_attempt *h, const struct addr_list *addrs)
 {
         struct curl_slist *headers = h->spec->curl_headers;
         int r;
@@ -652,6 +655,9 @@ static int curl_start(struct http_attempt *h)
         h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->spec->tls.verify, &h->socket_errno);
         if (!h->easy || probe_tls_apply(h->easy, &h->spec->tls, h->url ? h->url : h->spec->url) < 0)
                 return -ENOMEM;
+        r = probe_curl_pin(h->easy, h->spec->host, addrs, &h->pin);
+        if (r < 0)
+                return r;
         curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(h->easy, CURLOPT_NOBODY, h->spec->head ? 1L : 0L);
         curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, curl_on_header);
@@ -659,6 +665,14 @@ static int curl_start(struct http_attempt *h)
         curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, curl_on_body);
         curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h);
         return attempt_curl_add(h->a, h->easy, curl_on_done);
+}
+
+static void curl_on_resolved(struct attempt *a, const struct addr_list *addrs)
+{
+        int r = curl_start(a->data, addrs);
+
+        if (r < 0)
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
 }
 
 /* ---- one attempt ------------------------------------------------------------------- */
@@ -671,7 +685,8 @@ static int hop_start(struct http_attempt *h, const struct url_parts *u)
         /* probed's client carries an http:// spec's requests (an https:// spec redirected
          * to http:// stays on libcurl) */
         if (!h->spec->native || (u && u->https))
-                return curl_start(h);
+                return attempt_resolve(h->a, h->spec->host, (uint16_t) (u ? u->port : h->spec->port), NULL,
+                                       curl_on_resolved);
         return client_start(h, u);
 }
 

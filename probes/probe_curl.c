@@ -1,4 +1,5 @@
 /* Shared libcurl setup for probe kinds; see include/probe_curl.h. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "bounds.h"
 #include "loop.h"
 #include "probe_curl.h"
+#include "resolver.h"
 
 /* No libcurl time limit of its own: the lifecycle's deadline ends every attempt and
  * counts only awake time, while libcurl's clock would run on through a freeze (README,
@@ -148,4 +150,36 @@ enum outcome probe_curl_error(CURL *easy, CURLcode rc, int socket_errno, char *b
         }
         snprintf(buf, n, "%s", curl_easy_strerror(rc)); /* as libcurl spells it: "URL using ...", "SSL ..." */
         return OUTCOME_FAILURE;
+}
+
+int probe_curl_pin(CURL *easy, const char *host, const struct addr_list *addrs, struct curl_slist **pin)
+{
+        char line[300 + ADDR_LIST_MAX * (INET6_ADDRSTRLEN + 3)];
+        union sockaddr_any lit;
+        socklen_t lit_len;
+        size_t off;
+
+        curl_slist_free_all(*pin);
+        *pin = NULL;
+        if (addrs->n == 0 || resolver_literal(host, 0, &lit, &lit_len))
+                return 0;
+        off = (size_t) snprintf(line, sizeof(line), "%.255s:%u:", host,
+                                (unsigned) ntohs(addrs->a[0].sa.sa_family == AF_INET6 ? addrs->a[0].in6.sin6_port
+                                                                                     : addrs->a[0].in4.sin_port));
+        for (unsigned i = 0; i < addrs->n; i++) {
+                char ip[INET6_ADDRSTRLEN];
+                bool v6 = addrs->a[i].sa.sa_family == AF_INET6;
+
+                if (!inet_ntop(addrs->a[i].sa.sa_family, v6 ? (const void *) &addrs->a[i].in6.sin6_addr
+                                                            : (const void *) &addrs->a[i].in4.sin_addr,
+                               ip, sizeof(ip)))
+                        continue;
+                off += (size_t) snprintf(line + off, sizeof(line) - off, "%s%s%s%s", off && line[off - 1] != ':' ? "," : "",
+                                         v6 ? "[" : "", ip, v6 ? "]" : "");
+        }
+        *pin = curl_slist_append(NULL, line);
+        if (!*pin)
+                return -ENOMEM;
+        curl_easy_setopt(easy, CURLOPT_RESOLVE, *pin);
+        return 0;
 }

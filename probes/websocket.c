@@ -61,6 +61,8 @@ struct ws_spec {
         char *url;         /* as configured, for /status */
         char *curl_url;    /* the same with http(s)://, for libcurl */
         char *host;        /* Host header value: host[:port] as written */
+        char *dns_host;    /* the URL's host without brackets, resolved at each attempt (README "Names") */
+        uint16_t port;     /* the URL's port, or the scheme's */
         char *target;      /* request target: path[?query] */
         char *subprotocol; /* NULL: none asked */
         char *extra;       /* user headers as "Name: value\r\n" lines, or NULL */
@@ -85,8 +87,9 @@ struct ws_attempt {
         struct attempt *a;
         const struct ws_spec *spec;
         CURL *easy;
-        int socket_errno; /* set when socket() fails */
-        int fd;           /* registered with the attempt, or -1 */
+        struct curl_slist *pin; /* the host's addresses for libcurl (probe_curl_pin) */
+        int socket_errno;       /* set when socket() fails */
+        int fd;                 /* registered with the attempt, or -1 */
         uint32_t events;  /* what fd is registered for */
         enum ws_step step;
         char key[WSFRAME_KEY_SIZE];
@@ -113,6 +116,7 @@ static void *ws_free_spec_impl(struct ws_spec *spec)
         free(spec->url);
         free(spec->curl_url);
         free(spec->host);
+        free(spec->dns_host);
         free(spec->target);
         free(spec->subprotocol);
         free(spec->extra);
@@ -238,6 +242,12 @@ static int parse_url(const char *url, const char *path, struct ws_spec *spec, ch
                 goto out;
         }
         spec->host = port ? strdup_printf("%s:%s", host, port) : strdup(host);
+        spec->port = (uint16_t) (port ? atoi(port) : tls ? 443 : 80);
+        spec->dns_host = host[0] == '[' ? strndup(host + 1, strlen(host) - 2) : strdup(host);
+        if (!spec->dns_host) {
+                r = -ENOMEM;
+                goto out;
+        }
         spec->target = strdup_printf("%s%s%s", *upath ? upath : "/", query ? "?" : "", query ? query : "");
         r = spec->host && spec->target ? 0 : -ENOMEM;
 out:
@@ -338,6 +348,7 @@ static void ws_cancel(struct attempt *a)
         struct ws_attempt *w = a->data;
 
         probe_curl_free(w->easy);
+        curl_slist_free_all(w->pin);
         free(w->out);
         free(w);
         a->data = NULL;
@@ -722,6 +733,8 @@ static void ws_on_connected(struct attempt *a, CURL *easy, CURLcode rc)
         ws_step(w);
 }
 
+static attempt_resolve_fn ws_on_resolved;
+
 static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 {
         const struct ws_spec *spec = specp;
@@ -743,9 +756,21 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
                 r = wsframe_random(w->nonce, 1); /* picks the ping payload length */
         if (r < 0)
                 return r;
-        w->easy = probe_curl_new(spec->curl_url, spec->tls.verify, &w->socket_errno);
-        if (!w->easy || probe_tls_apply(w->easy, &spec->tls, spec->curl_url) < 0)
-                return -ENOMEM;
+        return attempt_resolve(a, spec->dns_host, spec->port, NULL, ws_on_resolved);
+}
+
+/* The host's addresses are known: libcurl connects to them. */
+static void ws_on_resolved(struct attempt *a, const struct addr_list *addrs)
+{
+        struct ws_attempt *w = a->data;
+        int r = -ENOMEM;
+
+        w->easy = probe_curl_new(w->spec->curl_url, w->spec->tls.verify, &w->socket_errno);
+        if (!w->easy || probe_tls_apply(w->easy, &w->spec->tls, w->spec->curl_url) < 0 ||
+            (r = probe_curl_pin(w->easy, w->spec->dns_host, addrs, &w->pin)) < 0) {
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
+                return;
+        }
         /* the lifecycle's deadline decides (libcurl has no limit of its own), so a slow
          * connect is a timeout, not a failure */
         curl_easy_setopt(w->easy, CURLOPT_CONNECT_ONLY, 1L);
@@ -755,7 +780,9 @@ static int ws_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
         /* wss: offer only http/1.1 in ALPN, or an h2-capable front would pick h2 and the
          * HTTP/1.1 upgrade written over it would fail */
         curl_easy_setopt(w->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
-        return attempt_curl_add(a, w->easy, ws_on_connected);
+        r = attempt_curl_add(a, w->easy, ws_on_connected);
+        if (r < 0)
+                attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
 }
 
 static const char *const ws_keys[] = {

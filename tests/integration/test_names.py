@@ -164,5 +164,45 @@ def test_many_probes_few_names_answered_from_the_cache():
     assert all(p["failures"] == 0 and p["errors"] == 0 for p in harness.status(d)["probes"])
 
 
+class Peer:
+    """A tests/integration/kinds_peers.py server (python3-websockets, python3-grpcio)."""
+
+    def __init__(self, *args):
+        peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kinds_peers.py")
+        self.proc = subprocess.Popen(["/usr/bin/python3", peers] + list(args), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        harness._targets.append(self)
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("PORT "), "peer %r printed %r" % (args, line)
+        self.port = int(line.split()[1])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def test_every_kind_through_the_same_resolver():
+    """https, websocket and grpc (libcurl underneath) resolve through probed's resolver
+    too: the same "no such host" failure, then healthy once the names exist."""
+    https = harness.start_https()
+    ws, grpc = Peer("ws", "healthy"), Peer("grpc", "health")
+    dns = Dnsmasq()
+    probes = [
+        http("https", "https://%s:%d/" % (name("secure"), https.port)),
+        {"name": "ws", "type": "websocket", "url": "ws://%s:%d/" % (name("chat"), ws.port)},
+        {"name": "grpc", "type": "grpc", "address": "%s:%d" % (name("rpc"), grpc.port)},
+    ]
+    d = start_daemon(config(*probes, resolver=dns.server))
+    hosts = {"https": name("secure"), "ws": name("chat"), "grpc": name("rpc")}
+    for p, host in hosts.items():
+        v = wait_probe(d, p, lambda v: v["healthy"] is False, "%s unhealthy" % p)
+        eq(v["last_error"], "dns: %s: no such host" % host, "%s last_error" % p)
+    dns.set(["127.0.0.1 " + h for h in hosts.values()])
+    for p in hosts:
+        wait_probe(d, p, lambda v: v["healthy"] is True, "%s healthy once its name exists" % p, timeout=10)
+
+
 if __name__ == "__main__":
     harness.main()
