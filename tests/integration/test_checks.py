@@ -407,8 +407,8 @@ def test_mtls_nginx():
 
 def test_cert_expires_while_running():
     ca = Pki("ca")
-    # valid for 2 s from now (openssl ca -enddate), seconds resolution
-    end = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + 2 * harness.SCALE))
+    # valid for 3 s from now (openssl ca -enddate), seconds resolution
+    end = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + 3 * harness.SCALE))
     srv = ca.issue("app.test", "DNS:app.test", enddate=end)
     port = free_port()
     n = Nginx([(port, srv[0], srv[1], None)])
