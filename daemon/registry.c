@@ -13,6 +13,7 @@
         KIND(websocket)                                                                                                \
         KIND(grpc)                                                                                                     \
         KIND(exec)                                                                                                     \
+        KIND(dns)                                                                                                      \
         /* end of PROBE_KINDS */
 
 #define KIND_DECLARE(kind) extern const struct probe_ops kind##_probe_ops;

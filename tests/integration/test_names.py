@@ -204,5 +204,40 @@ def test_every_kind_through_the_same_resolver():
         wait_probe(d, p, lambda v: v["healthy"] is True, "%s healthy once its name exists" % p, timeout=10)
 
 
+def dns(pname, host, **kw):
+    p = {"name": pname, "type": "dns", "host": host}
+    p.update(kw)
+    return p
+
+
+def test_dns_kind_against_the_server():
+    """The dns kind asks its `server` (or where every name goes), bypasses the cache, and
+    judges `record` and `expect`; --dns NAME=HOST adds one."""
+    dns_a = Dnsmasq(["127.0.0.1 " + name("db"), "::1 " + name("v6")], ttl=60)
+    other = Dnsmasq(["127.0.0.5 " + name("db")])
+    probes = [
+        dns("plain", name("db"), server=dns_a.server),
+        dns("expected", name("db"), server=dns_a.server, expect=["127.0.0.9", "127.0.0.1"]),
+        dns("unexpected", name("db"), server=dns_a.server, expect=["127.0.0.9"]),
+        dns("aaaa", name("db"), server=dns_a.server, record="AAAA"),
+        dns("v6", name("v6"), server=dns_a.server, record="AAAA", expect=["::1"]),
+        dns("missing", name("nope"), server=dns_a.server),
+        dns("default", name("db"), expect=["127.0.0.5"]),  # through `resolver`
+    ]
+    d = start_daemon(config(*probes, resolver=other.server), args=["--dns", "flagged=" + name("db")])
+    for p in ("plain", "expected", "v6", "default", "flagged"):
+        wait_probe(d, p, lambda v: v["healthy"] is True, "%s healthy" % p)
+    for p, err in (("unexpected", "dns: %s: answered 127.0.0.1, none expected" % name("db")),
+                   ("aaaa", "dns: %s: no such host" % name("db")),
+                   ("missing", "dns: %s: no such host" % name("nope"))):
+        v = wait_probe(d, p, lambda v: v["healthy"] is False, "%s unhealthy" % p)
+        eq(v["last_error"], err, "%s last_error" % p)
+    # no cache: every attempt asks, whatever the 60 s TTL (7 probes at dns_a, every 100 ms)
+    q0 = dns_a.queries()
+    a0 = probe(d, "plain")["attempts"]
+    wait_until(lambda: probe(d, "plain")["attempts"] >= a0 + 5, timeout=5, msg="5 more attempts")
+    assert dns_a.queries() - q0 >= 5, "%d queries for 5 attempts of one probe" % (dns_a.queries() - q0)
+
+
 if __name__ == "__main__":
     harness.main()

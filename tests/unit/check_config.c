@@ -393,6 +393,16 @@ static const struct {
         { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\"}]}", "config: probes[0].address: is required" },
         { "{\"probes\": [{\"name\": \"a\", \"type\": \"http\", \"url\": \"http://127.0.0.1/\", \"method\": \"POST\"}]}",
           "config: probes[0].method: \"POST\" is not GET or HEAD" },
+        /* dns */
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"dns\"}]}", "config: probes[0].host: is required" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"dns\", \"host\": \"db\", \"record\": \"MX\"}]}",
+          "config: probes[0].record: \"MX\" is not A, AAAA or both" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"dns\", \"host\": \"db\", \"server\": \"ns1:53\"}]}",
+          "config: probes[0].server: \"ns1:53\" is not ADDR:PORT with an IP address (e.g. \"10.0.0.2:53\")" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"dns\", \"host\": \"db\", \"expect\": [\"10.0.0.1\", \"x\"]}]}",
+          "config: probes[0].expect[1]: \"x\" is not an IPv4 or IPv6 address" },
+        { "{\"probes\": [{\"name\": \"a\", \"type\": \"dns\", \"host\": \"a b\"}]}",
+          "config: probes[0].host: \"a b\" is not a host name" },
         /* ${VAR} syntax */
         { "{\"probes\": [{\"name\": \"a\", \"type\": \"tcp\", \"address\": \"127.0.0.1:${X\"}]}",
           "config: probes[0].address: has \"${\" without a closing \"}\" (use ${VAR} or ${VAR:-default})" },
@@ -413,7 +423,7 @@ END_TEST
 START_TEST(test_unknown_type)
 {
         char want[256] = "config: probes[0].type: \"htp\" is not a known type (";
-        const char *kinds[] = { "http", "tcp", "websocket", "grpc", "exec" };
+        const char *kinds[] = { "http", "tcp", "websocket", "grpc", "exec", "dns" };
         bool first = true;
 
         for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
@@ -615,6 +625,7 @@ static const struct {
         { { "http", "web=" }, "--http web=: expected NAME=URL" },
         { { "grpc", "rpc" }, "--grpc rpc: expected NAME=HOST:PORT[/SERVICE]" },
         { { "exec", "x" }, "--exec x: expected NAME=CMD" },
+        { { "dns", "db" }, "--dns db: expected NAME=HOST" },
         { { "ws", "x" }, "--ws x: expected NAME=URL" },
         { { "http", "a/b=http://127.0.0.1/" },
           "--http a/b=http://127.0.0.1/: name: \"a/b\" is not a valid name (1 to 64 of A-Z a-z 0-9 _ . -)" },
