@@ -43,6 +43,7 @@ struct attempt_res {
                 uint16_t port;
                 const char *waiting_for; /* the kind's, back once the answer came */
         } dns;
+        union sockaddr_any addr; /* attempt_set_address; family 0: none */
 };
 
 struct attempt_ending {
@@ -113,8 +114,18 @@ static void attempt_on_curl(struct loop *l, CURL *easy, CURLcode rc, void *data)
         struct attempt_ending e;
 
         (void) l;
+        char *ip = NULL;
+        long port = 0;
+        union sockaddr_any addr;
+        socklen_t len;
+
         if (a->res->curl.easy != easy || !dispatch_begin(a, a->res->curl.id, &e))
                 return;
+        /* the address libcurl used, whatever the kind (a failed connect may not have one) */
+        if (curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip && *ip &&
+            curl_easy_getinfo(easy, CURLINFO_PRIMARY_PORT, &port) == CURLE_OK &&
+            resolver_literal(ip, (uint16_t) port, &addr, &len))
+                attempt_set_address(a, &addr);
         a->res->curl.fn(a, easy, rc);
         dispatch_end(a, &e);
 }
@@ -133,6 +144,7 @@ static void attempt_resolved(struct attempt *a, const struct resolver_result *re
         }
         addrs = *res->addrs;
         addr_list_set_port(&addrs, a->res->dns.port);
+        attempt_set_address(a, &addrs.a[0]);
         a->res->dns.fn(a, &addrs);
 }
 
@@ -186,6 +198,7 @@ static struct attempt_res *attempt_res_new(struct attempt *a)
         r->curl.lc = (struct loop_curl){ .fn = attempt_on_curl, .data = a };
         r->curl.easy = NULL;
         r->dns.w = (struct resolver_wait){ .fn = attempt_on_resolved };
+        r->addr.sa.sa_family = AF_UNSPEC;
         return r;
 }
 
@@ -275,6 +288,20 @@ void attempt_release(struct attempt *a)
         a->res->next_free = a->probe->d->res_free;
         a->probe->d->res_free = a->res;
         a->res = NULL;
+}
+
+void attempt_set_address(struct attempt *a, const union sockaddr_any *addr)
+{
+        if (a->res)
+                a->res->addr = *addr;
+}
+
+bool attempt_address(const struct attempt *a, union sockaddr_any *ret)
+{
+        if (!a->res || a->res->addr.sa.sa_family == AF_UNSPEC)
+                return false;
+        *ret = a->res->addr;
+        return true;
 }
 
 void attempt_res_drain(struct daemon *d)

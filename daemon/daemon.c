@@ -369,6 +369,12 @@ void attempt_finish(struct attempt *a, enum outcome o, const char *reason)
         loop_set_inflight(a->loop, p->d->running > 0);
         if (p->d->q_head && !timer_armed(&p->d->slot_timer))
                 loop_timer_arm(a->loop, &p->d->slot_timer, now_ns());
+        union sockaddr_any addr;
+        if (attempt_address(a, &addr)) { /* /status last_address: kept before the registrations go */
+                struct probe_view *v = probe_mut(p);
+                if (v)
+                        v->last_address = addr;
+        }
         attempt_release(a);
         if (a->data)
                 p->cfg->ops->cancel(a);

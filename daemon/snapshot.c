@@ -339,6 +339,7 @@ static void json_probe(struct buf *b, const struct probe_view *v)
         };
         bool ended = (int) v->last_outcome >= 0 && v->last_outcome < _OUTCOME_MAX;
         bool first = true;
+        char addr[64];
 
         buf_putc(b, '{');
         json_key(b, "name");
@@ -397,6 +398,9 @@ static void json_probe(struct buf *b, const struct probe_view *v)
         buf_putc(b, ',');
         json_key(b, "output");
         json_string_len(b, v->output, v->output_len);
+        buf_putc(b, ',');
+        json_key(b, "last_address");
+        json_string(b, address_format(&v->last_address, addr, sizeof(addr)));
         buf_putc(b, '}');
 }
 

@@ -273,6 +273,23 @@ bool dns_servers_valid(const char *s)
         }
 }
 
+const char *address_format(const union sockaddr_any *a, char *buf, size_t n)
+{
+        char ip[INET6_ADDRSTRLEN];
+        bool v6 = a->sa.sa_family == AF_INET6;
+        unsigned port = ntohs(v6 ? a->in6.sin6_port : a->in4.sin_port);
+
+        if ((a->sa.sa_family != AF_INET && !v6) ||
+            !inet_ntop(a->sa.sa_family, v6 ? (const void *) &a->in6.sin6_addr : (const void *) &a->in4.sin_addr, ip,
+                       sizeof(ip)))
+                return NULL;
+        if (port == 0)
+                snprintf(buf, n, "%s", ip);
+        else
+                snprintf(buf, n, v6 ? "[%s]:%u" : "%s:%u", ip, port);
+        return buf;
+}
+
 void addr_list_set_port(struct addr_list *l, uint16_t port)
 {
         for (unsigned i = 0; i < l->n; i++) {

@@ -93,6 +93,8 @@ void daemon_apply_settings(struct daemon *d); /* stall threshold, freshness, log
 int attempt_begin(struct attempt *a, const struct probe_ops *ops, const void *spec, uint64_t timeout_ms);
 void attempt_release(struct attempt *a);  /* every registration out, the block back to d->res_free */
 void attempt_res_drain(struct daemon *d); /* frees d->res_free */
+/* What attempt_set_address kept, into *ret; false when nothing was (call before release). */
+bool attempt_address(const struct attempt *a, union sockaddr_any *ret);
 /* daemon.c: the rest of attempt_end once no kind callback is on the stack */
 void attempt_finish(struct attempt *a, enum outcome o, const char *reason);
 

@@ -80,6 +80,7 @@ typedef void attempt_timer_fn(struct attempt *a);
 typedef void attempt_curl_fn(struct attempt *a, CURL *easy, CURLcode result);
 struct addr_list;
 struct resolver_query;
+union sockaddr_any;
 /* The addresses of a name, its port set in each: borrowed for the call. */
 typedef void attempt_resolve_fn(struct attempt *a, const struct addr_list *addrs);
 
@@ -179,3 +180,8 @@ void attempt_curl_remove(struct attempt *a, CURL *easy);
  * both families through the cache. Returns 0, or -ENOSPC when the attempt is not running. */
 int attempt_resolve(struct attempt *a, const char *host, uint16_t port, const struct resolver_query *q,
                     attempt_resolve_fn *fn);
+/* The address the attempt connects to, or tries (copied): /status's last_address once the
+ * attempt ended (README "HTTP endpoints"). A lookup's answer sets its first address, each
+ * connect the address it tries (probe_connect_next), a libcurl completion the address
+ * libcurl used; the last one set wins. */
+void attempt_set_address(struct attempt *a, const union sockaddr_any *addr);

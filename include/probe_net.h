@@ -17,8 +17,9 @@ int probe_connect(const union sockaddr_any *a, socklen_t len);
 /* probe_connect to the addresses of l from *next on (advancing it), until one socket is
  * connecting: returns its fd. An address that fails passes to the next (localhost: ::1,
  * then 127.0.0.1). When none is left, returns -errno of the last failure (err: the
- * failure of the address before, 0 at first). */
-int probe_connect_next(const struct addr_list *l, unsigned *next, int err);
+ * failure of the address before, 0 at first). Each address tried becomes the attempt's
+ * last_address (attempt_set_address). */
+int probe_connect_next(struct attempt *a, const struct addr_list *l, unsigned *next, int err);
 
 /* Deregisters *fd from the attempt (when registered), closes it and sets it to -1;
  * nothing when it is < 0. */

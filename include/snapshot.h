@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "probe.h"
+#include "util.h"
 
 /* Histogram buckets of probed_probe_duration_seconds, upper bounds in seconds. */
 #define DURATION_BUCKETS                                                                                               \
@@ -42,6 +43,7 @@ struct probe_view {
         char *output;                  /* owned; exec output, NULL for other kinds: output_len
                                         * bytes (NUL among them too), then a NUL */
         size_t output_len;
+        union sockaddr_any last_address; /* what the last attempt connected to or tried; family 0: none */
         /* completed attempts (success/failure/timeout) by duration */
         uint64_t duration_bucket[N_DURATION_BUCKETS]; /* cumulative counts: le bound */
         uint64_t duration_count;

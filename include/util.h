@@ -79,5 +79,8 @@ int host_resolve(const char *host, uint16_t port, bool passive, struct addr_list
 /* "ADDR:PORT[,ADDR:PORT...]" with literal IPv4 or [IPv6] addresses: DNS servers (the
  * config's `resolver`, a dns probe's `server`). */
 bool dns_servers_valid(const char *s);
+/* "10.0.0.1:80", "[::1]:80" (port 0: the address alone) into buf (at least 64 bytes);
+ * NULL when a holds no address (family 0). */
+const char *address_format(const union sockaddr_any *a, char *buf, size_t n);
 /* Sets the port of every address of l. */
 void addr_list_set_port(struct addr_list *l, uint16_t port);

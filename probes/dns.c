@@ -142,6 +142,7 @@ static void dns_on_resolved(struct attempt *a, const struct addr_list *addrs)
                 for (unsigned j = 0; j < spec->n_expect; j++)
                         if (same_address(&addrs->a[i], &spec->expect[j])) {
                                 address_text(&addrs->a[i], one, sizeof(one));
+                                attempt_set_address(a, &addrs->a[i]); /* last_address: the one expected */
                                 attempt_end(a, OUTCOME_SUCCESS, "answered %s", one);
                                 return;
                         }

@@ -79,7 +79,7 @@ static int client_connect_next(struct stream_client *c, int err)
         int fd;
 
         stream_client_close(c);
-        fd = probe_connect_next(c->addrs, &c->next_addr, err);
+        fd = probe_connect_next(c->a, c->addrs, &c->next_addr, err);
         if (fd >= 0) {
                 c->fd = fd;
                 return client_send(c);

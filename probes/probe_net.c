@@ -24,11 +24,13 @@ int probe_connect(const union sockaddr_any *a, socklen_t len)
         return r;
 }
 
-int probe_connect_next(const struct addr_list *l, unsigned *next, int err)
+int probe_connect_next(struct attempt *a, const struct addr_list *l, unsigned *next, int err)
 {
         while (*next < l->n) {
                 unsigned i = (*next)++;
                 int fd = probe_connect(&l->a[i], l->len[i]);
+
+                attempt_set_address(a, &l->a[i]);
                 if (fd >= 0)
                         return fd;
                 err = -fd;

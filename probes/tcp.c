@@ -120,7 +120,7 @@ static attempt_io_fn tcp_on_io;
 static int tcp_connect_next(struct attempt *a, struct tcp_attempt *t, int err)
 {
         char msg[96];
-        int fd = probe_connect_next(&t->addrs, &t->next, err), r;
+        int fd = probe_connect_next(a, &t->addrs, &t->next, err), r;
 
         if (fd >= 0) {
                 t->fd = fd;

@@ -94,10 +94,12 @@ def test_record_change_followed_within_ttl():
     t = start_target()  # listens on 127.0.0.1 only: 127.0.0.2 refuses
     dns = Dnsmasq(["127.0.0.2 " + name("db")], ttl=1)
     d = start_daemon(config(tcp("db", "%s:%d" % (name("db"), t.port)), resolver=dns.server))
-    wait_probe(d, "db", lambda v: v["healthy"] is False, "db unhealthy on the dead address")
+    v = wait_probe(d, "db", lambda v: v["healthy"] is False, "db unhealthy on the dead address")
+    eq(v["last_address"], "127.0.0.2:%d" % t.port, "last_address on the dead address")
     dns.set(["127.0.0.1 " + name("db")])
     changed = time.monotonic()
-    wait_probe(d, "db", lambda v: v["healthy"] is True, "db healthy on the new address", timeout=5)
+    v = wait_probe(d, "db", lambda v: v["healthy"] is True, "db healthy on the new address", timeout=5)
+    eq(v["last_address"], "127.0.0.1:%d" % t.port, "last_address on the new address")
     # TTL 1 s, plus a period and the thresholds
     assert time.monotonic() - changed < 3 * harness.SCALE, "followed after %.1fs" % (time.monotonic() - changed)
     dns.set(["127.0.0.2 " + name("db")])
@@ -133,12 +135,20 @@ def test_resolver_that_never_answers():
 def test_several_addresses_first_dead():
     """Every address of the answer is tried in turn: dead ones first, the live one last."""
     t = start_target()
+    dead = harness.free_port()
     dns = Dnsmasq(["127.0.0.2 " + name("multi"), "127.0.0.3 " + name("multi"), "127.0.0.1 " + name("multi")])
     d = start_daemon(config(tcp("db", "%s:%d" % (name("multi"), t.port)),
-                            http("api", "http://%s:%d/health" % (name("multi"), t.port)), resolver=dns.server))
+                            http("api", "http://%s:%d/health" % (name("multi"), t.port)),
+                            tcp("none", "%s:%d" % (name("multi"), dead)), resolver=dns.server))
     for p in ("db", "api"):
         v = wait_probe(d, p, lambda v: v["successes"] >= 3, "%s succeeds" % p)
         eq((v["failures"], v["timeouts"], v["errors"]), (0, 0, 0), "%s failures, timeouts, errors" % p)
+        eq(v["last_address"], "127.0.0.1:%d" % t.port, "%s last_address: the one that answered" % p)
+    # all three refuse: each is tried in the answer's order (dnsmasq's: its hosts file's),
+    # so the last tried is 127.0.0.1; "db" and "api" thus reached it past two dead ones
+    v = wait_probe(d, "none", lambda v: v["failures"] >= 1, "none fails")
+    eq(v["last_error"], "connect: connection refused", "none last_error")
+    eq(v["last_address"], "127.0.0.1:%d" % dead, "none last_address: the last of the answer")
 
 
 def test_many_probes_few_names_answered_from_the_cache():
@@ -200,8 +210,10 @@ def test_every_kind_through_the_same_resolver():
         v = wait_probe(d, p, lambda v: v["healthy"] is False, "%s unhealthy" % p)
         eq(v["last_error"], "dns: %s: no such host" % host, "%s last_error" % p)
     dns.set(["127.0.0.1 " + h for h in hosts.values()])
+    ports = {"https": https.port, "ws": ws.port, "grpc": grpc.port}
     for p in hosts:
-        wait_probe(d, p, lambda v: v["healthy"] is True, "%s healthy once its name exists" % p, timeout=10)
+        v = wait_probe(d, p, lambda v: v["healthy"] is True, "%s healthy once its name exists" % p, timeout=10)
+        eq(v["last_address"], "127.0.0.1:%d" % ports[p], "%s last_address (where libcurl connected)" % p)
 
 
 def dns(pname, host, **kw):
@@ -227,6 +239,7 @@ def test_dns_kind_against_the_server():
     d = start_daemon(config(*probes, resolver=other.server), args=["--dns", "flagged=" + name("db")])
     for p in ("plain", "expected", "v6", "default", "flagged"):
         wait_probe(d, p, lambda v: v["healthy"] is True, "%s healthy" % p)
+    eq(probe(d, "expected")["last_address"], "127.0.0.1", "last_address of a dns probe: the address expected")
     for p, err in (("unexpected", "dns: %s: answered 127.0.0.1, none expected" % name("db")),
                    ("aaaa", "dns: %s: no such host" % name("db")),
                    ("missing", "dns: %s: no such host" % name("nope"))):

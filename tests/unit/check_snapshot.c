@@ -481,6 +481,7 @@ static const char *const probe_keys[] = {
         "last_attempt",
         "last_change",
         "output",
+        "last_address",
 };
 
 START_TEST(test_status_fields)
@@ -519,6 +520,9 @@ START_TEST(test_status_fields)
         v->last_duration_ms = 1001;
         v->last_attempt_wall_ns = UINT64_C(1795555692123000000);
         v->last_change_wall_ns = UINT64_C(1795555600000000000);
+        v->last_address.in6.sin6_family = AF_INET6;
+        v->last_address.in6.sin6_addr.s6_addr[15] = 1;
+        v->last_address.in6.sin6_port = htons(8080);
 
         v = s->probes[2];
         v->state = PROBE_BACKOFF;
@@ -568,6 +572,7 @@ START_TEST(test_status_fields)
         expect_null(p, "last_attempt");
         expect_null(p, "last_change");
         expect_null(p, "output");
+        expect_null(p, "last_address"); /* before any attempt */
 
         p = cJSON_GetArrayItem(probes, 1);
         expect_string(p, "name", "api");
@@ -599,6 +604,7 @@ START_TEST(test_status_fields)
         expect_string(p, "last_attempt", when);
         expect_string(p, "last_change", changed);
         expect_null(p, "output");
+        expect_string(p, "last_address", "[::1]:8080");
 
         p = cJSON_GetArrayItem(probes, 2);
         sc = get(p, "scopes");
@@ -613,6 +619,7 @@ START_TEST(test_status_fields)
         expect_string(p, "last_attempt", when);
         expect_null(p, "last_change");
         expect_string(p, "output", "");
+        expect_null(p, "last_address"); /* exec */
         cJSON_Delete(j);
 
         /* status words and the other booleans */
