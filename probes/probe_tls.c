@@ -1,8 +1,11 @@
 /* TLS keys of the libcurl-based kinds; see include/probe_tls.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -26,15 +29,32 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 }
 
 /* Opens file for key, or sets *reterr ("config: probes[0].ca_file: cannot read
- * "/x.pem": no such file or directory"). */
+ * "/x.pem": no such file or directory"). Only a regular file of at most
+ * MAX_CONFIG_BYTES: a FIFO would block the load, /dev/zero would never end. */
 static FILE *tls_open(const char *path, const char *key, const char *file, int *r, char **reterr)
 {
-        FILE *f = fopen(file, "re");
+        int fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
         char msg[96];
+        FILE *f;
 
-        if (!f) {
+        if (fd < 0 || fstat(fd, &st) < 0) {
                 probe_strerror(errno, msg, sizeof(msg));
+                if (fd >= 0)
+                        close(fd);
                 *r = cfg_error(reterr, path, key, "cannot read \"%s\": %s", file, msg);
+                return NULL;
+        }
+        if (!S_ISREG(st.st_mode) || st.st_size > (off_t) MAX_CONFIG_BYTES) {
+                close(fd);
+                *r = cfg_error(reterr, path, key, "\"%s\" is not a regular file of at most %u bytes", file,
+                               MAX_CONFIG_BYTES);
+                return NULL;
+        }
+        f = fdopen(fd, "r");
+        if (!f) {
+                close(fd);
+                *r = -ENOMEM;
         }
         return f;
 }

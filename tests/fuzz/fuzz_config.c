@@ -95,9 +95,11 @@ static void check_round_trip(const struct config *c)
         j2 = config_to_json(c2);
         if (!j2)
                 goto out;
-        if (!cJSON_Compare(j, j2, 1)) {
-                text2 = cJSON_PrintUnformatted(j2);
-                fprintf(stderr, "first:  %s\nsecond: %s\n", text, text2 ? text2 : "(null)");
+        /* the printed text, not cJSON_Compare: that finds an object with a repeated key
+         * (two "headers" of one name) unequal to itself, as it looks each key up by name */
+        text2 = cJSON_PrintUnformatted(j2);
+        if (text2 && strcmp(text, text2) != 0) {
+                fprintf(stderr, "first:  %s\nsecond: %s\n", text, text2);
                 fail("config_to_json differs after a round trip", NULL);
         }
         if (c->n_probes != c2->n_probes)

@@ -21,7 +21,8 @@ runs), so that a test can act at a known point of an attempt without sleeping.
         chatty    answers the ping only after a 70000-byte text frame (64-bit length), a
                   fragmented binary message, an unsolicited pong and a ping of its own
         hang      never answers the handshake at all
-    kinds_peers.py grpc MODE [CERT KEY] python3-grpcio server on h2c (with CERT and KEY: TLS):
+    kinds_peers.py grpc MODE [CERT KEY [CA]] python3-grpcio server on h2c (with CERT and KEY:
+                                        TLS; with CA too: a client certificate from CA required):
         health    grpc.health.v1.Health/Check: "" and "ok" SERVING, "down" NOT_SERVING,
                   "slow" answers after 60 s, anything else NOT_FOUND "unknown service"
         none      no Health service at all (UNIMPLEMENTED)
@@ -188,7 +189,7 @@ def service_of(request):
     return service
 
 
-def serve_grpc(mode, cert=None, key=None):
+def serve_grpc(mode, cert=None, key=None, client_ca=None):
     from concurrent import futures
 
     import grpc
@@ -215,7 +216,9 @@ def serve_grpc(mode, cert=None, key=None):
         raise SystemExit("unknown grpc mode " + mode)
     if cert:
         with open(cert, "rb") as c, open(key, "rb") as k:
-            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+            ca = open(client_ca, "rb").read() if client_ca else None
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())], root_certificates=ca,
+                                                require_client_auth=bool(ca))
         port = server.add_secure_port("127.0.0.1:0", creds)
     else:
         port = server.add_insecure_port("127.0.0.1:0")
@@ -231,6 +234,6 @@ if __name__ == "__main__":
     elif kind == "rawws":
         serve_rawws(mode)
     elif kind == "grpc":
-        serve_grpc(mode, *sys.argv[3:5])
+        serve_grpc(mode, *sys.argv[3:6])
     else:
         raise SystemExit("unknown peer kind " + kind)

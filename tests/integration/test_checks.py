@@ -112,6 +112,8 @@ def test_new_keys_in_check_config_and_errors():
          % os.path.join(d, "none.pem")),
         (http("h", "https://127.0.0.1:1/", ca_file=path),
          'probed: config: probes[0].ca_file: "%s" holds no PEM certificate' % path),
+        (http("h", "https://127.0.0.1:1/", ca_file="/dev/zero"),  # never read forever
+         'probed: config: probes[0].ca_file: "/dev/zero" is not a regular file of at most 4194304 bytes'),
         (http("h", "http://127.0.0.1:1/", server_name="x"),
          "probed: config: probes[0].server_name: applies to TLS only"),
         (grpc("g", "127.0.0.1:1", ca_file=path),
@@ -425,16 +427,27 @@ def test_cert_expires_while_running():
 def test_tls_grpc_and_wss():
     ca, other = Pki("ca"), Pki("other")
     cert, key = ca.issue("app.test", "DNS:app.test")
+    client = ca.issue("probed-client", "DNS:probed-client")
     g = peer("grpc", "health", cert, key)
+    gm = peer("grpc", "health", cert, key, ca.ca)  # requires a client certificate from ca
     w = peer("ws", "echo", cert, key)
     addr = "127.0.0.1:%d" % g.port
     d = start_daemon(config(
         grpc("grpc", addr, tls=True, ca_file=ca.ca, server_name="app.test"),
         grpc("grpc_wrongca", addr, tls=True, ca_file=other.ca, server_name="app.test"),
+        grpc("grpc_mtls", "127.0.0.1:%d" % gm.port, tls=True, ca_file=ca.ca, server_name="app.test",
+             cert_file=client[0], key_file=client[1]),
+        grpc("grpc_nocert", "127.0.0.1:%d" % gm.port, tls=True, ca_file=ca.ca, server_name="app.test"),
         ws("wss", "wss://127.0.0.1:%d/" % w.port, ca_file=ca.ca, server_name="app.test", send="hi", expect="hi"),
         ws("wss_wrongca", "wss://127.0.0.1:%d/" % w.port, ca_file=other.ca, server_name="app.test")))
     passing(d, "grpc")
+    passing(d, "grpc_mtls")
     passing(d, "wss")
+    # TLS 1.3: the server's "certificate required" alert comes after the handshake, and
+    # libcurl reports whichever write or read meets it ("broken pipe", "Transferred a
+    # partial file"): only the failure is certain
+    p = wait_probe(d, "grpc_nocert", lambda p: p["last_outcome"] is not None, "grpc_nocert to end")
+    eq((p["last_outcome"], p["successes"]), ("failure", 0), "grpc_nocert outcome")
     failing(d, "grpc_wrongca", "certificate verify failed: unable to get local issuer certificate")
     failing(d, "wss_wrongca", "connect: certificate verify failed: unable to get local issuer certificate")
 
