@@ -41,7 +41,7 @@ struct grpc_spec {
         uint8_t *body; /* length-prefixed HealthCheckRequest */
         size_t body_len;
         bool tls;
-        struct probe_tls tls_keys;
+        struct probe_tls *tls_keys; /* NULL: unverified, no TLS key */
         uint16_t port;
         char host[]; /* of address, without brackets: resolved at each attempt (README "Names") */
 };
@@ -72,7 +72,7 @@ static void grpc_free_spec(void *p)
                 return;
         free(spec->url);
         free(spec->body);
-        probe_tls_free(&spec->tls_keys);
+        probe_tls_free(spec->tls_keys);
         free(spec);
 }
 
@@ -218,8 +218,8 @@ static void grpc_on_resolved(struct attempt *a, const struct addr_list *addrs)
         const struct grpc_spec *spec = g->spec;
         int r = -ENOMEM;
 
-        g->easy = probe_curl_new(spec->url, spec->tls_keys.verify, &g->socket_errno);
-        if (!g->easy || probe_tls_apply(g->easy, &spec->tls_keys, spec->url) < 0 ||
+        g->easy = probe_curl_new(spec->url, probe_tls_verify(spec->tls_keys), &g->socket_errno);
+        if (!g->easy || probe_tls_apply(g->easy, spec->tls_keys, spec->url) < 0 ||
             (r = probe_curl_pin(g->easy, spec->host, addrs, &g->pin)) < 0) {
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
                 return;

@@ -76,7 +76,7 @@ struct http_spec {
         char *removed;                   /* "Name:\r\n" lines: headers emptied by the user, for libcurl */
         struct curl_slist *curl_headers; /* https:// specs: libcurl's header list, built once */
         bool head, keep_body, host_set, native;
-        struct probe_tls tls;
+        struct probe_tls *tls; /* NULL: unverified, no TLS key */
         unsigned port;
         char *host; /* the URL's host without the brackets of an IPv6 literal, to resolve */
         size_t n_ranges;
@@ -269,7 +269,7 @@ static void http_free_spec(void *p)
                 regfree(spec->body_regex);
         free(spec->body_regex);
         cJSON_Delete(spec->expect_json);
-        probe_tls_free(&spec->tls);
+        probe_tls_free(spec->tls);
         free(spec->request);
         free(spec->removed);
         free(spec->host);
@@ -652,8 +652,8 @@ static int curl_start(struct http_attempt *h, const struct addr_list *addrs)
                 if (r < 0)
                         return r;
         }
-        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, h->spec->tls.verify, &h->socket_errno);
-        if (!h->easy || probe_tls_apply(h->easy, &h->spec->tls, h->url ? h->url : h->spec->url) < 0)
+        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, probe_tls_verify(h->spec->tls), &h->socket_errno);
+        if (!h->easy || probe_tls_apply(h->easy, h->spec->tls, h->url ? h->url : h->spec->url) < 0)
                 return -ENOMEM;
         r = probe_curl_pin(h->easy, h->spec->host, addrs, &h->pin);
         if (r < 0)

@@ -159,14 +159,15 @@ static struct curl_slist *connect_to_new(const char *url)
         return l;
 }
 
-int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *url, struct probe_tls *t, char **reterr)
+int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *url, struct probe_tls **ret, char **reterr)
 {
+        struct probe_tls *t = NULL;
         static const char *const file_keys[] = { "ca_file", "cert_file", "key_file", "server_name" };
         const char *ca = NULL, *cert = NULL, *key = NULL, *name = NULL;
         bool verify = false, verify_set = cJSON_HasObjectItem(obj, "tls_verify");
         int r;
 
-        *t = (struct probe_tls){ 0 };
+        *ret = NULL;
         if ((r = cfg_bool(obj, "tls_verify", path, &verify, reterr)) < 0 ||
             (r = cfg_string(obj, "ca_file", path, false, &ca, reterr)) < 0 ||
             (r = cfg_string(obj, "cert_file", path, false, &cert, reterr)) < 0 ||
@@ -184,6 +185,15 @@ int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *url, str
                 return cfg_error(reterr, path, "key_file", "needs cert_file");
         if (name && !server_name_valid(name))
                 return cfg_error(reterr, path, "server_name", "\"%s\" is not a DNS name", name);
+        if (ca && !verify_set && !cJSON_AddBoolToObject(obj, "tls_verify", true))
+                return -ENOMEM;
+        if (!cJSON_HasObjectItem(obj, "tls_verify") && !cJSON_AddBoolToObject(obj, "tls_verify", false))
+                return -ENOMEM;
+        if (!verify && !ca && !cert && !name)
+                return 0; /* nothing asked: no struct */
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
         t->verify = verify || ca;
         if ((ca && !(t->ca_file = strdup(ca))) || (cert && !(t->cert_file = strdup(cert))) ||
             (cert && !(t->key_file = strdup(key ? key : cert))) || (name && !(t->server_name = strdup(name))))
@@ -194,10 +204,7 @@ int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *url, str
         }
         if (name && !(t->connect_to = connect_to_new(url)))
                 goto oom;
-        if (ca && !verify_set && !cJSON_AddBoolToObject(obj, "tls_verify", true))
-                goto oom;
-        if (!cJSON_HasObjectItem(obj, "tls_verify") && !cJSON_AddBoolToObject(obj, "tls_verify", false))
-                goto oom;
+        *ret = t;
         return 0;
 oom:
         probe_tls_free(t);
@@ -206,16 +213,20 @@ oom:
 
 void probe_tls_free(struct probe_tls *t)
 {
+        if (!t)
+                return;
         free(t->ca_file);
         free(t->cert_file);
         free(t->key_file);
         free(t->server_name);
         curl_slist_free_all(t->connect_to);
-        *t = (struct probe_tls){ 0 };
+        free(t);
 }
 
 int probe_tls_apply(CURL *e, const struct probe_tls *t, const char *url)
 {
+        if (!t)
+                return 0; /* probe_curl_new's settings: unverified */
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, t->verify ? 1L : 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, t->verify ? 2L : 0L);
         /* a resumed session skips the certificate: each attempt sees the server's own */

@@ -70,7 +70,7 @@ struct ws_spec {
         bool ping;
         char *send, *expect; /* one text message, and what an answer must contain; or NULL */
         char *waiting;       /* "message with \"<expect>\"": waiting_for and errors */
-        struct probe_tls tls;
+        struct probe_tls *tls; /* NULL: unverified, no TLS key */
 };
 
 enum ws_step {
@@ -123,7 +123,7 @@ static void *ws_free_spec_impl(struct ws_spec *spec)
         free(spec->send);
         free(spec->expect);
         free(spec->waiting);
-        probe_tls_free(&spec->tls);
+        probe_tls_free(spec->tls);
         free(spec);
         return NULL;
 }
@@ -284,9 +284,9 @@ static int host_for_server_name(struct ws_spec *spec)
         const char *colon = strrchr(spec->host, ':'), *bracket = strrchr(spec->host, ']');
         char *h;
 
-        if (!spec->tls.server_name)
+        if (!spec->tls || !spec->tls->server_name)
                 return 0;
-        h = strdup_printf("%s%s", spec->tls.server_name, colon && (!bracket || colon > bracket) ? colon : "");
+        h = strdup_printf("%s%s", spec->tls->server_name, colon && (!bracket || colon > bracket) ? colon : "");
         if (!h)
                 return -ENOMEM;
         free(spec->host);
@@ -765,8 +765,8 @@ static void ws_on_resolved(struct attempt *a, const struct addr_list *addrs)
         struct ws_attempt *w = a->data;
         int r = -ENOMEM;
 
-        w->easy = probe_curl_new(w->spec->curl_url, w->spec->tls.verify, &w->socket_errno);
-        if (!w->easy || probe_tls_apply(w->easy, &w->spec->tls, w->spec->curl_url) < 0 ||
+        w->easy = probe_curl_new(w->spec->curl_url, probe_tls_verify(w->spec->tls), &w->socket_errno);
+        if (!w->easy || probe_tls_apply(w->easy, w->spec->tls, w->spec->curl_url) < 0 ||
             (r = probe_curl_pin(w->easy, w->spec->dns_host, addrs, &w->pin)) < 0) {
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
                 return;

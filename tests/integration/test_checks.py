@@ -382,12 +382,16 @@ def test_mtls_nginx():
         d = start_daemon(config(
             http("nocert", url, **named),
             http("mtls", url, cert_file=client[0], key_file=client[1], **named),
+            # a host name: its addresses (resolved by probed) reach libcurl beside server_name
+            http("mtls_localhost", "https://localhost:%d/" % port, cert_file=client[0], key_file=client[1],
+                 **named),
             http("strangercert", url, cert_file=stranger[0], key_file=stranger[1], **named),
             http("wrongca", url, ca_file=other.ca, server_name="app.test", cert_file=client[0],
                  key_file=client[1]),
             http("noname", url, ca_file=ca.ca, cert_file=client[0], key_file=client[1]),
             http("unverified", url, cert_file=client[0], key_file=client[1])))
         passing(d, "mtls")
+        passing(d, "mtls_localhost")
         passing(d, "unverified")  # tls_verify defaults to false, as kubelet
         failing(d, "nocert", "status 400")  # nginx: "No required SSL certificate was sent"
         failing(d, "strangercert", "status 400")  # nginx: "The SSL certificate error"
