@@ -289,6 +289,51 @@ def test_grpc_1000_concurrent_checks_within_bounds():
         [l for l in text.splitlines() if "grpc_health" in l]
 
 
+def test_grpc_idle_connections_count_and_are_shed():
+    """1,200 h2c connections that sent the preface and SETTINGS but no request: they
+    count toward the connection limit (1024), so the oldest idle ones are shed (closed by
+    the server) as more arrive, and a new /livez and a new Check are answered at once."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1400 <= hard or hard == resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096) if hard == resource.RLIM_INFINITY
+                                                    else min(hard, 4096), hard))
+    d = start_daemon(args=["--tcp", "app=127.0.0.1:%d" % harness.free_port()])
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    socks = []
+    try:
+        for _ in range(1200):
+            s = socket.create_connection(("127.0.0.1", d.port))
+            s.sendall(PREFACE + settings)
+            socks.append(s)
+        t0 = time.monotonic()
+        eq(curl(d.url("/livez"))[0], 200, "/livez beside 1,200 idle h2c connections")
+        eq(py_checks(d.port, ["liveness"]), {"liveness": "SERVING"}, "Check beside them")
+        took = time.monotonic() - t0
+        assert took < 2 * harness.SCALE, "answers took %.2fs" % took
+
+        def shed():
+            n = 0
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    while True:
+                        b = s.recv(65536)
+                        if not b:
+                            n += 1
+                            break
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:
+                    n += 1
+            return n if n >= 1200 - 1024 else None
+        n = wait_until(shed, timeout=10, interval=0.2, msg="idle h2c connections shed")
+        print("INFO %d of 1,200 idle h2c connections shed; /livez and Check in %.0f ms" % (n, took * 1000))
+    finally:
+        for s in socks:
+            s.close()
+
+
 @contextlib.contextmanager
 def hooks_binary():
     saved = harness.PROBED
