@@ -345,18 +345,19 @@ def hooks_binary():
 
 
 def test_grpc_watchdog_stuck_loop_not_serving():
-    """The loop thread spins 3 s (watchdog 1s): Check answers NOT_SERVING for every
-    name, as the verdict endpoints answer 503; SERVING again once it runs."""
+    """The loop thread spins 6 s (watchdog 1s; each answer first waits fresh_wait, 300 ms): Check answers NOT_SERVING for every
+    name (unknown ones stay NOT_FOUND), as the verdict endpoints answer 503; SERVING
+    again once it runs."""
     t = start_target()
     with hooks_binary():
         d = start_daemon(config(tcp("app", "127.0.0.1:%d" % t.port), watchdog="1s"),
-                         env={"PROBED_TEST_SPIN_MS": "3000"})
-    wait_until(lambda: py_checks(d.port, ["liveness"])["liveness"] == "SERVING", msg="liveness SERVING")
+                         env={"PROBED_TEST_SPIN_MS": "6000"})
+    wait_until(lambda: py_checks(d.port, ["liveness", "app"]) == {"liveness": "SERVING", "app": "SERVING"},
+               msg="liveness and app SERVING")
     d.signal(signal.SIGUSR2)
-    wait_until(lambda: py_checks(d.port, ["liveness"], timeout=5)["liveness"] == "NOT_SERVING", timeout=10,
-               msg="liveness NOT_SERVING while the loop is stuck")
-    got = py_checks(d.port, ["", "app", "no-such-service"], timeout=5)
-    eq(got, {"": "NOT_SERVING", "app": "NOT_SERVING", "no-such-service": "NOT_FOUND"}, "while stuck")
+    want = {"": "NOT_SERVING", "liveness": "NOT_SERVING", "app": "NOT_SERVING", "no-such-service": "NOT_FOUND"}
+    wait_until(lambda: py_checks(d.port, list(want), timeout=5) == want, timeout=10,
+               msg="every name NOT_SERVING while the loop is stuck")
     wait_until(lambda: py_checks(d.port, ["liveness"], timeout=5)["liveness"] == "SERVING", timeout=15,
                msg="liveness SERVING after the spin")
 

@@ -25,4 +25,6 @@ BUILD=$BUILD sh "$here/run.sh" test_lifecycle.py test_reload_by_name \
         test_reload_invalid_changes_nothing || fail=1
 BUILD=$BUILD sh "$here/run.sh" test_kinds.py test_ws_cancel_pending_pong test_grpc_serving \
         test_exec_timeout_kills_group || fail=1
+BUILD=$BUILD sh "$here/run.sh" test_grpc_health.py test_grpc_and_http1_share_the_port \
+        test_grpc_garbage_after_preface_closes || fail=1
 exit $fail
