@@ -64,9 +64,9 @@ struct url_parts {
 /* Kept per probe (10,000 of them): no copy of what can be derived on the rare path. */
 struct http_spec {
         char *url;
-        char *expect_body; /* NULL: any body */
-        regex_t *body_regex;     /* expect_body_regex compiled at load, or NULL */
-        cJSON *expect_json;      /* pointers -> values, or NULL */
+        char *expect_body;   /* NULL: any body */
+        regex_t *body_regex; /* expect_body_regex compiled at load, or NULL */
+        cJSON *expect_json;  /* pointers -> values, or NULL */
         size_t max_body;
         /* The request for url, as probed's client sends it. Its header lines (from
          * lines_off, the final CRLF excepted) are the defaults plus the user's headers,
@@ -427,8 +427,7 @@ static int http_normalize(cJSON *obj, const struct http_conf *k)
         if ((!cJSON_HasObjectItem(obj, "method") && !cJSON_AddStringToObject(obj, "method", k->method)) ||
             (!cJSON_HasObjectItem(obj, "expect_status") &&
              !cJSON_AddStringToObject(obj, "expect_status", k->expect_status)) ||
-            (!cJSON_HasObjectItem(obj, "max_body") &&
-             !cJSON_AddNumberToObject(obj, "max_body", (double) k->max_body)))
+            (!cJSON_HasObjectItem(obj, "max_body") && !cJSON_AddNumberToObject(obj, "max_body", (double) k->max_body)))
                 return -ENOMEM;
         return 0;
 }
@@ -798,8 +797,8 @@ static int http_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 }
 
 static const char *const http_keys[] = {
-        "url", "method", "headers", "expect_status", "expect_body", "expect_body_regex", "expect_json", "max_body",
-        PROBE_TLS_KEYS, NULL,
+        "url",      "method",       "headers", "expect_status", "expect_body", "expect_body_regex", "expect_json",
+        "max_body", PROBE_TLS_KEYS, NULL,
 };
 
 static int http_flag_to_json(cJSON *obj, const char *value)

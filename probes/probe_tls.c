@@ -180,7 +180,8 @@ int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *url, str
                                 return cfg_error(reterr, path, file_keys[i],
                                                  "applies to TLS only (https://, wss://, grpc with \"tls\": true)");
         if (ca && verify_set && !verify)
-                return cfg_error(reterr, path, "tls_verify", "false contradicts ca_file (a CA bundle is for verifying)");
+                return cfg_error(reterr, path, "tls_verify",
+                                 "false contradicts ca_file (a CA bundle is for verifying)");
         if (key && !cert)
                 return cfg_error(reterr, path, "key_file", "needs cert_file");
         if (name && !server_name_valid(name))

@@ -68,8 +68,8 @@ struct ws_spec {
         char *extra;       /* user headers as "Name: value\r\n" lines, or NULL */
         uint64_t max_skip; /* frame bytes allowed before the pong */
         bool ping;
-        char *send, *expect; /* one text message, and what an answer must contain; or NULL */
-        char *waiting;       /* "message with \"<expect>\"": waiting_for and errors */
+        char *send, *expect;   /* one text message, and what an answer must contain; or NULL */
+        char *waiting;         /* "message with \"<expect>\"": waiting_for and errors */
         struct probe_tls *tls; /* NULL: unverified, no TLS key */
 };
 
@@ -90,7 +90,7 @@ struct ws_attempt {
         struct curl_slist *pin; /* the host's addresses for libcurl (probe_curl_pin) */
         int socket_errno;       /* set when socket() fails */
         int fd;                 /* registered with the attempt, or -1 */
-        uint32_t events;  /* what fd is registered for */
+        uint32_t events;        /* what fd is registered for */
         enum ws_step step;
         char key[WSFRAME_KEY_SIZE];
         uint8_t nonce[16];
@@ -272,8 +272,8 @@ static int parse_message(const cJSON *obj, const char *path, struct ws_spec *spe
         if (expect && !*expect)
                 return cfg_error(reterr, path, "expect", "must not be empty");
         if ((send && !(spec->send = strdup(send))) || (expect && !(spec->expect = strdup(expect))) ||
-            (expect && !(spec->waiting = strdup_printf("message with \"%.48s%s\"", expect,
-                                                         strlen(expect) > 48 ? "..." : ""))))
+            (expect &&
+             !(spec->waiting = strdup_printf("message with \"%.48s%s\"", expect, strlen(expect) > 48 ? "..." : ""))))
                 return -ENOMEM;
         return 0;
 }
@@ -316,7 +316,8 @@ static int ws_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_ta
         }
         if ((r = parse_url(url, path, spec, reterr)) < 0 || (r = parse_headers(obj, path, spec, reterr)) < 0 ||
             (r = parse_message(obj, path, spec, reterr)) < 0 ||
-            (r = probe_tls_parse(obj, path, strncasecmp(url, "wss://", 6) == 0, spec->curl_url, &spec->tls, reterr)) < 0 ||
+            (r = probe_tls_parse(obj, path, strncasecmp(spec->curl_url, "https", 5) == 0, spec->curl_url, &spec->tls,
+                                 reterr)) < 0 ||
             (r = host_for_server_name(spec)) < 0)
                 goto fail;
         spec->ping = ping;
@@ -668,7 +669,7 @@ static void ws_step(struct ws_attempt *w)
                         if (w->step == WS_SEND_MESSAGE)
                                 break;
                         if (!ws_fill(w, w->step == WS_READ_PONG ? "connection closed before pong"
-                                                                 : "connection closed before the expected message"))
+                                                                : "connection closed before the expected message"))
                                 return;
                         break;
                 }

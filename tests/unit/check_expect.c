@@ -63,9 +63,8 @@ START_TEST(test_pointer_rfc_examples)
                 const char *p;
                 int want; /* number at p, or -1 for the array, -2 for the document */
         } cases[] = {
-                { "", -2 },      { "/foo", -1 },  { "/", 0 },      { "/a~1b", 1 },  { "/c%d", 2 },
-                { "/e^f", 3 },   { "/g|h", 4 },   { "/i\\j", 5 },  { "/k\"l", 6 },  { "/ ", 7 },
-                { "/m~0n", 8 },
+                { "", -2 },    { "/foo", -1 }, { "/", 0 },     { "/a~1b", 1 }, { "/c%d", 2 },  { "/e^f", 3 },
+                { "/g|h", 4 }, { "/i\\j", 5 }, { "/k\"l", 6 }, { "/ ", 7 },    { "/m~0n", 8 },
         };
 
         ck_assert_ptr_nonnull(doc);
