@@ -22,6 +22,11 @@ performed inside its measurement window. Sections:
   like wrk's requests, and -m10 multiplexed), beside wrk /livez on the same probed in
   the same run, BENCH_ROUNDS rounds alternating, medians. p99 comes from h2load's
   per-request log (--log-file). Goal: Check at least half of /livez's req/s.
+- names (issue 12): N http targets at 1 s addressed by host name (BENCH_NAMES names
+  served by a dnsmasq on loopback with a TTL of BENCH_NAMES_TTL seconds), probed beside
+  probed with literal addresses and HAProxy resolving the same names at runtime (a
+  `resolvers` section on the same dnsmasq): CPU per probe as in fleet, and the DNS
+  queries each one sent in its window (dnsmasq's query log). Goal: below HAProxy's.
 - lifecycle: exec to first /livez 200, SIGTERM to exit with 1,000 hung http attempts,
   target ready to /startup 200.
 - memory: private / anonymous / total RSS with 10 and 10,000 probes at a 10 s period.
@@ -65,8 +70,12 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "30"))
 FLEET_N = [int(x) for x in os.environ.get("BENCH_N", "10 1000").replace(",", " ").split()]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
-SECTIONS = os.environ.get("BENCH_SECTIONS", "fleet status grpc lifecycle memory throttled").replace(",", " ").split()
+SECTIONS = os.environ.get("BENCH_SECTIONS", "fleet names status grpc lifecycle memory throttled").replace(",", " ").split()
 PEERS = os.environ.get("BENCH_PEERS", "probed haproxy blackbox curl").replace(",", " ").split()
+NAMES = int(os.environ.get("BENCH_NAMES", "10"))
+NAMES_TTL = int(os.environ.get("BENCH_NAMES_TTL", "1"))
+NAMES_PEERS = os.environ.get("BENCH_NAMES_PEERS", "probed-names probed haproxy-names").replace(",", " ").split()
+DNS = {}  # the names section's dnsmasq: port, log
 MEM_N = [int(x) for x in os.environ.get("BENCH_MEM_N", "10 10000").replace(",", " ").split()]
 PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "20000"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
@@ -549,9 +558,24 @@ def start_probed(name, cfg_path, port, wait=True):
     return p
 
 
-def start_haproxy(base, n):
+def name_of(i):
+    return "n%d.bench.test" % (i % NAMES)
+
+
+def start_haproxy(base, n, names=False):
     cfg = os.path.join(TMP, "haproxy.cfg")
-    servers = "".join("    server t%d 127.0.0.1:%d\n" % (i, base + i) for i in range(n))
+    prefix = "/haproxy-names/" if names else "/haproxy/"
+    resolvers, server_opts = "", ""
+    if names:  # runtime resolution of the same names, on the same dnsmasq
+        resolvers = """resolvers dns
+    nameserver d1 127.0.0.1:%d
+    hold valid %ds
+    timeout resolve 1s
+    timeout retry 1s
+""" % (DNS["port"], NAMES_TTL)
+        server_opts = " resolvers dns init-addr none resolve-prefer ipv4 resolve-opts allow-dup-ip"
+    servers = "".join("    server t%d %s:%d\n" % (i, name_of(i) if names else "127.0.0.1", base + i)
+                      for i in range(n))
     with open(cfg, "w") as f:
         f.write("""global
     maxconn 4000
@@ -565,9 +589,9 @@ frontend fe
     bind 127.0.0.1:%d
     default_backend targets
 backend targets
-    option httpchk GET /haproxy/
-    default-server check inter 1s
-%s""" % (free_port(), servers))
+    option httpchk GET %s
+    default-server check inter 1s%s
+%s%s""" % (free_port(), prefix, server_opts, servers, resolvers))
     p = Proc("haproxy", ["haproxy", "-db", "-f", cfg])
     return p
 
@@ -639,8 +663,15 @@ def fleet_one(targets, peer, n, results):
     if peer == "probed":
         cfg, port = probed_config("fleet-probed-%d" % n, http_probes(base, n, "/probed/"))
         main = start_probed("fleet-probed", cfg, port)
+    elif peer == "probed-names":
+        probes = [{"name": "t%d" % i, "type": "http",
+                   "url": "http://%s:%d/probed-names/" % (name_of(i), base + i % 1000)} for i in range(n)]
+        cfg, port = probed_config("names-probed-%d" % n, probes, extra={"resolver": "127.0.0.1:%d" % DNS["port"]})
+        main = start_probed("names-probed", cfg, port)
     elif peer == "haproxy":
         main = start_haproxy(base, n)
+    elif peer == "haproxy-names":
+        main = start_haproxy(base, n, names=True)
     elif peer == "blackbox":
         main, scr = start_blackbox(base, n)
     elif peer == "curl":
@@ -652,7 +683,9 @@ def fleet_one(targets, peer, n, results):
         if not main.alive():
             raise RuntimeError("%s exited (rc %s), see %s" % (main.name, main.p.returncode, TMP))
         procs = [main] + ([scr] if scr else [])
+        q0 = dns_queries()
         win, t0w, t1w, dur = measure_window(procs, SECONDS)
+        q1 = dns_queries()
         performed = targets.count("/%s/" % peer, t0w, t1w, off)
         expected = n * dur
         w = win[0]
@@ -665,6 +698,8 @@ def fleet_one(targets, peer, n, results):
              "cpu_percent": 100.0 * cpu / (dur * 1e6),
              "private_rss": w["mem"]["private"], "anon_rss": w["mem"]["anon"],
              "rss": w["mem"]["rss"], "processes": w["mem"]["procs"]}
+        if peer.endswith("-names"):
+            r["dns_queries_per_s"] = (q1 - q0) / dur if dur else None
         if scr:
             s = win[1]
             scpu = s["cpu_us_cgroup"] if s["cpu_us_cgroup"] is not None else s["cpu_us_proc"]
@@ -722,6 +757,52 @@ def section_fleet(targets, res):
                 log("  %s N=%d failed: %s" % (peer, n, e))
                 out.append({"peer": peer, "n": n, "error": str(e)})
     res["fleet"] = out
+
+
+# ---------------------------------------------------------------- names
+
+
+def dns_queries():
+    """Queries dnsmasq logged so far (0 when the names section's dnsmasq is not running)."""
+    if not DNS:
+        return 0
+    try:
+        with open(DNS["log"], errors="replace") as f:
+            return sum(1 for line in f if "query[" in line)
+    except FileNotFoundError:
+        return 0
+
+
+def section_names(targets, res):
+    d = os.path.join(TMP, "dnsmasq")
+    os.makedirs(d, exist_ok=True)
+    hosts, qlog, port = os.path.join(d, "hosts"), os.path.join(d, "queries.log"), free_port()
+    with open(hosts, "w") as f:
+        f.write("".join("127.0.0.1 %s\n" % name_of(i) for i in range(NAMES)))
+    dns = Proc("dnsmasq", ["dnsmasq", "-k", "--no-resolv", "--no-hosts", "--port=%d" % port,
+                           "--listen-address=127.0.0.1", "--bind-interfaces", "--addn-hosts=" + hosts,
+                           "--local-ttl=%d" % NAMES_TTL, "--local=/bench.test/", "--log-queries",
+                           "--log-facility=" + qlog, "--user=root", "--group=root", "--pid-file=",
+                           "--cache-size=0"], cgroup=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (os.path.exists(qlog) and "read " + hosts in open(qlog).read()):
+        time.sleep(0.05)
+    DNS.update(port=port, log=qlog)
+    out = []
+    try:
+        for n in FLEET_N:
+            if n < 100:
+                continue
+            for peer in NAMES_PEERS:
+                try:
+                    fleet_one(targets, peer, n, out)
+                except RuntimeError as e:
+                    log("  %s N=%d failed: %s" % (peer, n, e))
+                    out.append({"peer": peer, "n": n, "error": str(e)})
+    finally:
+        DNS.clear()
+        dns.stop()
+    res["names"] = out
 
 
 # ---------------------------------------------------------------- status server
@@ -1215,6 +1296,30 @@ def report(res):
                         r["cpu_percent"], fmt(r["cpu_us_per_probe"]), mib(r["private_rss"]),
                         mib(r["rss"]), "; ".join(note)))
         L.append("")
+    if "names" in res:
+        L.append("## Names: N http targets by host name, 1 s period, %d s window" % SECONDS)
+        L.append("")
+        L.append("%d names served by dnsmasq on loopback (TTL %d s, its own cache off), N/%d "
+                 "targets each. probed-names: probed with the config's `resolver` on it (c-ares "
+                 "on the loop, answers cached for their TTL); probed: the same targets by literal "
+                 "address; haproxy-names: HAProxy's checks with a `resolvers` section on the same "
+                 "dnsmasq (`hold valid %ds`, `timeout resolve 1s`). CPU as in the fleet table; "
+                 "DNS queries counted in dnsmasq's query log inside the window."
+                 % (NAMES, NAMES_TTL, NAMES, NAMES_TTL))
+        L.append("")
+        L.append("| N | peer | probes performed | expected | kept period | CPU % of a core "
+                 "| CPU µs/probe | DNS queries/s | private RSS MiB |")
+        L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in res["names"]:
+            if "error" in r:
+                L.append("| %d | %s | - | - | - | - | - | - | error: %s |"
+                         % (r["n"], r["peer"], r["error"].replace("|", "/")))
+                continue
+            L.append("| %d | %s | %d | %d | %.0f%% | %.1f | %s | %s | %s |"
+                     % (r["n"], r["peer"], r["performed"], r["expected"], 100 * r["kept"],
+                        r["cpu_percent"], fmt(r["cpu_us_per_probe"]), fmt(r.get("dns_queries_per_s")),
+                        mib(r["private_rss"])))
+        L.append("")
     if "status" in res:
         s = res["status"]
         L.append("## Status server: `%s` on /livez, %d rounds alternating, medians"
@@ -1349,6 +1454,17 @@ def verdicts(res):
                        % ("PASS" if ok else "FAIL", n, pr["cpu_us_per_probe"], 100 * pr["kept"],
                           ratios or "none",
                           "" if not worse else " (cheaper or equal: %s)" % ", ".join(worse)))
+    if "names" in res:
+        rows = {(r["peer"], r["n"]): r for r in res["names"] if "error" not in r}
+        for n in sorted({r["n"] for r in res["names"]}):
+            pr, ha = rows.get(("probed-names", n)), rows.get(("haproxy-names", n))
+            if not pr or not ha or not pr["cpu_us_per_probe"] or not ha["cpu_us_per_probe"]:
+                continue
+            ok = pr["cpu_us_per_probe"] < ha["cpu_us_per_probe"] and pr["kept"] >= 0.95
+            out.append("%s names, N=%d: probed %.1f µs/probe by host name (kept %.0f%%) vs HAProxy's "
+                       "checks %.1f µs/probe (%.2fx)"
+                       % ("PASS" if ok else "FAIL", n, pr["cpu_us_per_probe"], 100 * pr["kept"],
+                          ha["cpu_us_per_probe"], ha["cpu_us_per_probe"] / pr["cpu_us_per_probe"]))
     if "throttled" in res:
         t = res["throttled"]
         hang = t["request_hang"]
@@ -1429,6 +1545,7 @@ def main():
         log("%s not built (run make first, or set BUILD=...)" % PROBED)
         return 2
     need = {"fleet": ("haproxy", "prometheus-blackbox-exporter", "curl"), "status": ("wrk",),
+            "names": ("haproxy", "dnsmasq"),
             "grpc": ("wrk", "h2load")}
     tools = ["nginx"] + [t for s in SECTIONS for t in need.get(s, ())]
     for tool in tools:
@@ -1468,7 +1585,7 @@ def main():
         log("targets: nginx on 127.0.0.1:%d-%d; temp dir %s" % (base, base + TARGET_PORTS - 1,
                                                                   TMP))
         targets = Targets(base, TARGET_PORTS)
-        for name, fn in (("fleet", section_fleet), ("status", section_status), ("grpc", section_grpc),
+        for name, fn in (("fleet", section_fleet), ("names", section_names), ("status", section_status), ("grpc", section_grpc),
                          ("lifecycle", section_lifecycle), ("memory", section_memory),
                          ("fairness", section_fairness), ("abuse", section_abuse),
                          ("throttled", section_throttled)):

@@ -7,12 +7,12 @@
 # and runs the Python harness under /usr/bin/python3. Results: tests/bench/results.md
 # and tests/bench/results.json. Knobs (environment): BUILD (default build),
 # BENCH_SECONDS (30), BENCH_N ("10 1000"), BENCH_ROUNDS (3), BENCH_SECTIONS
-# ("fleet status grpc lifecycle memory throttled"), BENCH_PEERS, BENCH_PROFILE=1 (perf profile of
+# ("fleet names status grpc lifecycle memory throttled"), BENCH_PEERS, BENCH_NAMES (10), BENCH_NAMES_TTL (1), BENCH_PROFILE=1 (perf profile of
 # probed with 1,000 targets), BENCH_PORT_BASE (20000).
 set -e
 cd "$(dirname "$0")/../.."
 
-PKGS="nginx haproxy prometheus-blackbox-exporter wrk nghttp2-client curl procps python3"
+PKGS="nginx haproxy prometheus-blackbox-exporter wrk nghttp2-client curl procps python3 dnsmasq"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
