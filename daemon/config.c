@@ -54,8 +54,8 @@ static const char *const scope_names[] = { "startup", "liveness", "readiness" };
 static const unsigned scope_flags[] = { SCOPE_STARTUP, SCOPE_LIVENESS, SCOPE_READINESS };
 
 static const char *const top_keys[] = {
-        "listen",   "resolver", "log_level", "details", "drain", "stall_threshold", "fresh_wait", "watchdog",
-        "defaults", "backoff",   "probes",  NULL,
+        "listen",     "resolver", "log_level", "details", "drain",  "stall_threshold",
+        "fresh_wait", "watchdog", "defaults",  "backoff", "probes", NULL,
 };
 static const char *const timing_keys[] = {
         "period", "timeout", "initial_delay", "startup_period", "success_threshold", "failure_threshold", NULL,

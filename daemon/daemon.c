@@ -573,8 +573,8 @@ static void daemon_apply_resolver(struct daemon *d)
         r = want && !copy ? -ENOMEM : resolver_set_servers(d->resolver, want);
         if (r < 0) {
                 free(copy);
-                log_kv(LOG_LEVEL_WARNING, "Failed to apply the resolver setting, ignoring", "event", "reload", "resolver",
-                       want, "error", strerror(-r), NULL);
+                log_kv(LOG_LEVEL_WARNING, "Failed to apply the resolver setting, ignoring", "event", "reload",
+                       "resolver", want, "error", strerror(-r), NULL);
                 return;
         }
         free(d->resolver_servers);

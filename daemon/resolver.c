@@ -13,8 +13,8 @@
  * A channel is the default one (resolv.conf's servers, or the config's `resolver`), or one
  * per `server` of a dns probe (DNS only, no /etc/hosts). A channel replaced by a reload is
  * retired: destroyed once its queries are over. */
-#include <arpa/inet.h>
 #include <ares.h>
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -55,7 +55,7 @@ struct lookup {
 };
 
 struct entry {
-        struct entry *next; /* hash chain */
+        struct entry *next;  /* hash chain */
         uint64_t expires_ns; /* 0: nothing cached */
         int status;          /* 0, or -ENOENT cached */
         struct addr_list addrs;
@@ -173,8 +173,7 @@ static void channel_rearm(struct channel *ch)
                 loop_timer_disarm(ch->r->l, &ch->t);
                 return;
         }
-        loop_timer_arm(ch->r->l, &ch->t,
-                       now_ns() + (uint64_t) t->tv_sec * NSEC_PER_SEC + (uint64_t) t->tv_usec * 1000);
+        loop_timer_arm(ch->r->l, &ch->t, now_ns() + (uint64_t) t->tv_sec * NSEC_PER_SEC + (uint64_t) t->tv_usec * 1000);
 }
 
 static struct channel *channel_free(struct channel *ch)

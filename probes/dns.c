@@ -21,9 +21,9 @@
 #include "resolver.h"
 #include "util.h"
 
-#define DNS_EXPECT_MAX 16  /* addresses in `expect` */
-#define DNS_HOST_MAX 253   /* a DNS name's length (RFC 1035 2.3.4, without the final dot) */
-#define DNS_SERVER_MAX 64  /* "[v6]:port" */
+#define DNS_EXPECT_MAX 16 /* addresses in `expect` */
+#define DNS_HOST_MAX 253  /* a DNS name's length (RFC 1035 2.3.4, without the final dot) */
+#define DNS_SERVER_MAX 64 /* "[v6]:port" */
 
 struct dns_spec {
         struct resolver_query q;
@@ -56,8 +56,8 @@ static bool same_address(const union sockaddr_any *a, const union sockaddr_any *
 
 static void address_text(const union sockaddr_any *a, char *buf, size_t n)
 {
-        if (!inet_ntop(a->sa.sa_family, a->sa.sa_family == AF_INET ? (const void *) &a->in4.sin_addr
-                                                                    : (const void *) &a->in6.sin6_addr,
+        if (!inet_ntop(a->sa.sa_family,
+                       a->sa.sa_family == AF_INET ? (const void *) &a->in4.sin_addr : (const void *) &a->in6.sin6_addr,
                        buf, (socklen_t) n))
                 snprintf(buf, n, "?");
 }
@@ -99,15 +99,17 @@ static int dns_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_t
         if (strcmp(record, "A") != 0 && strcmp(record, "AAAA") != 0 && strcmp(record, "both") != 0)
                 return cfg_error(reterr, path, "record", "\"%s\" is not A, AAAA or both", record);
         if (*server && (strlen(server) >= DNS_SERVER_MAX || strchr(server, ',') || !dns_servers_valid(server)))
-                return cfg_error(reterr, path, "server", "\"%s\" is not ADDR:PORT with an IP address (e.g. \"10.0.0.2:53\")",
-                                 server);
+                return cfg_error(reterr, path, "server",
+                                 "\"%s\" is not ADDR:PORT with an IP address (e.g. \"10.0.0.2:53\")", server);
         spec = calloc(1, sizeof(*spec) + strlen(host) + 1);
         if (!spec)
                 return -ENOMEM;
         strcpy(spec->host, host);
         strcpy(spec->server, server);
         spec->q = (struct resolver_query){
-                .family = record[0] == 'b' ? AF_UNSPEC : strcmp(record, "A") == 0 ? AF_INET : AF_INET6,
+                .family = record[0] == 'b'           ? AF_UNSPEC
+                          : strcmp(record, "A") == 0 ? AF_INET
+                                                     : AF_INET6,
                 .server = *server ? spec->server : NULL,
                 .no_cache = true,
         };
@@ -160,7 +162,7 @@ static int dns_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 {
         const struct dns_spec *spec = specp;
 
-        (void) timeout_ms; /* the lifecycle's deadline is the timeout */
+        (void) timeout_ms;       /* the lifecycle's deadline is the timeout */
         a->data = (void *) spec; /* no state of its own: the lookup is the attempt's registration */
         return attempt_resolve(a, spec->host, 0, &spec->q, dns_on_resolved);
 }

@@ -165,17 +165,18 @@ int probe_curl_pin(CURL *easy, const char *host, const struct addr_list *addrs, 
                 return 0;
         off = (size_t) snprintf(line, sizeof(line), "%.255s:%u:", host,
                                 (unsigned) ntohs(addrs->a[0].sa.sa_family == AF_INET6 ? addrs->a[0].in6.sin6_port
-                                                                                     : addrs->a[0].in4.sin_port));
+                                                                                      : addrs->a[0].in4.sin_port));
         for (unsigned i = 0; i < addrs->n; i++) {
                 char ip[INET6_ADDRSTRLEN];
                 bool v6 = addrs->a[i].sa.sa_family == AF_INET6;
 
-                if (!inet_ntop(addrs->a[i].sa.sa_family, v6 ? (const void *) &addrs->a[i].in6.sin6_addr
-                                                            : (const void *) &addrs->a[i].in4.sin_addr,
+                if (!inet_ntop(addrs->a[i].sa.sa_family,
+                               v6 ? (const void *) &addrs->a[i].in6.sin6_addr
+                                  : (const void *) &addrs->a[i].in4.sin_addr,
                                ip, sizeof(ip)))
                         continue;
-                off += (size_t) snprintf(line + off, sizeof(line) - off, "%s%s%s%s", off && line[off - 1] != ':' ? "," : "",
-                                         v6 ? "[" : "", ip, v6 ? "]" : "");
+                off += (size_t) snprintf(line + off, sizeof(line) - off, "%s%s%s%s",
+                                         off && line[off - 1] != ':' ? "," : "", v6 ? "[" : "", ip, v6 ? "]" : "");
         }
         *pin = curl_slist_append(NULL, line);
         if (!*pin)

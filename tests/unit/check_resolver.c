@@ -108,8 +108,18 @@ static void srv_answer(const struct query *q, int rcode, const char *addr, uint3
         out[7] = answer ? 1 : 0;
         out[8] = out[9] = out[10] = out[11] = 0;
         if (answer) {
-                const uint8_t rr[] = { 0xc0, 0x0c, 0, 1, 0, 1, (uint8_t) (ttl >> 24), (uint8_t) (ttl >> 16),
-                                       (uint8_t) (ttl >> 8), (uint8_t) ttl, 0, 4 };
+                const uint8_t rr[] = { 0xc0,
+                                       0x0c,
+                                       0,
+                                       1,
+                                       0,
+                                       1,
+                                       (uint8_t) (ttl >> 24),
+                                       (uint8_t) (ttl >> 16),
+                                       (uint8_t) (ttl >> 8),
+                                       (uint8_t) ttl,
+                                       0,
+                                       4 };
                 memcpy(out + n, rr, sizeof(rr));
                 n += sizeof(rr);
                 ck_assert_int_eq(inet_pton(AF_INET, addr, out + n), 1);
