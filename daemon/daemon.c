@@ -373,7 +373,7 @@ void attempt_finish(struct attempt *a, enum outcome o, const char *reason)
         if (attempt_address(a, &addr)) { /* /status last_address: kept before the registrations go */
                 struct probe_view *v = probe_mut(p);
                 if (v)
-                        v->last_address = addr;
+                        probe_view_set_address(v, &addr);
         }
         attempt_release(a);
         if (a->data)

@@ -66,6 +66,32 @@ static uint64_t view_outcome_count(const struct probe_view *v, enum outcome o)
         }
 }
 
+void probe_view_set_address(struct probe_view *v, const union sockaddr_any *a)
+{
+        bool v6 = a->sa.sa_family == AF_INET6;
+
+        v->last_family = (uint8_t) a->sa.sa_family;
+        v->last_port = ntohs(v6 ? a->in6.sin6_port : a->in4.sin_port);
+        memcpy(v->last_ip, v6 ? (const void *) &a->in6.sin6_addr : (const void *) &a->in4.sin_addr, v6 ? 16 : 4);
+}
+
+bool probe_view_address(const struct probe_view *v, union sockaddr_any *ret)
+{
+        memset(ret, 0, sizeof(*ret));
+        if (v->last_family == AF_INET6) {
+                ret->in6.sin6_family = AF_INET6;
+                ret->in6.sin6_port = htons(v->last_port);
+                memcpy(&ret->in6.sin6_addr, v->last_ip, 16);
+        } else if (v->last_family == AF_INET) {
+                ret->in4.sin_family = AF_INET;
+                ret->in4.sin_port = htons(v->last_port);
+                memcpy(&ret->in4.sin_addr, v->last_ip, 4);
+        } else {
+                return false;
+        }
+        return true;
+}
+
 struct probe_view *probe_view_new(void)
 {
         struct probe_view *v = calloc(1, sizeof(*v));
@@ -340,6 +366,7 @@ static void json_probe(struct buf *b, const struct probe_view *v)
         bool ended = (int) v->last_outcome >= 0 && v->last_outcome < _OUTCOME_MAX;
         bool first = true;
         char addr[64];
+        union sockaddr_any la;
 
         buf_putc(b, '{');
         json_key(b, "name");
@@ -400,7 +427,7 @@ static void json_probe(struct buf *b, const struct probe_view *v)
         json_string_len(b, v->output, v->output_len);
         buf_putc(b, ',');
         json_key(b, "last_address");
-        json_string(b, address_format(&v->last_address, addr, sizeof(addr)));
+        json_string(b, probe_view_address(v, &la) ? address_format(&la, addr, sizeof(addr)) : NULL);
         buf_putc(b, '}');
 }
 

@@ -26,6 +26,10 @@
 struct probe_view {
         atomic_int refs;
         char name[MAX_NAME_LEN + 1];
+        /* last_address (probe_view_set_address), in the holes of the layout: a view is
+         * kept per probe, 10,000 of them */
+        uint8_t last_family; /* AF_INET, AF_INET6, or 0: none */
+        uint16_t last_port;
         const char *type; /* static string ("http") */
         char *target;     /* owned by the snapshot */
         unsigned scopes;  /* enum scope flags */
@@ -43,11 +47,11 @@ struct probe_view {
         char *output;                  /* owned; exec output, NULL for other kinds: output_len
                                         * bytes (NUL among them too), then a NUL */
         size_t output_len;
-        union sockaddr_any last_address; /* what the last attempt connected to or tried; family 0: none */
         /* completed attempts (success/failure/timeout) by duration */
         uint64_t duration_bucket[N_DURATION_BUCKETS]; /* cumulative counts: le bound */
         uint64_t duration_count;
         double duration_sum_s;
+        uint8_t last_ip[16]; /* last_address: 4 or 16 bytes of it */
 };
 
 struct snapshot {
@@ -69,6 +73,10 @@ struct snapshot *snapshot_ref(struct snapshot *s);
 struct snapshot *snapshot_unref(struct snapshot *s); /* frees at 0; NULL-safe; returns NULL */
 
 struct probe_view *probe_view_new(void); /* refs = 1, zeroed; NULL on ENOMEM */
+/* last_address: what the last attempt connected to or tried (README "HTTP endpoints"). */
+void probe_view_set_address(struct probe_view *v, const union sockaddr_any *a);
+/* The view's last_address into *ret; false when it has none. */
+bool probe_view_address(const struct probe_view *v, union sockaddr_any *ret);
 struct probe_view *probe_view_ref(struct probe_view *v);
 struct probe_view *probe_view_unref(struct probe_view *v); /* frees at 0; NULL-safe; returns NULL */
 

@@ -520,9 +520,11 @@ START_TEST(test_status_fields)
         v->last_duration_ms = 1001;
         v->last_attempt_wall_ns = UINT64_C(1795555692123000000);
         v->last_change_wall_ns = UINT64_C(1795555600000000000);
-        v->last_address.in6.sin6_family = AF_INET6;
-        v->last_address.in6.sin6_addr.s6_addr[15] = 1;
-        v->last_address.in6.sin6_port = htons(8080);
+        {
+                union sockaddr_any a = { .in6 = { .sin6_family = AF_INET6, .sin6_port = htons(8080) } };
+                a.in6.sin6_addr.s6_addr[15] = 1;
+                probe_view_set_address(v, &a);
+        }
 
         v = s->probes[2];
         v->state = PROBE_BACKOFF;
