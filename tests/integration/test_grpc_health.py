@@ -191,8 +191,11 @@ def test_grpc_and_http1_share_the_port():
         eq(h2[:2], (h1[0], h1[1] if "verbose" not in path else "ok\n"), "h2c GET %s" % path)
     eq(curl(d.url("/status"), "--http2-prior-knowledge")[0], 404, "h2c GET /status")
     eq(curl(d.url("/livez"), "--http2-prior-knowledge", "-X", "POST")[0], 405, "h2c POST /livez")
+    eq(py_checks(d.port, ["app", "nope"]), {"app": "SERVING", "nope": "NOT_FOUND"}, "Check app, nope")
     code, text, _ = curl(d.url("/metrics"))
     eq(code, 200, "/metrics")
+    for series in ('{service="probe",result="SERVING"} 1', '{service="other",result="NOT_FOUND"} 1'):
+        assert "probed_grpc_health_requests_total%s\n" % series in text, series
     assert 'probed_grpc_health_requests_total{service="readiness",result="SERVING"} 1\n' in text, \
         [l for l in text.splitlines() if "grpc" in l]
     assert 'probed_grpc_health_requests_total{service="liveness",result="SERVING"} 1\n' in text
