@@ -595,7 +595,7 @@ static int h2conn_flush(struct h2conn *c)
                 if (c->fd < 0)
                         continue; /* server_grpc_feed: discarded */
                 if (c->out_len + (size_t) n > c->out_cap) {
-                        size_t cap = c->out_cap ? c->out_cap : 4096;
+                        size_t cap = c->out_cap ? c->out_cap : 512;
                         uint8_t *b;
                         while (cap < c->out_len + (size_t) n)
                                 cap *= 2;
@@ -619,6 +619,11 @@ static int h2conn_flush(struct h2conn *c)
                 c->out_len -= (size_t) n;
         }
         c->blocked = c->out_len > 0;
+        if (!c->blocked) { /* an idle connection holds no buffer of ours */
+                free(c->out);
+                c->out = NULL;
+                c->out_cap = 0;
+        }
         return 0;
 }
 
