@@ -144,6 +144,7 @@ else
         set --
 fi
 cd "$ROOT"
+old=$($ENGINE image inspect --format '{{.Id}}' "$IMAGE:latest" "$IMAGE:exec" 2>/dev/null || true)
 for t in runtime:latest exec:exec; do
         echo "image: building $IMAGE:${t#*:} (target ${t%%:*})"
         log=$DIR/build-${t%%:*}.log
@@ -154,6 +155,15 @@ for t in runtime:latest exec:exec; do
                 exit 1
         }
 done
+# What earlier sources left: the images these tags named before (with their untagged
+# parents), then the build stage's images nothing uses any more. The layer cache of the
+# current sources and the base images stay.
+new=$($ENGINE image inspect --format '{{.Id}}' "$IMAGE:latest" "$IMAGE:exec")
+for id in $old; do
+        case " $(echo $new) " in *" $id "*) continue ;; esac
+        $ENGINE rmi "$id" >/dev/null 2>&1 || true
+done
+$ENGINE image prune -f --filter label=org.probed.stage=build >/dev/null 2>&1 || true
 $ENGINE image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep "/$IMAGE:\|^$IMAGE:" || true
 echo "engine=$ENGINE"
 [ "$ENGINE" = podman ] && echo "CONTAINERS_CONF=$CONTAINERS_CONF"
