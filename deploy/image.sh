@@ -1,6 +1,8 @@
 #!/bin/sh
 # Builds the probed images from deploy/Dockerfile: IMAGE:latest (target runtime: FROM
-# scratch, no shell) and IMAGE:exec (target exec: debian:12-slim, for exec probes).
+# scratch, no shell) and IMAGE:exec (target exec: debian:12-slim, for exec probes), and
+# tags IMAGE:build (the build stages: the layer cache of the next run). Images older
+# sources left behind are removed.
 # Called by `make image`; see README.md "Container image".
 #
 #   sh deploy/image.sh DIR [IMAGE]      DIR: state and cache (make passes $(BUILD)/image)
@@ -75,8 +77,12 @@ EOF
 
 # debian:12 and debian:12-slim as tarballs in DIR, from one debootstrap run.
 make_bases() {
-        rootfs=$DIR/rootfs
-        rm -rf "$rootfs" "$rootfs-slim"
+        # Outside DIR: the Makefile reads every *.d under the build directory, and a
+        # root filesystem is full of them (etc/rc2.d, ...).
+        work=$(mktemp -d "${TMPDIR:-/var/tmp}/probed-rootfs.XXXXXX")
+        trap 'rm -rf "$work"' EXIT
+        trap 'exit 1' INT TERM
+        rootfs=$work/debian-12
         echo "image: debootstrap bookworm from $MIRROR (no registry answered)"
         debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >"$DIR/debootstrap.log" 2>&1 || {
                 tail -n 20 "$DIR/debootstrap.log" >&2
@@ -114,7 +120,7 @@ EOF
         tar -C "$s" --numeric-owner --exclude='./dev/*' -cf "$DIR/debian-12-slim.tar.new" .
         mv "$DIR/debian-12.tar.new" "$DIR/debian-12.tar"
         mv "$DIR/debian-12-slim.tar.new" "$DIR/debian-12-slim.tar"
-        rm -rf "$rootfs" "$s"
+        rm -rf "$work"
 }
 
 base() {
@@ -144,8 +150,11 @@ else
         set --
 fi
 cd "$ROOT"
-old=$($ENGINE image inspect --format '{{.Id}}' "$IMAGE:latest" "$IMAGE:exec" 2>/dev/null || true)
-for t in runtime:latest exec:exec; do
+# IMAGE:build names the rootfs stage (and so the build stage under it): the layer cache
+# of the next build, which a dangling image would not stay safely.
+tags="$IMAGE:latest $IMAGE:exec $IMAGE:build"
+old=$(for t in $tags; do $ENGINE image inspect --format '{{.Id}}' "$t" 2>/dev/null || true; done)
+for t in runtime:latest exec:exec rootfs:build; do
         echo "image: building $IMAGE:${t#*:} (target ${t%%:*})"
         log=$DIR/build-${t%%:*}.log
         $ENGINE build "$@" --network host -f deploy/Dockerfile --target "${t%%:*}" \
@@ -155,16 +164,14 @@ for t in runtime:latest exec:exec; do
                 exit 1
         }
 done
-# What earlier sources left: the images these tags named before (with their untagged
-# parents), then the build stage's images nothing uses any more. The layer cache of the
-# current sources and the base images stay.
-new=$($ENGINE image inspect --format '{{.Id}}' "$IMAGE:latest" "$IMAGE:exec")
+# What earlier sources left: the images these tags named before, with their untagged
+# parents (the old build stage's layers). The current layer cache and the base images stay.
+new=$(for t in $tags; do $ENGINE image inspect --format '{{.Id}}' "$t"; done)
 for id in $old; do
         case " $(echo $new) " in *" $id "*) continue ;; esac
         $ENGINE rmi "$id" >/dev/null 2>&1 || true
 done
-$ENGINE image prune -f --filter label=org.probed.stage=build >/dev/null 2>&1 || true
-$ENGINE image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep "/$IMAGE:\|^$IMAGE:" || true
+$ENGINE image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep "/$IMAGE:[le]\|^$IMAGE:[le]" || true
 echo "engine=$ENGINE"
 [ "$ENGINE" = podman ] && echo "CONTAINERS_CONF=$CONTAINERS_CONF"
 exit 0
