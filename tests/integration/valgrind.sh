@@ -5,7 +5,8 @@
 # Arguments are run.sh's (FILE.py and test names); by default a set of test_core.py
 # tests covering the full scenario, command-line paths, error paths and shutdown, plus
 # reloads and one attempt of each other kind (cancelled mid-attempt where it matters), and
-# the checks of the answer (body regex and JSON, tcp expect, TLS files and mTLS).
+# the checks of the answer (body regex and JSON, tcp expect, TLS files and mTLS), and names
+# (a lookup abandoned by its attempt's timeout, the dns kind).
 BUILD=${BUILD:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 if ! command -v valgrind >/dev/null 2>&1; then
@@ -30,4 +31,6 @@ BUILD=$BUILD sh "$here/run.sh" test_grpc_health.py test_grpc_and_http1_share_the
         test_grpc_garbage_after_preface_closes || fail=1
 BUILD=$BUILD sh "$here/run.sh" test_checks.py test_expect_json_and_regex test_tcp_banner \
         test_mtls_nginx || fail=1
+BUILD=$BUILD sh "$here/run.sh" test_names.py test_resolver_that_never_answers \
+        test_dns_kind_against_the_server || fail=1
 exit $fail
