@@ -106,6 +106,21 @@ def test_record_change_followed_within_ttl():
     wait_probe(d, "db", lambda v: v["healthy"] is False, "db unhealthy again", timeout=5)
 
 
+def test_reload_changes_the_resolver():
+    """A SIGHUP that changes `resolver` asks the new servers (the cache emptied): the
+    probe, unchanged, keeps its counters and turns healthy."""
+    t = start_target()
+    old, new = Dnsmasq(), Dnsmasq(["127.0.0.1 " + name("db")])
+    probes = [tcp("db", "%s:%d" % (name("db"), t.port))]
+    d = start_daemon(config(*probes, resolver=old.server))
+    v = wait_probe(d, "db", lambda v: v["healthy"] is False, "db unhealthy at the old resolver")
+    d.write_config(config(*probes, resolver=new.server))
+    d.signal(signal.SIGHUP)
+    d.wait_log({"event": "reload"})
+    w = wait_probe(d, "db", lambda v: v["healthy"] is True, "db healthy at the new resolver")
+    assert w["attempts"] > v["attempts"], "counters kept across the reload: %r then %r" % (v, w)
+
+
 def test_resolver_that_never_answers():
     """A DNS server that reads queries and never answers: the attempt ends as a timeout
     within its timeout, and the loop is never held (another probe keeps its schedule)."""
