@@ -2,7 +2,9 @@
  * played by the test itself: a UDP socket on 127.0.0.1 that reads c-ares's real queries
  * and answers them (or not) when the test says so. The TTL floor and cap, the cache
  * serving a second lookup without a query, a refresh after expiry shared by two waiters,
- * "no such host" kept 1 s, and a waiter cancelled while its query is in flight. */
+ * "no such host" kept 1 s, and a waiter cancelled while its query is in flight; then the
+ * same through the lifecycle: an attempt whose lookup outlives it (its timeout) is never
+ * called back, and the next attempt takes the answer from the cache. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <poll.h>
@@ -11,14 +13,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "daemon.h"
 #include "log.h"
 #include "loop.h"
+#include "probe.h"
 #include "resolver.h"
+#include "snapshot.h"
 #include "util.h"
 
 static struct loop *loop;
 static struct resolver *res;
-static int srv = -1; /* the test's DNS server */
+static int srv = -1;     /* the test's DNS server */
+static char servers[64]; /* its "127.0.0.1:PORT" */
 
 struct waiter {
         struct resolver_wait w; /* first */
@@ -42,7 +49,6 @@ static void setup(void)
 {
         struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t len = sizeof(a);
-        char servers[64];
 
         log_setup(LOG_LEVEL_ERROR, LOG_FORMAT_JSON);
         loop = loop_new(NULL, 0, NULL);
@@ -348,6 +354,119 @@ START_TEST(test_free_with_query_in_flight)
 }
 END_TEST
 
+/* ---- through the lifecycle: a kind that resolves "db.test" ------------------------- */
+
+static int marker, starts, cancels, resolved;
+static struct snapshot *latest;
+
+static void kind_on_resolved(struct attempt *a, const struct addr_list *addrs)
+{
+        ck_assert_ptr_eq(a->data, &marker); /* never after the attempt ended */
+        ck_assert_uint_eq(addrs->n, 1);
+        ck_assert_uint_eq(ntohs(addrs->a[0].in4.sin_port), 80); /* the port set */
+        resolved++;
+        attempt_end(a, OUTCOME_SUCCESS, "resolved");
+}
+
+static int kind_start(struct attempt *a, const void *spec, uint64_t timeout_ms)
+{
+        (void) spec;
+        (void) timeout_ms;
+        a->data = &marker;
+        starts++;
+        return attempt_resolve(a, "db.test", 80, NULL, kind_on_resolved);
+}
+
+static void kind_cancel(struct attempt *a)
+{
+        a->data = NULL;
+        cancels++;
+}
+
+static void kind_free_spec(void *spec)
+{
+        (void) spec;
+}
+
+static const struct probe_ops kind_ops = {
+        .type = "resolving",
+        .start = kind_start,
+        .cancel = kind_cancel,
+        .free_spec = kind_free_spec,
+};
+
+static void on_publish(struct snapshot *snap, void *data)
+{
+        (void) data;
+        snapshot_unref(latest);
+        latest = snap;
+}
+
+static bool one_timeout(void)
+{
+        return latest && latest->probes[0]->timeouts >= 1;
+}
+static bool one_success(void)
+{
+        return latest && latest->probes[0]->successes >= 1;
+}
+
+/* The first attempt's lookup gets no answer within its 100 ms timeout: it ends as a
+ * timeout, its wait released. The answer then arrives: it fills the cache and calls no
+ * one. The second attempt resolves from the cache, at once. */
+START_TEST(test_attempt_ends_during_its_lookup)
+{
+        struct config *c = calloc(1, sizeof(*c));
+        struct daemon *d;
+        struct query q[2];
+        char addr[64];
+        union sockaddr_any la;
+
+        ck_assert_ptr_nonnull(c);
+        c->listen = strdup("127.0.0.1:0");
+        c->resolver = strdup(servers);
+        c->stall_threshold_ms = 300;
+        c->backoff_initial_ms = 20;
+        c->backoff_max_ms = 80;
+        c->n_probes = 1;
+        c->probes = calloc(1, sizeof(*c->probes));
+        c->probes[0] = (struct probe_config){
+                .name = strdup("p"),
+                .ops = &kind_ops,
+                .scopes = SCOPE_ALL,
+                .timing = { .period_ms = 400,
+                            .timeout_ms = 100,
+                            .startup_period_ms = 400,
+                            .success_threshold = 1,
+                            .failure_threshold = 3 },
+                .target = strdup("db.test:80"),
+        };
+        starts = cancels = resolved = 0;
+        latest = NULL;
+        d = daemon_new(loop, c, &(struct daemon_options){ .publish = on_publish });
+        ck_assert_ptr_nonnull(d);
+        daemon_start(d);
+        run_until(one_timeout);
+        ck_assert_str_eq(latest->probes[0]->last_error, "timeout: no DNS answer within 100ms");
+        ck_assert_int_eq(starts, 1);
+        ck_assert_int_eq(cancels, 1);
+        /* the first attempt's queries, answered late */
+        for (int i = 0; i < 2; i++) {
+                ck_assert(srv_recv(&q[i], 2000));
+                srv_answer(&q[i], 0, "10.0.0.7", 30);
+        }
+        run_until(one_success); /* the second attempt, from the cache */
+        ck_assert_int_eq(resolved, 1);
+        ck_assert_int_eq(starts, 2);
+        ck_assert_int_eq(cancels, 2);
+        ck_assert(probe_view_address(latest->probes[0], &la));
+        ck_assert_str_eq(address_format(&la, addr, sizeof(addr)), "10.0.0.7:80");
+        ck_assert(!srv_recv(&q[0], 50)); /* no query for the second attempt */
+        daemon_free(d);
+        latest = snapshot_unref(latest);
+}
+END_TEST
+
 static Suite *resolver_suite(void)
 {
         Suite *s = suite_create("resolver");
@@ -363,6 +482,12 @@ static Suite *resolver_suite(void)
         tcase_add_test(tc, test_no_such_host_kept_one_second);
         tcase_add_test(tc, test_cancel_during_lookup);
         tcase_add_test(tc, test_free_with_query_in_flight);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("attempt");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 10);
+        tcase_add_test(tc, test_attempt_ends_during_its_lookup);
         suite_add_tcase(s, tc);
         return s;
 }
