@@ -127,7 +127,7 @@ base() {
         ref=docker.io/library/debian:$1
         has_image "$ref" && return 0
         if [ ! -f "$DIR/debian-$1.tar" ]; then
-                if $ENGINE pull -q "$ref" >/dev/null 2>&1; then
+                if timeout 60 $ENGINE pull -q "$ref" >/dev/null 2>&1; then
                         echo "image: pulled $ref"
                         return 0
                 fi
