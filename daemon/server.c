@@ -132,6 +132,7 @@ void server_publish(struct server *srv, struct snapshot *s)
         srv->current = p;
         pthread_mutex_unlock(&srv->lock);
         published_unref(old);
+        server_grpc_published(srv); /* Watch calls follow it */
 }
 
 static enum MHD_Result find_verbose(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)

@@ -52,6 +52,8 @@
 #include "util.h"
 
 #define GRPC_CHECK_PATH "/grpc.health.v1.Health/Check"
+#define GRPC_WATCH_PATH "/grpc.health.v1.Health/Watch"
+#define GRPC_WATCH_TICK_MS 1000 /* watchers re-evaluated this often (the watchdog), besides each publication */
 #define GRPC_CT "application/grpc"
 #define GRPC_EPOLL_BATCH 64
 
@@ -95,12 +97,15 @@ struct grpc_worker {
         pthread_mutex_t lock;
         struct h2conn *incoming;    /* guarded by lock: handed over, not seen yet */
         struct h2conn *head, *tail; /* the thread's: least recently active first */
+        unsigned n_watch;           /* the thread's: Watch streams open on its connections */
+        uint64_t watch_tick_ns;     /* the thread's: when watchers are re-evaluated next */
 };
 
 struct grpc_state {
         struct server *srv;
         struct grpc_worker w[SERVER_GRPC_THREADS];
-        atomic_uint next; /* round robin */
+        atomic_uint next;     /* round robin */
+        atomic_uint watchers; /* Watch streams open, all threads */
         _Atomic uint64_t count[_SVC_MAX][_RES_MAX];
 };
 
@@ -108,7 +113,16 @@ struct h2stream {
         int32_t id;
         bool post, grpc, head, get;
         enum route route; /* a verdict path, or _ROUTE_INVALID */
-        bool check, other_grpc;
+        bool check, watch_call, other_grpc;
+        /* a Watch in progress: its service, the last status queued, the message being
+         * sent (msg_pos of msg_len) and the next one when it changed meanwhile */
+        bool watch;
+        uint8_t *name;
+        size_t name_len;
+        uint64_t queued, next_status;
+        bool msg_pending, has_next;
+        uint8_t msg[GRPCWIRE_RESPONSE_MAX];
+        size_t msg_len, msg_pos;
         size_t header_bytes;
         uint8_t *body; /* malloc'd, body_cap bytes (at most SERVER_GRPC_MAX_REQUEST) */
         size_t body_len, body_cap;
@@ -131,6 +145,7 @@ struct h2conn {
         nghttp2_session *session;
         struct h2stream *streams; /* open ones: nghttp2_session_del does not close them */
         unsigned n_streams;
+        unsigned n_watch;   /* of which Watch streams (they do not make it busy) */
         size_t body_bytes;  /* request body bytes buffered by all its streams */
         uint64_t active_ns; /* the last HEADERS or DATA, or stream close */
         bool blocked;       /* a send would block: EPOLLOUT, reads stopped */
@@ -142,6 +157,13 @@ static void stream_free(struct h2stream *s)
 {
         struct h2conn *c = s->c;
 
+        if (s->watch) {
+                c->n_watch--;
+                if (c->w)
+                        c->w->n_watch--;
+                atomic_fetch_sub(&c->g->watchers, 1);
+        }
+        free(s->name);
         c->body_bytes -= s->body_cap;
         if (s->prev)
                 s->prev->next = s->next;
@@ -331,15 +353,173 @@ static int answer_plain(nghttp2_session *session, struct h2conn *c, struct h2str
         return answer_http(session, s, (unsigned) status, body, false);
 }
 
+/* ---- Watch ---------------------------------------------------------------------------- */
+
+/* Is the loop stuck, for watchers (no request to wait on: behind by the watchdog and
+ * its grace)? */
+static bool watch_stuck(struct grpc_state *g)
+{
+        struct heartbeat *h = server_hb_enter(g->srv);
+        uint64_t wd, behind;
+
+        if (!h)
+                return false;
+        wd = atomic_load(&h->watchdog_ns);
+        behind = heartbeat_behind(h, now_ns());
+        server_hb_leave(g->srv);
+        return wd && behind >= wd + SERVER_WATCHDOG_GRACE_MS * NSEC_PER_MSEC;
+}
+
+/* What a Watch of s's service says in p: SERVING, NOT_SERVING, or SERVICE_UNKNOWN for a
+ * name that is no service (the protocol keeps such a stream open: a reload may add the
+ * probe). */
+static uint64_t watch_status(const struct published *p, const struct h2stream *s, bool stuck, enum grpc_svc *ret_svc)
+{
+        int state = service_state(p, s->name, s->name_len, ret_svc);
+
+        if (state < 0)
+                return GRPC_SERVING_SERVICE_UNKNOWN;
+        return state == 1 && !stuck ? GRPC_SERVING_SERVING : GRPC_SERVING_NOT_SERVING;
+}
+
+/* Queues status for s unless it is what s said last; true if queued. */
+static bool watch_queue(struct h2stream *s, uint64_t status)
+{
+        if (status == (s->has_next ? s->next_status : s->queued))
+                return false;
+        if (s->msg_pending && s->msg_pos > 0) { /* half sent: the next one after it */
+                s->next_status = status;
+                s->has_next = true;
+                return true;
+        }
+        s->queued = status;
+        s->msg_len = grpcwire_response_encode(status, s->msg);
+        s->msg_pos = 0;
+        s->msg_pending = true;
+        return true;
+}
+
+/* A Watch stream's DATA: the message queued, else deferred until one is. */
+static ssize_t watch_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length, uint32_t *data_flags,
+                          nghttp2_data_source *source, void *user)
+{
+        struct h2stream *s = source->ptr;
+        size_t n;
+
+        (void) session;
+        (void) id;
+        (void) data_flags;
+        (void) user;
+        if (!s->msg_pending)
+                return NGHTTP2_ERR_DEFERRED;
+        n = s->msg_len - s->msg_pos;
+        if (n > length)
+                n = length;
+        memcpy(buf, s->msg + s->msg_pos, n);
+        s->msg_pos += n;
+        if (s->msg_pos == s->msg_len) {
+                s->msg_pending = false;
+                if (s->has_next) {
+                        s->has_next = false;
+                        (void) watch_queue(s, s->next_status);
+                }
+        }
+        return (ssize_t) n;
+}
+
+/* A Watch: the first status at once (after the freshness wait), then one message each
+ * time it changes (server_grpc_published, and every GRPC_WATCH_TICK_MS for the
+ * watchdog); the stream stays open. */
+static int answer_watch(nghttp2_session *session, struct h2conn *c, struct h2stream *s, uint64_t arrival)
+{
+        nghttp2_nv nv[] = { NV(":status", "200"), NV("content-type", GRPC_CT) };
+        nghttp2_data_provider prd = { .source.ptr = s, .read_callback = watch_read };
+        const uint8_t *name;
+        const char *why;
+        enum grpc_svc svc;
+        struct published *p;
+        uint64_t behind = 0, status;
+        bool stuck;
+
+        if (s->too_large) {
+                count(c->g, SVC_OTHER, RES_ERROR);
+                return answer_grpc_error(session, s, 8, "request too large"); /* RESOURCE_EXHAUSTED */
+        }
+        if (grpcwire_request_decode(s->body, s->body_len, SERVER_GRPC_MAX_REQUEST, &name, &s->name_len, &why) < 0) {
+                count(c->g, SVC_OTHER, RES_ERROR);
+                return answer_grpc_error(session, s, 13, why);
+        }
+        if (atomic_fetch_add(&c->g->watchers, 1) >= SERVER_GRPC_MAX_WATCHES) {
+                atomic_fetch_sub(&c->g->watchers, 1);
+                count(c->g, SVC_OTHER, RES_ERROR);
+                return answer_grpc_error(session, s, 8, "too many Watch calls"); /* RESOURCE_EXHAUSTED */
+        }
+        s->watch = true; /* counted: stream_free uncounts it */
+        c->n_watch++;
+        if (c->w)
+                c->w->n_watch++;
+        if (c->k)
+                atomic_store(&c->k->busy, c->n_streams > c->n_watch);
+        s->name = malloc(s->name_len + 1);
+        if (!s->name)
+                return NGHTTP2_ERR_NOMEM;
+        memcpy(s->name, name, s->name_len);
+        s->name[s->name_len] = 0;
+        stuck = fresh_stuck(c->g, arrival, &behind);
+        p = server_current(c->g->srv);
+        status = watch_status(p, s, stuck, &svc);
+        published_unref(p);
+        count(c->g, svc,
+              status == GRPC_SERVING_SERVING       ? RES_SERVING
+              : status == GRPC_SERVING_NOT_SERVING ? RES_NOT_SERVING
+                                                   : RES_NOT_FOUND);
+        s->queued = UINT64_MAX;
+        (void) watch_queue(s, status);
+        return nghttp2_submit_response(session, s->id, nv, ELEMENTSOF(nv), &prd);
+}
+
+static bool h2conn_flush_or_close(struct h2conn *c);
+
+/* Re-evaluates every Watch on w's connections and sends what changed. */
+static void watch_update(struct grpc_worker *w)
+{
+        struct published *p;
+        bool stuck;
+
+        w->watch_tick_ns = now_ns() + GRPC_WATCH_TICK_MS * NSEC_PER_MSEC;
+        if (!w->n_watch)
+                return;
+        stuck = watch_stuck(w->g);
+        p = server_current(w->g->srv);
+        for (struct h2conn *c = w->head, *next; c; c = next) {
+                bool queued = false;
+                next = c->next;
+                if (!c->n_watch)
+                        continue;
+                for (struct h2stream *s = c->streams; s; s = s->next) {
+                        enum grpc_svc svc;
+                        if (s->watch && watch_queue(s, watch_status(p, s, stuck, &svc))) {
+                                (void) nghttp2_session_resume_data(c->session, s->id);
+                                queued = true;
+                        }
+                }
+                if (queued)
+                        (void) h2conn_flush_or_close(c);
+        }
+        published_unref(p);
+}
+
 static int answer(nghttp2_session *session, struct h2conn *c, struct h2stream *s)
 {
         uint64_t arrival = now_ns();
 
         if (s->check)
                 return answer_check(session, c, s, arrival);
+        if (s->watch_call)
+                return answer_watch(session, c, s, arrival);
         if (s->other_grpc) {
                 count(c->g, SVC_OTHER, RES_UNIMPLEMENTED);
-                return answer_grpc_error(session, s, 12, "only grpc.health.v1.Health/Check is implemented");
+                return answer_grpc_error(session, s, 12, "grpc.health.v1.Health has Check and Watch only");
         }
         return answer_plain(session, c, s, arrival);
 }
@@ -400,6 +580,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                 const uint8_t *q = memchr(value, '?', valuelen);
                 size_t n = q ? (size_t) (q - value) : valuelen;
                 s->check = header_is(value, valuelen, GRPC_CHECK_PATH);
+                s->watch_call = header_is(value, valuelen, GRPC_WATCH_PATH);
                 if (n < sizeof(path)) {
                         memcpy(path, value, n);
                         path[n] = '\0';
@@ -463,10 +644,10 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
         if (!s || s->out || s->status_s[0])
                 return 0;
-        if (s->post && s->grpc && !s->check)
+        if (!(s->post && s->grpc))
+                s->check = s->watch_call = false; /* not a gRPC call: a plain request, 404 */
+        else if (!s->check && !s->watch_call)
                 s->other_grpc = true;
-        else if (s->check && !(s->post && s->grpc))
-                s->check = false; /* not a gRPC call: a plain request, 404 */
         if (answer(session, c, s) != 0)
                 return nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR) == 0
                                ? 0
@@ -485,8 +666,9 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
         (void) nghttp2_session_set_stream_user_data(session, id, NULL);
         stream_free(s);
         c->active_ns = now_ns();
-        if (--c->n_streams == 0 && c->k)
-                atomic_store(&c->k->busy, false);
+        c->n_streams--;
+        if (c->k)
+                atomic_store(&c->k->busy, c->n_streams > c->n_watch); /* Watch streams leave it idle */
         return 0;
 }
 
@@ -635,6 +817,22 @@ static void h2conn_arm(struct h2conn *c)
         (void) epoll_ctl(c->w->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* Sends what c has queued (Watch messages), unless the peer is not reading (c blocked:
+ * the queue stays in nghttp2, coalesced to one message per stream, until it reads).
+ * false: closed. */
+static bool h2conn_flush_or_close(struct h2conn *c)
+{
+        if (c->blocked)
+                return true;
+        if (h2conn_flush(c) < 0) {
+                h2conn_close(c);
+                return false;
+        }
+        if (c->blocked)
+                h2conn_arm(c);
+        return true;
+}
+
 /* c's socket is ready: one bounded read, fed to nghttp2, answers sent. false: closed. */
 static bool h2conn_io(struct h2conn *c, uint32_t events)
 {
@@ -707,6 +905,12 @@ static int worker_expire(struct grpc_worker *w)
 
         while (w->head && now - w->head->active_ns >= idle) {
                 struct h2conn *c = w->head;
+                if (c->n_watch) { /* a Watch keeps it (it may still be shed while idle) */
+                        c->active_ns = now;
+                        conn_list_remove(w, c);
+                        conn_list_append(w, c);
+                        continue;
+                }
                 (void) nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
                 (void) h2conn_flush(c);
                 h2conn_close(c);
@@ -723,7 +927,16 @@ static void *worker_main(void *data)
         struct epoll_event evs[GRPC_EPOLL_BATCH];
 
         while (!atomic_load(&srv->stopping)) {
-                int n = epoll_wait(w->ep, evs, GRPC_EPOLL_BATCH, worker_expire(w));
+                int timeout = worker_expire(w), n;
+                if (w->n_watch) {
+                        uint64_t now = now_ns();
+                        int tick = w->watch_tick_ns > now
+                                           ? (int) ((w->watch_tick_ns - now + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC)
+                                           : 0;
+                        if (timeout < 0 || tick < timeout)
+                                timeout = tick;
+                }
+                n = epoll_wait(w->ep, evs, GRPC_EPOLL_BATCH, timeout);
                 for (int i = 0; i < n; i++) {
                         if (evs[i].data.ptr == &w->wake_fd) {
                                 struct h2conn *in;
@@ -738,10 +951,13 @@ static void *worker_main(void *data)
                                         h2conn_start(w, in);
                                         in = next;
                                 }
+                                watch_update(w); /* also woken by each publication */
                         } else if (evs[i].data.ptr && evs[i].data.ptr != &srv->stop_fd) {
                                 (void) h2conn_io(evs[i].data.ptr, evs[i].events);
                         }
                 }
+                if (w->n_watch && now_ns() >= w->watch_tick_ns)
+                        watch_update(w);
         }
         return NULL;
 }
@@ -797,6 +1013,17 @@ bool server_grpc_add(struct server *srv, int fd, struct conn *k)
         pthread_mutex_unlock(&w->lock);
         (void) eventfd_write(w->wake_fd, 1);
         return true;
+}
+
+void server_grpc_published(struct server *srv)
+{
+        struct grpc_state *g = srv->grpc;
+
+        if (!g || !atomic_load_explicit(&g->watchers, memory_order_relaxed))
+                return;
+        for (int i = 0; i < SERVER_GRPC_THREADS; i++)
+                if (g->w[i].started)
+                        (void) eventfd_write(g->w[i].wake_fd, 1);
 }
 
 void server_grpc_stop(struct server *srv)

@@ -62,6 +62,7 @@
 #define SERVER_GRPC_MAX_REQUEST 512    /* request body bytes per stream: a longer name matches nothing */
 #define SERVER_GRPC_CONN_BYTES 4096    /* request body bytes buffered per connection, all streams */
 #define SERVER_GRPC_READ_BUDGET 65536  /* bytes read from one connection per wake-up */
+#define SERVER_GRPC_MAX_WATCHES 64     /* Watch calls open at once, all connections */
 #define SERVER_GRPC_METRICS_MAX 4096   /* the gRPC counters' part of /metrics */
 #define SERVER_LOG_BURST 5         /* status server log lines per second, more are counted */
 

@@ -153,6 +153,8 @@ int server_grpc_start(struct server *srv); /* its threads; -errno */
 /* Serves fd (counted, and tracked as k) on a gRPC thread; false: not taken (fd and k
  * are still the caller's). */
 bool server_grpc_add(struct server *srv, int fd, struct conn *k);
+/* A new snapshot was published (the loop thread): wakes the threads with Watch calls. */
+void server_grpc_published(struct server *srv);
 void server_grpc_stop(struct server *srv); /* joins its threads (stopping and stop_fd set) */
 void server_grpc_free(struct server *srv); /* closes its connections; once stopped */
 /* The probed_grpc_health_requests_total family, at most size bytes (NUL-terminated,

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import harness
@@ -123,18 +124,82 @@ def test_grpc_follows_http_through_outage_and_recovery():
     eq((w["liveness"], w["readiness"], w["app"]), ("SERVING",) * 3, "after the recovery")
 
 
-def test_grpc_watch_and_other_calls_unimplemented():
+class PyWatch:
+    """A Watch from python3-grpcio in a thread: .got is the list of statuses so far."""
+
+    def __init__(self, port, service, timeout=20):
+        import grpc
+        import threading
+        self.got, self.error = [], None
+        self.ch = grpc.insecure_channel("127.0.0.1:%d" % port)
+        call = self.ch.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=lambda x: x,
+                                    response_deserializer=lambda x: x)
+        self.it = call(request(service), timeout=timeout * harness.SCALE)
+
+        def run():
+            names = {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING", b"\x08\x03": "SERVICE_UNKNOWN"}
+            try:
+                for m in self.it:
+                    self.got.append(names.get(m, "bad %r" % m))
+            except grpc.RpcError as e:
+                self.error = e.code().name
+        self.t = threading.Thread(target=run, daemon=True)
+        self.t.start()
+
+    def wait_last(self, want, what):
+        wait_until(lambda: self.got and self.got[-1] == want, timeout=10, msg="%s: Watch says %s (got %r)"
+                   % (what, want, self.got))
+
+    def close(self):
+        self.it.cancel()
+        self.ch.close()
+
+
+def test_grpc_watch_follows_changes():
+    """Watch (python3-grpcio and the Go client): the first status at once, then one each
+    time it changes, through an outage and a recovery and into the drain; an unknown
+    name is SERVICE_UNKNOWN with the stream kept open."""
+    t = start_target()
+    d = start_daemon(config(http("app", t.url("/health")), drain="5s"))
+    wait_until(lambda: harness.probe(d, "app")["healthy"] is True, msg="app healthy")
+    app, ready, nope = PyWatch(d.port, "app"), PyWatch(d.port, "readiness"), PyWatch(d.port, "no-such")
+    go = subprocess.Popen([go_client(), "-addr", "127.0.0.1:%d" % d.port, "-watch", "3",
+                           "-timeout", "%gs" % (20 * harness.SCALE), "app"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    go_lines = []
+    reader = threading.Thread(target=lambda: go_lines.extend(iter(go.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        app.wait_last("SERVING", "app before the outage")
+        ready.wait_last("SERVING", "readiness before the outage")
+        nope.wait_last("SERVICE_UNKNOWN", "an unknown name")
+        wait_until(lambda: go_lines, msg="the Go client's first Watch message")
+        eq(curl(t.url("/control/health?status=503"))[0], 200, "target switched to 503")
+        app.wait_last("NOT_SERVING", "app during the outage")
+        ready.wait_last("NOT_SERVING", "readiness during the outage")
+        eq(curl(t.url("/control/health?status=200"))[0], 200, "target switched back")
+        app.wait_last("SERVING", "app after the recovery")
+        ready.wait_last("SERVING", "readiness after the recovery")
+        go.wait(timeout=20 * harness.SCALE)
+        reader.join(timeout=5 * harness.SCALE)
+        eq([l.strip() for l in go_lines], ["SERVING", "NOT_SERVING", "SERVING"], "Go client's Watch")
+        eq(app.got, ["SERVING", "NOT_SERVING", "SERVING"], "python Watch of app: one message per change")
+        eq(nope.got, ["SERVICE_UNKNOWN"], "Watch of an unknown name")
+        d.signal(signal.SIGTERM)
+        ready.wait_last("NOT_SERVING", "readiness while draining")
+    finally:
+        for w in (app, ready, nope):
+            w.close()
+        if go.poll() is None:
+            go.kill()
+            go.wait()
+
+
+def test_grpc_other_calls_unimplemented():
     import grpc
     d = start_daemon(args=["--tcp", "app=127.0.0.1:%d" % harness.free_port()])
     ch = grpc.insecure_channel("127.0.0.1:%d" % d.port)
     try:
-        watch = ch.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=lambda x: x,
-                                response_deserializer=lambda x: x)
-        try:
-            list(watch(request("liveness"), timeout=5 * harness.SCALE))
-            raise AssertionError("Watch returned without an error")
-        except grpc.RpcError as e:
-            eq(e.code(), grpc.StatusCode.UNIMPLEMENTED, "Watch")
         other = ch.unary_unary("/some.Service/Method", request_serializer=lambda x: x,
                                response_deserializer=lambda x: x)
         try:
@@ -348,21 +413,29 @@ def hooks_binary():
 
 
 def test_grpc_watchdog_stuck_loop_not_serving():
-    """The loop thread spins 6 s (watchdog 1s; each answer first waits fresh_wait, 300 ms): Check answers NOT_SERVING for every
-    name (unknown ones stay NOT_FOUND), as the verdict endpoints answer 503; SERVING
-    again once it runs."""
+    """The loop thread spins 6 s (watchdog 1s; each answer first waits fresh_wait, 300 ms):
+    Check answers NOT_SERVING for every name (unknown ones stay NOT_FOUND), as the verdict
+    endpoints answer 503, and a Watch says NOT_SERVING; SERVING again once it runs."""
     t = start_target()
     with hooks_binary():
         d = start_daemon(config(tcp("app", "127.0.0.1:%d" % t.port), watchdog="1s"),
                          env={"PROBED_TEST_SPIN_MS": "6000"})
     wait_until(lambda: py_checks(d.port, ["liveness", "app"]) == {"liveness": "SERVING", "app": "SERVING"},
                msg="liveness and app SERVING")
-    d.signal(signal.SIGUSR2)
-    want = {"": "NOT_SERVING", "liveness": "NOT_SERVING", "app": "NOT_SERVING", "no-such-service": "NOT_FOUND"}
-    wait_until(lambda: py_checks(d.port, list(want), timeout=5) == want, timeout=10,
-               msg="every name NOT_SERVING while the loop is stuck")
-    wait_until(lambda: py_checks(d.port, ["liveness"], timeout=5)["liveness"] == "SERVING", timeout=15,
-               msg="liveness SERVING after the spin")
+    watch = PyWatch(d.port, "liveness", timeout=30)
+    try:
+        watch.wait_last("SERVING", "liveness before the spin")
+        d.signal(signal.SIGUSR2)
+        want = {"": "NOT_SERVING", "liveness": "NOT_SERVING", "app": "NOT_SERVING", "no-such-service": "NOT_FOUND"}
+        wait_until(lambda: py_checks(d.port, list(want), timeout=5) == want, timeout=10,
+                   msg="every name NOT_SERVING while the loop is stuck")
+        watch.wait_last("NOT_SERVING", "liveness while the loop is stuck")
+        wait_until(lambda: py_checks(d.port, ["liveness"], timeout=5)["liveness"] == "SERVING", timeout=15,
+                   msg="liveness SERVING after the spin")
+        watch.wait_last("SERVING", "liveness after the spin")
+        eq(watch.got, ["SERVING", "NOT_SERVING", "SERVING"], "Watch of liveness through the spin")
+    finally:
+        watch.close()
 
 
 def test_check_command_grpc():

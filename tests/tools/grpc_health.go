@@ -10,6 +10,10 @@
 //	grpc_health -addr HOST:PORT [-timeout 2s] SERVICE...
 //	    one Check per SERVICE, in turn, on one connection; prints one line each:
 //	    "<service> SERVING" / "<service> NOT_SERVING" / "<service> code=NotFound: msg"
+//	grpc_health -addr HOST:PORT -watch N [-timeout 5s] SERVICE
+//	    one Watch: prints each status as it arrives ("SERVING", "NOT_SERVING",
+//	    "SERVICE_UNKNOWN"), one line each, until N came (exit 0) or the timeout
+//	    or an error ("code=...: msg", exit 1)
 //	grpc_health -addr HOST:PORT -conns N -calls M [-timeout 5s] SERVICE
 //	    M Checks at once spread over N connections; prints one JSON object:
 //	    {"SERVING": n, "NOT_SERVING": n, "errors": n, "first_error": "..."}
@@ -52,10 +56,14 @@ func main() {
 	timeout := flag.Duration("timeout", 2*time.Second, "per call, and for the dial")
 	conns := flag.Int("conns", 0, "connections (load mode)")
 	calls := flag.Int("calls", 0, "concurrent calls (load mode)")
+	watch := flag.Int("watch", 0, "Watch until this many statuses came")
 	flag.Parse()
 	if *addr == "" || flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: grpc_health -addr HOST:PORT [-conns N -calls M] SERVICE...")
 		os.Exit(2)
+	}
+	if *watch > 0 {
+		os.Exit(watchOne(*addr, flag.Arg(0), *watch, *timeout))
 	}
 	if *conns > 0 {
 		os.Exit(load(*addr, *conns, *calls, flag.Arg(0), *timeout))
@@ -131,5 +139,29 @@ func load(addr string, nconns, ncalls int, svc string, timeout time.Duration) in
 	}
 	out, _ := json.Marshal(res)
 	fmt.Println(string(out))
+	return 0
+}
+
+func watchOne(addr, svc string, n int, timeout time.Duration) int {
+	conn, err := dial(addr, timeout)
+	if err != nil {
+		fmt.Printf("dial error: %v\n", err)
+		return 1
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: svc})
+	for i := 0; err == nil && i < n; i++ {
+		var resp *healthpb.HealthCheckResponse
+		if resp, err = stream.Recv(); err == nil {
+			fmt.Println(resp.GetStatus().String())
+		}
+	}
+	if err != nil {
+		s, _ := status.FromError(err)
+		fmt.Printf("code=%s: %s\n", s.Code(), s.Message())
+		return 1
+	}
 	return 0
 }
