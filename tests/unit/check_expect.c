@@ -97,7 +97,10 @@ START_TEST(test_pointer_validity)
         ck_assert(!json_pointer_valid("a"));
         ck_assert(!json_pointer_valid("/a~"));
         ck_assert(!json_pointer_valid("/a~2"));
-        ck_assert_ptr_null(json_pointer_get(cJSON_Parse("{}"), "x")); /* leaks nothing: NULL root ok */
+        cJSON *doc = cJSON_Parse("{}");
+
+        ck_assert_ptr_null(json_pointer_get(doc, "x")); /* not a pointer: not found */
+        cJSON_Delete(doc);
 }
 END_TEST
 
