@@ -10,6 +10,8 @@ CONTAINERS_CONF (the podman settings deploy/image.sh wrote) and TOOLS.
   healthcheck run` says healthy, `podman stop` ends it in under 1 s with exit status 0
   after logging draining and shutdown.
 - The exec target runs an exec probe (its commands have a shell and tools).
+- TLS in the scratch image: an https probe with ca_file passes; one verified against the
+  image's CA bundle fails on the self-signed certificate, not on a missing bundle.
 - A pod like a Cloud Run instance: the app (tests/tools/target) and probed share one
   localhost and nothing else; /startup turns 200 once the app listens; the app hanging
   (SIGSTOP) or dying turns /livez 503. Asked from inside the pod with `probed check`.
@@ -132,15 +134,16 @@ def only_loopback(container):
 
 def app_image():
     """A tiny app image: tests/tools/target (serves /healthz, port 8080 unless told
-    otherwise) on the exec target (which has sh and libcurl), plus this machine's curl
-    CLI, because `podman kube play` runs an httpGet probe as `curl -f` inside the
-    container. Built without network, once per file."""
+    otherwise) on the exec target (which has sh, libcurl and libssl), plus this machine's
+    curl CLI, because `podman kube play` runs an httpGet probe as `curl -f` inside the
+    container, and its openssl CLI (a TLS server). Built without network, once per file."""
     if _app_image:
         return _app_image[0]
     d = harness.tmpdir()
-    subprocess.run(["cp", os.path.join(harness.TOOLS, "target"), "/usr/bin/curl", d], check=True)
+    subprocess.run(["cp", os.path.join(harness.TOOLS, "target"), "/usr/bin/curl", "/usr/bin/openssl",
+                    d], check=True)
     with open(os.path.join(d, "Containerfile"), "w") as f:
-        f.write("FROM %s\nCOPY curl /usr/bin/curl\nCOPY target /usr/local/bin/target\n"
+        f.write("FROM %s\nCOPY curl openssl /usr/bin/\nCOPY target /usr/local/bin/target\n"
                 "HEALTHCHECK NONE\nENTRYPOINT [\"/usr/local/bin/target\"]\n"
                 "CMD [\"--port\", \"8080\"]\n" % EXEC)
     tag = "localhost/%s-app:latest" % PREFIX
@@ -294,6 +297,59 @@ def test_pod_like_cloud_run():
     # Dead: the app container killed.
     podman("kill", a)
     check_rc(probed, url("/livez"), 1, msg="/livez 503 with the app dead")
+
+
+def test_runtime_image_tls():
+    """TLS works in the scratch image: an https probe with ca_file is healthy, and one
+    verified against the image's CA bundle fails on the self-signed certificate itself
+    (so the bundle loaded; a missing bundle fails before any handshake)."""
+    app = app_image()
+    d = harness.tmpdir()
+    os.chmod(d, 0o755)
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out",
+                        "cert.pem", "-days", "1", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=IP:127.0.0.1"], cwd=d, capture_output=True, text=True)
+    eq(r.returncode, 0, "openssl req (%s)" % r.stderr.strip())
+    for f in ("key.pem", "cert.pem"):
+        os.chmod(os.path.join(d, f), 0o644)
+    pod = name("tls")
+    _made["pods"].append(pod)
+    podman("pod", "create", "--name", pod, "--network", "none")
+    app_port, port = harness.free_port(), harness.free_port()
+    srv = pod + "-app"
+    _made["containers"].append(srv)
+    podman("run", "-d", "--pod", pod, "--name", srv, "-v", "%s:/tls:ro" % d,
+           "--entrypoint", "/usr/bin/openssl", app, "s_server", "-accept",
+           "127.0.0.1:%d" % app_port, "-cert", "/tls/cert.pem", "-key", "/tls/key.pem", "-www",
+           "-quiet")
+    url = "https://127.0.0.1:%d/" % app_port
+    with open(os.path.join(d, "probed.json"), "w") as f:
+        json.dump({"defaults": {"period": "300ms", "timeout": "1s"},
+                   "probes": [{"name": "ca_file", "type": "http", "url": url,
+                               "ca_file": "/tls/cert.pem"},
+                              {"name": "bundle", "type": "http", "url": url, "tls_verify": True}]},
+                  f)
+    os.chmod(os.path.join(d, "probed.json"), 0o644)
+    probed = pod + "-probed"
+    _made["containers"].append(probed)
+    podman("run", "-d", "--pod", pod, "--name", probed, "-v", "%s:/tls:ro" % d, RUNTIME,
+           "-c", "/tls/probed.json", "-l", "127.0.0.1:%d" % port)
+
+    def probes():
+        r = podman("exec", srv, "curl", "-s", "--max-time", "2",
+                   "http://127.0.0.1:%d/status" % port, check=False)
+        try:
+            ps = {p["name"]: p for p in json.loads(r.stdout)["probes"]}
+        except ValueError:
+            return None
+        return ps if all(p["healthy"] is not None for p in ps.values()) else None
+    ps = wait_until(probes, timeout=15, interval=0.2, msg="both https probes judged")
+    eq(ps["ca_file"]["healthy"], True, "https with ca_file (%s)" % ps["ca_file"].get("last_error"))
+    eq(ps["bundle"]["healthy"], False, "https verified against the image's CA bundle")
+    err = ps["bundle"].get("last_error") or ""
+    assert "self-signed" in err or "self signed" in err, \
+        "the bundle probe failed for another reason than the certificate: %r" % err
 
 
 # ---------------------------------------------------------------- kube play
