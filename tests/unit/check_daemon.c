@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
+#include "loop_step.h"
 #include "probe.h"
 #include "util.h"
 
@@ -189,45 +190,22 @@ static void start_daemon(unsigned scopes, unsigned succ, unsigned fail, uint64_t
         daemon_start(daemon_);
 }
 
-/* Steps the loop until pred() holds; fails the test after 5 s. */
-struct stepper {
-        struct timer t;
-        bool (*pred)(void);
-        uint64_t deadline;
-        bool timed_out;
-};
-
 static long freeze_pending_ms; /* freeze_ms: a freeze the next tick starts */
 static pid_t freeze_child = -1;
 static pid_t freezer_fork(long ms);
 
-static void stepper_tick(struct loop *l, void *data)
+static void freeze_tick(void)
 {
-        struct stepper *s = data;
-
         if (freeze_pending_ms > 0) {
                 freeze_child = freezer_fork(freeze_pending_ms);
                 freeze_pending_ms = 0;
         }
-        if (s->pred()) {
-                loop_exit(l);
-        } else if (now_ns() > s->deadline) {
-                s->timed_out = true;
-                loop_exit(l);
-        } else {
-                loop_timer_arm(l, &s->t, now_ns() + NSEC_PER_MSEC);
-        }
 }
 
+/* Steps the loop until pred() holds; fails the test after 5 s. */
 static void run_until(bool (*pred)(void))
 {
-        struct stepper s = { .pred = pred, .deadline = now_ns() + 5 * NSEC_PER_SEC };
-
-        timer_init(&s.t, stepper_tick, &s);
-        loop_timer_arm(loop, &s.t, now_ns());
-        ck_assert_int_eq(loop_run(loop), 0);
-        loop_timer_disarm(loop, &s.t);
-        ck_assert_msg(!s.timed_out, "condition not reached within 5 s");
+        loop_run_until(loop, pred, freeze_tick);
 }
 
 static bool attempt_running(void)

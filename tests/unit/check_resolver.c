@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
+#include "loop_step.h"
 #include "probe.h"
 #include "resolver.h"
 #include "snapshot.h"
@@ -147,36 +148,9 @@ static void srv_serve(int rcode, const char *addr, uint32_t ttl)
 
 /* ---- stepping the loop --------------------------------------------------------------- */
 
-struct stepper {
-        struct timer t;
-        bool (*pred)(void);
-        uint64_t deadline;
-        bool timed_out;
-};
-
-static void stepper_tick(struct loop *l, void *data)
-{
-        struct stepper *s = data;
-
-        if (s->pred()) {
-                loop_exit(l);
-        } else if (now_ns() > s->deadline) {
-                s->timed_out = true;
-                loop_exit(l);
-        } else {
-                loop_timer_arm(l, &s->t, now_ns() + NSEC_PER_MSEC);
-        }
-}
-
 static void run_until(bool (*pred)(void))
 {
-        struct stepper s = { .pred = pred, .deadline = now_ns() + 5 * NSEC_PER_SEC };
-
-        timer_init(&s.t, stepper_tick, &s);
-        loop_timer_arm(loop, &s.t, now_ns());
-        ck_assert_int_eq(loop_run(loop), 0);
-        loop_timer_disarm(loop, &s.t);
-        ck_assert_msg(!s.timed_out, "condition not reached within 5 s");
+        loop_run_until(loop, pred, NULL);
 }
 
 static struct waiter w1, w2;
