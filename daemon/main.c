@@ -214,8 +214,16 @@ static int cmd_check(int argc, char **argv)
         }
         if (!url)
                 return usage_error("check: missing URL%s", "");
-        if (strncmp(url, "grpc://", 7) == 0)
-                return check_grpc(url, timeout_ms);
+        if (strncmp(url, "grpc://", 7) == 0) {
+                char why[ERROR_MAX];
+                int r = check_grpc(url, timeout_ms, why, sizeof(why));
+
+                if (r == EXIT_USAGE)
+                        print_error("check: \"%s\" %s (see probed --help)", url, why);
+                else if (r != 0)
+                        print_error("check %s: %s", url, why);
+                return r;
+        }
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 print_error("cannot initialize libcurl");
                 return 1;

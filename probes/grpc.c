@@ -15,17 +15,16 @@
  *                              status != SERVING?      --> failure "status NOT_SERVING"
  *                              otherwise               --> success
  *
- * Trailers: libcurl 7.88 hands HTTP/2 trailers to CURLOPT_HEADERFUNCTION after the body
- * (checked against python3-grpcio in tests/integration/test_kinds.py), and a
- * Trailers-Only answer (an immediate error) comes as ordinary headers, so one header
- * callback sees grpc-status in both places. The connection is never reused (kubelet dials
- * per probe), so a server that went away is seen as "connection refused". */
+ * The call itself (headers, the reply's callbacks, the verdict) is probes/grpc_call.c,
+ * shared with `probed check grpc://`. The connection is never reused (kubelet dials per
+ * probe), so a server that went away is seen as "connection refused". */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "config.h"
+#include "grpc_call.h"
 #include "grpcwire.h"
 #include "loop.h"
 #include "probe.h"
@@ -34,7 +33,6 @@
 #include "util.h"
 
 #define GRPC_PATH "/grpc.health.v1.Health/Check"
-#define GRPC_MESSAGE_MAX 80 /* grpc-message bytes kept for last_error */
 
 struct grpc_spec {
         char *url;     /* http(s)://ADDRESS/grpc.health.v1.Health/Check */
@@ -49,17 +47,11 @@ struct grpc_spec {
 struct grpc_attempt {
         struct attempt *a;
         const struct grpc_spec *spec;
+        uint64_t timeout_ms;
         CURL *easy;
-        struct curl_slist *headers;
         struct curl_slist *pin; /* the host's addresses for libcurl (probe_curl_pin) */
-        size_t header_bytes;
-        int socket_errno; /* set when socket() fails */
-        bool have_status;
-        long grpc_status;
-        char grpc_message[GRPC_MESSAGE_MAX];
-        bool too_large;
-        size_t body_len;
-        uint8_t body[GRPC_MAX_REPLY_BYTES];
+        int socket_errno;       /* set when socket() fails */
+        struct grpc_call call;
 };
 
 /* ---- config ------------------------------------------------------------------------ */
@@ -131,73 +123,13 @@ static int grpc_parse(cJSON *obj, const char *path, void **ret_spec, char **ret_
 
 /* ---- attempt ----------------------------------------------------------------------- */
 
-/* Headers, Trailers-Only headers and trailers all pass here, one line at a time. */
-static size_t grpc_on_header(char *buf, size_t size, size_t n, void *data)
-{
-        struct grpc_attempt *g = data;
-        size_t len = size * n;
-
-        g->header_bytes += len;
-        if (g->header_bytes > HTTP_MAX_HEADER_BYTES)
-                return 0; /* CURLE_WRITE_ERROR */
-        grpcwire_header_line(buf, len, &g->have_status, &g->grpc_status, g->grpc_message, sizeof(g->grpc_message));
-        return len;
-}
-
-static size_t grpc_on_body(char *buf, size_t size, size_t n, void *data)
-{
-        struct grpc_attempt *g = data;
-        size_t len = size * n;
-
-        if (len > sizeof(g->body) - g->body_len) {
-                g->too_large = true;
-                return 0; /* CURLE_WRITE_ERROR: a health reply is a few bytes */
-        }
-        memcpy(g->body + g->body_len, buf, len);
-        g->body_len += len;
-        return len;
-}
-
-/* Judges a completed call (README "Probe kinds": success only for SERVING). */
-static void grpc_judge(struct grpc_attempt *g, long http_status)
-{
-        const struct grpcwire_reply r = { .have_status = g->have_status,
-                                          .grpc_status = g->grpc_status,
-                                          .grpc_message = g->grpc_message,
-                                          .http_status = http_status,
-                                          .body = g->body,
-                                          .body_len = g->body_len };
-        char why[ERROR_MAX];
-        bool ok = grpcwire_judge(&r, GRPC_MAX_REPLY_BYTES, why, sizeof(why));
-
-        attempt_end(g->a, ok ? OUTCOME_SUCCESS : OUTCOME_FAILURE, "%s", why);
-}
-
 static void grpc_on_done(struct attempt *a, CURL *easy, CURLcode rc)
 {
         struct grpc_attempt *g = a->data;
-        char err[ERROR_MAX - 16];
-        long http_status = 0;
+        char why[ERROR_MAX];
+        enum outcome o = grpc_call_result(&g->call, easy, rc, g->socket_errno, why, sizeof(why));
 
-        if (rc == CURLE_WRITE_ERROR && g->too_large) {
-                attempt_end(a, OUTCOME_FAILURE, "malformed reply: more than %d bytes", GRPC_MAX_REPLY_BYTES);
-                return;
-        }
-        if (rc == CURLE_WRITE_ERROR && g->header_bytes > HTTP_MAX_HEADER_BYTES) {
-                attempt_end(a, OUTCOME_FAILURE, "malformed reply: headers exceed %d bytes", HTTP_MAX_HEADER_BYTES);
-                return;
-        }
-        (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
-        if (rc != CURLE_OK) {
-                enum outcome o = probe_curl_error(easy, rc, g->socket_errno, err, sizeof(err));
-                if (http_status == 0 &&
-                    (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_SSL_CONNECT_ERROR))
-                        attempt_end(a, o, "connect: %s", err);
-                else
-                        attempt_end(a, o, "%s", err);
-                return;
-        }
-        grpc_judge(g, http_status);
+        attempt_end(a, o, "%s", why);
 }
 
 static void grpc_cancel(struct attempt *a)
@@ -205,7 +137,7 @@ static void grpc_cancel(struct attempt *a)
         struct grpc_attempt *g = a->data;
 
         probe_curl_free(g->easy);
-        curl_slist_free_all(g->headers);
+        grpc_call_free(&g->call);
         curl_slist_free_all(g->pin);
         free(g);
         a->data = NULL;
@@ -220,19 +152,12 @@ static void grpc_on_resolved(struct attempt *a, const struct addr_list *addrs)
 
         g->easy = probe_curl_new(spec->url, probe_tls_verify(spec->tls_keys), &g->socket_errno);
         if (!g->easy || probe_tls_apply(g->easy, spec->tls_keys, spec->url) < 0 ||
-            (r = probe_curl_pin(g->easy, spec->host, addrs, &g->pin)) < 0) {
+            (r = probe_curl_pin(g->easy, spec->host, addrs, &g->pin)) < 0 ||
+            /* the spec (and its request body) outlives the attempt */
+            (r = grpc_call_setup(&g->call, g->easy, spec->body, spec->body_len, g->timeout_ms)) < 0) {
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
                 return;
         }
-        curl_easy_setopt(g->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
-        curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
-        curl_easy_setopt(g->easy, CURLOPT_POSTFIELDS, spec->body); /* the spec outlives the attempt */
-        curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE, (long) spec->body_len);
-        curl_easy_setopt(g->easy, CURLOPT_HTTPHEADER, g->headers);
-        curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, grpc_on_header);
-        curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
-        curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, grpc_on_body);
-        curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
         r = attempt_curl_add(a, g->easy, grpc_on_done);
         if (r < 0)
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
@@ -241,30 +166,14 @@ static void grpc_on_resolved(struct attempt *a, const struct addr_list *addrs)
 static int grpc_start(struct attempt *a, const void *specp, uint64_t timeout_ms)
 {
         const struct grpc_spec *spec = specp;
-        const char *fixed[] = { "Content-Type: application/grpc", "TE: trailers", "Expect:", "Accept:" };
-        struct grpc_attempt *g;
-        char deadline[40];
+        struct grpc_attempt *g = calloc(1, sizeof(*g));
 
-        g = calloc(1, sizeof(*g));
         if (!g)
                 return -ENOMEM;
         g->a = a;
-        a->data = g; /* from here on, an error return has the lifecycle call grpc_cancel */
-        /* grpc-timeout: at most 8 digits (gRPC over HTTP/2, PROTOCOL-HTTP2.md); past
-         * 99999999 ms, in seconds */
-        if (timeout_ms <= 99999999)
-                snprintf(deadline, sizeof(deadline), "grpc-timeout: %llum", (unsigned long long) timeout_ms);
-        else
-                snprintf(deadline, sizeof(deadline), "grpc-timeout: %lluS",
-                         (unsigned long long) (timeout_ms / 1000 > 99999999 ? 99999999 : timeout_ms / 1000));
-        for (size_t i = 0; i <= ELEMENTSOF(fixed); i++) {
-                struct curl_slist *n = curl_slist_append(g->headers, i < ELEMENTSOF(fixed) ? fixed[i] : deadline);
-
-                if (!n)
-                        return -ENOMEM;
-                g->headers = n;
-        }
         g->spec = spec;
+        g->timeout_ms = timeout_ms;
+        a->data = g; /* from here on, an error return has the lifecycle call grpc_cancel */
         return attempt_resolve(a, spec->host, spec->port, NULL, grpc_on_resolved);
 }
 

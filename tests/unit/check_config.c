@@ -442,8 +442,10 @@ END_TEST
 START_TEST(test_valid_listen)
 {
         /* a name is no config error: config loading does no DNS (README "Names") */
-        const char *ok[] = { "0.0.0.0:8081", "127.0.0.1:0", "[::]:8081", "[::1]:65535", "localhost:80", "example.com:80",
-                             "no-such-host.invalid:80" };
+        const char *ok[] = {
+                "0.0.0.0:8081",           "127.0.0.1:0", "[::]:8081", "[::1]:65535", "localhost:80", "example.com:80",
+                "no-such-host.invalid:80"
+        };
 
         for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
                 char text[128];
@@ -762,7 +764,8 @@ START_TEST(test_probe_config_equal)
         {
                 static const char same[] =
                         "{\"probes\": [{\"method\": \"GET\", \"headers\": {\"B\": \"2\", \"A\": \"1\"},"
-                        " \"max_body\": 10240, \"url\": \"http://127.0.0.1:1/\", \"type\": \"http\", \"name\": \"h\"}]}";
+                        " \"max_body\": 10240, \"url\": \"http://127.0.0.1:1/\", \"type\": \"http\", \"name\": "
+                        "\"h\"}]}";
                 struct config *d = load_ok(same), *l = NULL,
                               *e = load_ok("{\"probes\": [{\"name\": \"h\", \"type\": \"http\", \"url\":"
                                            " \"http://127.0.0.1:1/\", \"headers\": {\"A\": \"1\", \"B\": \"3\"}}]}");
