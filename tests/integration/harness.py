@@ -48,6 +48,9 @@ API (all deadlines in seconds, already multiplied by SCALE inside the harness)
         .stop(). Stopped at teardown like targets.
     free_port() -> int
         A 127.0.0.1 port that was free a moment ago (for "nothing listens there yet").
+    hooks_binary()
+        Context manager: start_daemon runs TOOLS/probed-hooks inside it, the test build of
+        the daemon whose loop thread SIGUSR2 spins for $PROBED_TEST_SPIN_MS.
 
     start_daemon(config=None, args=(), env=None, listen="127.0.0.1:0",
                  wait_listening=True, json_logs=True) -> Daemon
@@ -94,6 +97,7 @@ of a daemon that exited 2 on a usage or config error), fails the test; so does a
 run_probed() stderr with a sanitizer report.
 """
 
+import contextlib
 import inspect
 import json
 import os
@@ -289,6 +293,18 @@ def free_port():
 
 
 # ---------------------------------------------------------------- daemon
+
+
+@contextlib.contextmanager
+def hooks_binary():
+    """start_daemon runs the test build of the daemon (SIGUSR2 spins its loop thread)."""
+    global PROBED
+    saved = PROBED
+    PROBED = os.path.join(TOOLS, "probed-hooks")
+    try:
+        yield
+    finally:
+        PROBED = saved
 
 class Daemon:
     def __init__(self, config=None, args=(), env=None, listen="127.0.0.1:0",

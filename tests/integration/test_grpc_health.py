@@ -14,7 +14,6 @@ preface holds up no one; drain turns readiness NOT_SERVING; 1,000 concurrent Che
 stay within the bounds; the watchdog turns a stuck loop into NOT_SERVING; `probed check
 grpc://`; the /metrics counters."""
 
-import contextlib
 import json
 import os
 import signal
@@ -29,7 +28,6 @@ from harness import (config, curl, eq, http, promtool_check, run_probed, start_d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GO_CLIENT = os.path.join(harness.TOOLS, "grpc_health")
-HOOKS = os.path.join(harness.TOOLS, "probed-hooks")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CHECK = "/grpc.health.v1.Health/Check"
 
@@ -402,22 +400,12 @@ def test_grpc_idle_connections_count_and_are_shed():
             s.close()
 
 
-@contextlib.contextmanager
-def hooks_binary():
-    saved = harness.PROBED
-    harness.PROBED = HOOKS
-    try:
-        yield
-    finally:
-        harness.PROBED = saved
-
-
 def test_grpc_watchdog_stuck_loop_not_serving():
     """The loop thread spins 6 s (watchdog 1s; each answer first waits fresh_wait, 300 ms):
     Check answers NOT_SERVING for every name (unknown ones stay NOT_FOUND), as the verdict
     endpoints answer 503, and a Watch says NOT_SERVING; SERVING again once it runs."""
     t = start_target()
-    with hooks_binary():
+    with harness.hooks_binary():
         d = start_daemon(config(tcp("app", "127.0.0.1:%d" % t.port), watchdog="1s"),
                          env={"PROBED_TEST_SPIN_MS": "6000"})
     wait_until(lambda: py_checks(d.port, ["liveness", "app"]) == {"liveness": "SERVING", "app": "SERVING"},

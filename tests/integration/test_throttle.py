@@ -21,7 +21,6 @@ import harness  # noqa: E402
 from harness import (config, curl, eq, http, probe, start_daemon, start_target, status, tcp, wait_probe,  # noqa: E402
                      wait_until)
 
-HOOKS = os.path.join(harness.TOOLS, "probed-hooks")
 
 
 def hold(seconds):
@@ -157,23 +156,12 @@ def test_outage_during_freeze_is_seen_after_thaw():
     print("INFO outage during a freeze: /livez 503 in window %d after the thaw" % (len(th.answers) - 1))
 
 
-@contextlib.contextmanager
-def hooks_binary():
-    """The test build of the daemon (SIGUSR2 spins its loop thread)."""
-    saved = harness.PROBED
-    harness.PROBED = HOOKS
-    try:
-        yield
-    finally:
-        harness.PROBED = saved
-
-
 def test_watchdog_trips_on_a_stuck_loop():
     """The loop thread spins for 4 s (watchdog 1s): the verdict endpoints answer 503
     'probed: event loop stuck for <N>s' and one ERROR line is logged; when the loop runs
     again, /livez is 200 again."""
     t = start_target()
-    with hooks_binary():
+    with harness.hooks_binary():
         d = start_daemon(config(tcp("port", "127.0.0.1:%d" % t.port), watchdog="1s"),
                          env={"PROBED_TEST_SPIN_MS": "4000"})
     wait_until(lambda: curl(d.url("/livez"))[0] == 200, msg="/livez 200")
@@ -208,7 +196,7 @@ def test_busy_loop_is_not_a_stall():
     wake-up, logged once as loop_busy and counted in probed_loop_busy_total; no stall,
     and the attempt in flight is neither cancelled nor failed."""
     t = start_target()
-    with hooks_binary():
+    with harness.hooks_binary():
         d = start_daemon(config(http("slow", t.url("/delay/200"), timeout="5s", period="100ms")),
                          env={"PROBED_TEST_SPIN_MS": "1500"})
     wait_probe(d, "slow", lambda p: p["healthy"] is True, what="slow healthy")
