@@ -936,28 +936,33 @@ static void *worker_main(void *data)
                         if (timeout < 0 || tick < timeout)
                                 timeout = tick;
                 }
+                bool woken = false;
                 n = epoll_wait(w->ep, evs, GRPC_EPOLL_BATCH, timeout);
                 for (int i = 0; i < n; i++) {
-                        if (evs[i].data.ptr == &w->wake_fd) {
-                                struct h2conn *in;
-                                eventfd_t v;
-                                (void) eventfd_read(w->wake_fd, &v);
-                                pthread_mutex_lock(&w->lock);
-                                in = w->incoming;
-                                w->incoming = NULL;
-                                pthread_mutex_unlock(&w->lock);
-                                while (in) {
-                                        struct h2conn *next = in->next_incoming;
-                                        h2conn_start(w, in);
-                                        in = next;
-                                }
-                                watch_update(w); /* also woken by each publication */
-                        } else if (evs[i].data.ptr && evs[i].data.ptr != &srv->stop_fd) {
+                        if (evs[i].data.ptr == &w->wake_fd)
+                                woken = true;
+                        else if (evs[i].data.ptr && evs[i].data.ptr != &srv->stop_fd)
                                 (void) h2conn_io(evs[i].data.ptr, evs[i].events);
+                }
+                /* only once the batch is done: starting connections and updating watches
+                 * may close connections, whose later events in the batch would then
+                 * point at freed memory */
+                if (woken) {
+                        struct h2conn *in;
+                        eventfd_t v;
+                        (void) eventfd_read(w->wake_fd, &v);
+                        pthread_mutex_lock(&w->lock);
+                        in = w->incoming;
+                        w->incoming = NULL;
+                        pthread_mutex_unlock(&w->lock);
+                        while (in) {
+                                struct h2conn *next = in->next_incoming;
+                                h2conn_start(w, in);
+                                in = next;
                         }
                 }
-                if (w->n_watch && now_ns() >= w->watch_tick_ns)
-                        watch_update(w);
+                if (woken || (w->n_watch && now_ns() >= w->watch_tick_ns))
+                        watch_update(w); /* also woken by each publication */
         }
         return NULL;
 }
@@ -972,18 +977,24 @@ int server_grpc_start(struct server *srv)
                 return -ENOMEM;
         g->srv = srv;
         srv->grpc = g;
+        for (int i = 0; i < SERVER_GRPC_THREADS; i++) { /* what server_grpc_free expects of every worker */
+                g->w[i].g = g;
+                g->w[i].ep = g->w[i].wake_fd = -1;
+                pthread_mutex_init(&g->w[i].lock, NULL);
+        }
         for (int i = 0; i < SERVER_GRPC_THREADS; i++) {
                 struct grpc_worker *w = &g->w[i];
                 struct epoll_event wake = { .events = EPOLLIN, .data.ptr = &w->wake_fd },
                                    stop = { .events = EPOLLIN, .data.ptr = &srv->stop_fd };
-                w->g = g;
+                int r;
                 w->ep = epoll_create1(EPOLL_CLOEXEC);
                 w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                pthread_mutex_init(&w->lock, NULL);
                 if (w->ep < 0 || w->wake_fd < 0 || epoll_ctl(w->ep, EPOLL_CTL_ADD, w->wake_fd, &wake) < 0 ||
-                    epoll_ctl(w->ep, EPOLL_CTL_ADD, srv->stop_fd, &stop) < 0 ||
-                    pthread_create(&w->thread, NULL, worker_main, w) != 0)
+                    epoll_ctl(w->ep, EPOLL_CTL_ADD, srv->stop_fd, &stop) < 0)
                         return -errno;
+                r = pthread_create(&w->thread, NULL, worker_main, w); /* returns its error, errno untouched */
+                if (r != 0)
+                        return -r;
                 w->started = true;
         }
         return 0;
