@@ -317,9 +317,10 @@ static bool sniff_add(struct server *srv, int c, struct sockaddr_storage *sa, so
 static void sniff_step(struct server *srv, struct sniff *s, bool gone)
 {
         int fd = s->k->fd;
-        enum proto p = gone ? PROTO_GONE : conn_proto(fd);
+        /* shed meanwhile: closed whatever came, never handed on */
+        enum proto p = gone || !s->k->linked ? PROTO_GONE : conn_proto(fd);
 
-        if (p == PROTO_WAIT && s->k->linked)
+        if (p == PROTO_WAIT)
                 return;
         sniff_unlink(srv, s);
         if (p == PROTO_HTTP1)
