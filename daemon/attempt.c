@@ -137,9 +137,8 @@ static void attempt_resolved(struct attempt *a, const struct resolver_result *re
         struct addr_list addrs;
 
         if (res->status < 0) {
-                bool local = res->status == -ENOMEM || res->status == -EMFILE || res->status == -ENFILE ||
-                             res->status == -ENOBUFS;
-                attempt_end(a, local ? OUTCOME_ERROR : OUTCOME_FAILURE, "dns: %s: %s", a->res->dns.host, res->reason);
+                attempt_end(a, resolver_errno_local(-res->status) ? OUTCOME_ERROR : OUTCOME_FAILURE, "dns: %s: %s",
+                            a->res->dns.host, res->reason);
                 return;
         }
         addrs = *res->addrs;

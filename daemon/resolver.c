@@ -365,9 +365,9 @@ bool resolver_literal(const char *host, uint16_t port, union sockaddr_any *a, so
         return false;
 }
 
-static bool is_local_errno(int err)
+bool resolver_errno_local(int err)
 {
-        return err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS;
+        return err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS || err == EBUSY;
 }
 
 /* c-ares's answer for a lookup (inside ares_process_fd, or inside ares_getaddrinfo when
@@ -425,7 +425,7 @@ static void host_cb(void *arg, int status, int timeouts, struct ares_addrinfo *a
                 lk->reason = "out of memory";
                 break;
         case ARES_ECONNREFUSED:
-                if (is_local_errno(lk->ch->sock_errno)) {
+                if (resolver_errno_local(lk->ch->sock_errno)) {
                         lk->status = -lk->ch->sock_errno;
                         lk->reason = lk->status == -ENOMEM || lk->status == -ENOBUFS ? "out of memory"
                                                                                      : "out of file descriptors";
@@ -562,7 +562,11 @@ int resolver_lookup(struct resolver *r, const char *host, const struct resolver_
         if (q->server) {
                 rc = channel_for_server(r, q->server, &ch);
                 if (rc < 0) {
-                        result_set(ret, rc, rc == -ENOMEM ? "out of memory" : "cannot use the DNS server", NULL);
+                        result_set(ret, rc,
+                                   rc == -ENOMEM  ? "out of memory"
+                                   : rc == -EBUSY ? "too many DNS servers in use at once"
+                                                  : "cannot use the DNS server",
+                                   NULL);
                         return rc;
                 }
         }
@@ -618,8 +622,13 @@ int resolver_set_servers(struct resolver *r, const char *servers)
         }
         r->main = ch;
         for (size_t i = 0; i <= r->mask; i++)
-                for (struct entry *e = r->buckets[i]; e; e = e->next)
+                for (struct entry *e = r->buckets[i]; e; e = e->next) {
+                        if (e->pending) { /* the old servers' answer reaches its waiters, not the cache */
+                                e->pending->e = NULL;
+                                e->pending = NULL;
+                        }
                         e->expires_ns = 0;
+                }
         retired_sweep(r);
         return 0;
 }

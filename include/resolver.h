@@ -25,12 +25,17 @@ struct resolver_wait;
  *   -ENOENT     no such host, or no address of the asked family ("no such host")
  *   -ETIMEDOUT  no answer from the servers
  *   -EIO        SERVFAIL, refused, a bad answer ... (the reason says which)
- *   -ENOMEM, -EMFILE, -ENFILE  probed's own shortage (an error outcome, README "Names") */
+ *   -ENOMEM, -EMFILE, -ENFILE, -EBUSY  probed's own shortage (resolver_errno_local: an error
+ *               outcome, README "Names") */
 struct resolver_result {
         int status;
         const char *reason; /* static text; "" on success */
         const struct addr_list *addrs;
 };
+
+/* Whether a failed lookup's errno is probed's own shortage (memory, descriptors, its cap
+ * of DNS server channels: EBUSY), an error rather than the name's failure. */
+bool resolver_errno_local(int err);
 
 /* Borrowed result: valid during the call only. */
 typedef void resolver_fn(struct resolver_wait *w, const struct resolver_result *res);
