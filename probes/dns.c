@@ -54,12 +54,12 @@ static bool same_address(const union sockaddr_any *a, const union sockaddr_any *
         return memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof(a->in6.sin6_addr)) == 0;
 }
 
-static void address_text(const union sockaddr_any *a, char *buf, size_t n)
+/* An answer's address (its port is 0: the address alone), as the rest of probed shows one. */
+static const char *addr_text(const union sockaddr_any *a, char *buf, size_t n)
 {
-        if (!inet_ntop(a->sa.sa_family,
-                       a->sa.sa_family == AF_INET ? (const void *) &a->in4.sin_addr : (const void *) &a->in6.sin6_addr,
-                       buf, (socklen_t) n))
-                snprintf(buf, n, "?");
+        const char *s = address_format(a, buf, n);
+
+        return s ? s : "?";
 }
 
 /* `expect`: a list of literal addresses into spec->expect. */
@@ -137,20 +137,20 @@ static void dns_free_spec(void *spec)
 static void dns_on_resolved(struct attempt *a, const struct addr_list *addrs)
 {
         const struct dns_spec *spec = a->data;
-        char got[ERROR_MAX - 48] = "", one[INET6_ADDRSTRLEN];
+        char got[ERROR_MAX - 48] = "", one[64]; /* address_format's size */
         size_t off = 0;
 
         for (unsigned i = 0; i < addrs->n; i++)
                 for (unsigned j = 0; j < spec->n_expect; j++)
                         if (same_address(&addrs->a[i], &spec->expect[j])) {
-                                address_text(&addrs->a[i], one, sizeof(one));
                                 attempt_set_address(a, &addrs->a[i]); /* last_address: the one expected */
-                                attempt_end(a, OUTCOME_SUCCESS, "answered %s", one);
+                                attempt_end(a, OUTCOME_SUCCESS, "answered %s",
+                                            addr_text(&addrs->a[i], one, sizeof(one)));
                                 return;
                         }
         for (unsigned i = 0; i < addrs->n && off < sizeof(got); i++) {
-                address_text(&addrs->a[i], one, sizeof(one));
-                off += (size_t) snprintf(got + off, sizeof(got) - off, "%s%s", i ? ", " : "", one);
+                off += (size_t) snprintf(got + off, sizeof(got) - off, "%s%s", i ? ", " : "",
+                                         addr_text(&addrs->a[i], one, sizeof(one)));
         }
         if (spec->n_expect == 0)
                 attempt_end(a, OUTCOME_SUCCESS, "answered %s", got);
