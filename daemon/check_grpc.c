@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "bounds.h"
 #include "check_grpc.h"
@@ -31,7 +30,7 @@ int check_grpc(const char *url, uint64_t timeout_ms, char *why, size_t n)
         snprintf(why, n, "out of memory");
         if (!address || !c)
                 goto out;
-        if (strncasecmp(url, "grpc://", 7) != 0 || address_split(address, false, host, sizeof(host), &port) < 0 ||
+        if (address_split(address, false, host, sizeof(host), &port) < 0 ||
             grpcwire_request_encode(slash ? slash + 1 : "", &req, &req_len) < 0) {
                 snprintf(why, n, "is not grpc://HOST:PORT[/SERVICE]");
                 ret = 2;
@@ -42,8 +41,7 @@ int check_grpc(const char *url, uint64_t timeout_ms, char *why, size_t n)
                 goto out;
         }
         http_url = strdup_printf("http://%s/grpc.health.v1.Health/Check", address);
-        if (http_url && (e = probe_curl_new(http_url, false, NULL)) &&
-            grpc_call_setup(c, e, req, req_len, timeout_ms) == 0) {
+        if (http_url && (e = probe_curl_new(http_url, NULL)) && grpc_call_setup(c, e, req, req_len, timeout_ms) == 0) {
                 curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
                 ret = grpc_call_result(c, e, curl_easy_perform(e), 0, why, n) == OUTCOME_SUCCESS ? 0 : 1;
         }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 
 #include "bounds.h"
@@ -214,7 +215,7 @@ static int cmd_check(int argc, char **argv)
         }
         if (!url)
                 return usage_error("check: missing URL%s", "");
-        if (strncmp(url, "grpc://", 7) == 0) {
+        if (strncasecmp(url, "grpc://", 7) == 0) {
                 char why[ERROR_MAX];
                 int r = check_grpc(url, timeout_ms, why, sizeof(why));
 
@@ -234,7 +235,7 @@ static int cmd_check(int argc, char **argv)
                 curl_global_cleanup();
                 return EXIT_USAGE;
         }
-        e = probe_curl_new(url, false, NULL);
+        e = probe_curl_new(url, NULL);
         if (!e) {
                 print_error("check %s: out of memory", url);
                 curl_global_cleanup();

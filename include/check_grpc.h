@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The exit status: 0 on SERVING, 1 otherwise, 2 when url is not
+/* url begins with grpc:// (in any case: the caller dispatched on it). The exit status: 0 on SERVING, 1 otherwise, 2 when url is not
  * grpc://HOST:PORT[/SERVICE]; why (n bytes) says what came or what is wrong, for the
  * caller to print. timeout_ms covers connect and call. Initializes and cleans up libcurl
  * itself. */

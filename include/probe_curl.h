@@ -11,12 +11,13 @@
 
 /* A new easy handle for one attempt: NOSIGNAL, no proxy (environment ignored), a fresh
  * connection never reused, SO_LINGER 0 on its socket (no TIME_WAIT on our side),
- * User-Agent probed/<version>, TLS verification as asked, and no time limit of libcurl's own
+ * User-Agent probed/<version>, TLS unverified (a probe's TLS keys change that:
+ * probe_tls_apply), and no time limit of libcurl's own
  * (the lifecycle's deadline, which counts awake time only, is the timeout).
  * ret_socket_errno (may be NULL; borrowed for the handle's life) receives the errno of
  * a socket() that failed, so that EMFILE is told apart from a refused connection.
  * NULL on ENOMEM. Caller owns it (curl_easy_cleanup). */
-CURL *probe_curl_new(const char *url, bool tls_verify, int *ret_socket_errno);
+CURL *probe_curl_new(const char *url, int *ret_socket_errno);
 
 /* Pins the transfer's host to addrs (CURLOPT_RESOLVE "HOST:PORT:ADDR,ADDR..."; the port is
  * that of addrs, set by attempt_resolve), so that libcurl never resolves a name itself: every

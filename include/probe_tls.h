@@ -36,12 +36,6 @@ int probe_tls_parse(cJSON *obj, const char *path, bool tls, const char *url, str
 /* Frees what probe_tls_parse returned (NULL-safe). */
 void probe_tls_free(struct probe_tls *t);
 
-/* Whether t verifies the server (false for NULL). */
-static inline bool probe_tls_verify(const struct probe_tls *t)
-{
-        return t && t->verify;
-}
-
 /* Sets the TLS options of t (nothing for NULL) on a handle from probe_curl_new (verification, CA bundle,
  * client certificate, no TLS session reuse: each attempt sees the certificate the server
  * has now). With server_name, url (the URL the handle is to fetch) is given to libcurl

@@ -150,7 +150,7 @@ static void grpc_on_resolved(struct attempt *a, const struct addr_list *addrs)
         const struct grpc_spec *spec = g->spec;
         int r = -ENOMEM;
 
-        g->easy = probe_curl_new(spec->url, probe_tls_verify(spec->tls_keys), &g->socket_errno);
+        g->easy = probe_curl_new(spec->url, &g->socket_errno);
         if (!g->easy || probe_tls_apply(g->easy, spec->tls_keys, spec->url) < 0 ||
             (r = probe_curl_pin(g->easy, spec->host, addrs, &g->pin)) < 0 ||
             /* the spec (and its request body) outlives the attempt */

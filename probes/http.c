@@ -651,7 +651,7 @@ static int curl_start(struct http_attempt *h, const struct addr_list *addrs)
                 if (r < 0)
                         return r;
         }
-        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, probe_tls_verify(h->spec->tls), &h->socket_errno);
+        h->easy = probe_curl_new(h->url ? h->url : h->spec->url, &h->socket_errno);
         if (!h->easy || probe_tls_apply(h->easy, h->spec->tls, h->url ? h->url : h->spec->url) < 0)
                 return -ENOMEM;
         r = probe_curl_pin(h->easy, h->spec->host, addrs, &h->pin);

@@ -766,7 +766,7 @@ static void ws_on_resolved(struct attempt *a, const struct addr_list *addrs)
         struct ws_attempt *w = a->data;
         int r = -ENOMEM;
 
-        w->easy = probe_curl_new(w->spec->curl_url, probe_tls_verify(w->spec->tls), &w->socket_errno);
+        w->easy = probe_curl_new(w->spec->curl_url, &w->socket_errno);
         if (!w->easy || probe_tls_apply(w->easy, w->spec->tls, w->spec->curl_url) < 0 ||
             (r = probe_curl_pin(w->easy, w->spec->dns_host, addrs, &w->pin)) < 0) {
                 attempt_end(a, OUTCOME_ERROR, "cannot run attempt: %s", strerror(-r));
